@@ -1,0 +1,43 @@
+"""The command-line app: one module per command, each rendering what the core returns."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from tinyshake import __version__
+from tinyshake.cli import fetch, info
+
+app = typer.Typer(
+    name="tinyshake",
+    help="Build a GPT from scratch on tiny Shakespeare: fetch the corpus, train the lecture's models, chat, and demos.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"tinyshake {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        Optional[bool],
+        typer.Option("--version", "-V", callback=_version, is_eager=True, help="Show the version and exit."),
+    ] = None,
+) -> None:
+    """Build a GPT from scratch on tiny Shakespeare, from the terminal."""
+
+
+app.command("fetch")(fetch.fetch)
+app.command("info")(info.info)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,26 @@
+"""Where tinyshake keeps its data: one home folder with ``corpus/`` and ``runs/`` inside."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+HOME_ENV = "TINYSHAKE_HOME"
+
+
+def home() -> Path:
+    """The data home: ``$TINYSHAKE_HOME`` if set (tests use a temporary one), else the user data dir."""
+    override = os.environ.get(HOME_ENV)
+    if override:
+        return Path(override).expanduser()
+    return Path(platformdirs.user_data_dir("tinyshake", appauthor=False))
+
+
+def corpus_root() -> Path:
+    return home() / "corpus"
+
+
+def runs_root() -> Path:
+    return home() / "runs"
