@@ -1,0 +1,289 @@
+"""The lecture's models, from the bigram table to the GPT, in one module.
+
+Every stage of the lecture's ladder is one :class:`ModelConfig`: the bigram is
+its own small class, and every later stage is a :class:`GPTLanguageModel` whose
+blocks switch on what the lecture added one step at a time (a feed-forward,
+residual connections, projections, LayerNorm, dropout).
+
+Fidelity: parameters are created in the lecture code's order from the same
+random stream, so with ``torch.manual_seed(1337)`` a model starts from exactly
+the lecture's weights. Speed: the heads of a :class:`MultiHeadAttention` share
+one fused weight and one call to ``scaled_dot_product_attention``; the weight is
+still drawn head by head, key, query, value, as the lecture's ``Head`` modules
+draw theirs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Optional
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+FFWD_KINDS = ("none", "simple", "wide")
+
+
+@dataclass
+class ModelConfig:
+    """Everything that shapes a model. The stage table (stages.py) fills it in."""
+
+    vocab_size: int = 65
+    block_size: int = 8
+    arch: str = "gpt"  # "bigram" or "gpt"
+    n_embd: int = 32
+    n_head: int = 4
+    n_layer: int = 1
+    ffwd: str = "none"  # "none", "simple" (Linear+ReLU) or "wide" (4x with a projection back)
+    proj: bool = False  # attention output projection
+    residual: bool = False
+    layernorm: bool = False
+    dropout: float = 0.0
+    init_std: Optional[float] = None  # None keeps PyTorch's default init, as the early stages do
+
+    @property
+    def head_size(self) -> int:
+        return self.n_embd // self.n_head
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+# --------------------------------------------------------------------------- KV cache
+
+
+class KVCache:
+    """Keys and values of every layer for the positions seen so far, so a new token costs one position.
+
+    ``pos`` is how many positions are stored; the learned position table means
+    positions are absolute, so the cache can never hold more than ``block_size``.
+    """
+
+    def __init__(self, n_layer: int) -> None:
+        self.keys: list[Optional[torch.Tensor]] = [None] * n_layer
+        self.values: list[Optional[torch.Tensor]] = [None] * n_layer
+        self.pos = 0
+
+    def extend(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append this step's keys and values (B, H, T, hs) and return everything cached for the layer."""
+        old_k, old_v = self.keys[layer], self.values[layer]
+        if old_k is not None and old_v is not None:
+            k, v = torch.cat([old_k, k], dim=2), torch.cat([old_v, v], dim=2)
+        self.keys[layer], self.values[layer] = k, v
+        return k, v
+
+
+# --------------------------------------------------------------------------- the ladder's pieces
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float, causal: bool) -> torch.Tensor:
+    """softmax(q kᵀ · head_size^-0.5, masked to the past) @ v, as one fused kernel."""
+    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal, scale=q.size(-1) ** -0.5)
+
+
+class Head(nn.Module):
+    """One head of self-attention, written out as the lecture writes it.
+
+    The fused :class:`MultiHeadAttention` creates its weights through this class,
+    so they come from the random stream in the lecture's order, and the tests use
+    its plain forward as the oracle for the fused one.
+    """
+
+    def __init__(self, n_embd: int, head_size: int, block_size: int) -> None:
+        super().__init__()
+        self.key = nn.Linear(n_embd, head_size, bias=False)
+        self.query = nn.Linear(n_embd, head_size, bias=False)
+        self.value = nn.Linear(n_embd, head_size, bias=False)
+        self.register_buffer("tril", torch.tril(torch.ones(block_size, block_size)), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        T = x.shape[1]
+        k, q = self.key(x), self.query(x)
+        wei = q @ k.transpose(-2, -1) * k.shape[-1] ** -0.5  # (B, T, T) affinities
+        wei = wei.masked_fill(self.tril[:T, :T] == 0, float("-inf"))  # no peeking at the future
+        wei = F.softmax(wei, dim=-1)
+        return wei @ self.value(x)  # weighted sum of the values
+
+
+class MultiHeadAttention(nn.Module):
+    """Several heads of self-attention in parallel, their outputs concatenated.
+
+    The weights of all heads live in one tensor ``qkv`` of shape
+    (n_head, 3, head_size, n_embd), ordered key, query, value within each head,
+    so one matmul projects every head and one attention call serves them all.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.n_head, self.head_size = config.n_head, config.head_size
+        heads = [Head(config.n_embd, self.head_size, config.block_size) for _ in range(self.n_head)]
+        self.qkv = nn.Parameter(torch.stack([torch.stack([h.key.weight, h.query.weight, h.value.weight]) for h in heads]).detach())
+        self.proj = nn.Linear(self.n_head * self.head_size, config.n_embd) if config.proj else None
+        self.dropout = nn.Dropout(config.dropout)
+        self.p_attn = config.dropout
+
+    def init_normal(self, std: float) -> None:
+        """The lecture's N(0, std) init, drawn per head and per key/query/value matrix, in its order."""
+        with torch.no_grad():
+            for h in range(self.n_head):
+                for j in range(3):
+                    self.qkv[h, j].normal_(mean=0.0, std=std)
+
+    def forward(self, x: torch.Tensor, cache: Optional[KVCache] = None, layer: int = 0) -> torch.Tensor:
+        B, T, C = x.shape
+        k, q, v = F.linear(x, self.qkv.view(-1, C)).view(B, T, self.n_head, 3, self.head_size).permute(3, 0, 2, 1, 4)
+        causal = True
+        if cache is not None:
+            causal = cache.pos == 0  # a prefill is causal; a new token sees everything cached before it
+            k, v = cache.extend(layer, k, v)
+        out = attend(q, k, v, self.p_attn if self.training else 0.0, causal)
+        out = out.transpose(1, 2).reshape(B, T, self.n_head * self.head_size)  # heads side by side
+        if self.proj is not None:
+            out = self.dropout(self.proj(out))
+        return out
+
+
+class FeedForward(nn.Module):
+    """Per-token computation after the tokens have talked: Linear + ReLU (+ projection when wide)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        n = config.n_embd
+        if config.ffwd == "wide":
+            layers: list[nn.Module] = [nn.Linear(n, 4 * n), nn.ReLU(), nn.Linear(4 * n, n), nn.Dropout(config.dropout)]
+        else:
+            layers = [nn.Linear(n, n), nn.ReLU()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Block(nn.Module):
+    """Communication (attention) followed by computation (feed-forward)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.sa = MultiHeadAttention(config)
+        self.ffwd = FeedForward(config) if config.ffwd != "none" else None
+        norm = nn.LayerNorm if config.layernorm else nn.Identity
+        self.ln1, self.ln2 = norm(config.n_embd), norm(config.n_embd)
+        self.residual = config.residual
+
+    def forward(self, x: torch.Tensor, cache: Optional[KVCache] = None, layer: int = 0) -> torch.Tensor:
+        a = self.sa(self.ln1(x), cache, layer)
+        x = x + a if self.residual else a
+        if self.ffwd is not None:
+            f = self.ffwd(self.ln2(x))
+            x = x + f if self.residual else f
+        return x
+
+
+def lm_loss(logits: torch.Tensor, targets: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """Mean cross-entropy of next-token predictions, as the lecture computes it."""
+    if targets is None:
+        return None
+    B, T, C = logits.shape
+    return F.cross_entropy(logits.view(B * T, C), targets.reshape(B * T))
+
+
+class BigramLanguageModel(nn.Module):
+    """Each token reads the logits for the next token straight off a lookup table."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.token_embedding_table = nn.Embedding(config.vocab_size, config.vocab_size)
+
+    def forward(
+        self, idx: torch.Tensor, targets: Optional[torch.Tensor] = None, cache: Optional[KVCache] = None
+    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        logits = self.token_embedding_table(idx)
+        if cache is not None:
+            cache.pos += idx.shape[1]
+        return logits, lm_loss(logits, targets)
+
+
+class GPTLanguageModel(nn.Module):
+    """Token and position embeddings, a stack of blocks, an optional final LayerNorm, and the lm_head."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.token_embedding_table = nn.Embedding(config.vocab_size, config.n_embd)
+        self.position_embedding_table = nn.Embedding(config.block_size, config.n_embd)
+        self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(config.n_embd) if config.layernorm else nn.Identity()
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size)
+        if config.init_std is not None:
+            self._init_normal(config.init_std)
+
+    def _init_normal(self, std: float) -> None:
+        """The lecture's GPT init: N(0, std) weights and zero biases, module by module in its order."""
+        with torch.no_grad():
+            for module in self.modules():  # pre-order: each attention's qkv comes before its proj
+                if isinstance(module, MultiHeadAttention):
+                    module.init_normal(std)
+                elif isinstance(module, (nn.Linear, nn.Embedding)):
+                    module.weight.normal_(mean=0.0, std=std)
+                    if getattr(module, "bias", None) is not None:
+                        module.bias.zero_()
+
+    def forward(
+        self, idx: torch.Tensor, targets: Optional[torch.Tensor] = None, cache: Optional[KVCache] = None
+    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        T = idx.shape[1]
+        start = cache.pos if cache is not None else 0
+        pos = torch.arange(start, start + T, device=idx.device)
+        x = self.token_embedding_table(idx) + self.position_embedding_table(pos)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, cache, layer)
+        if cache is not None:
+            cache.pos += T
+        logits = self.lm_head(self.ln_f(x))
+        return logits, lm_loss(logits, targets)
+
+
+
+def build(config: ModelConfig) -> nn.Module:
+    """Create the model a config describes, drawing its weights from the current random stream."""
+    if config.arch == "bigram":
+        return BigramLanguageModel(config)
+    return GPTLanguageModel(config)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def flops_per_token(config: ModelConfig, training: bool = True) -> float:
+    """Approximate matmul FLOPs per token: 2 per weight, plus attention's scores and mixing; x3 to train."""
+    if config.arch == "bigram":
+        return 0.0
+    n, hs, t = config.n_embd, config.head_size, config.block_size
+    per_layer = 2 * 3 * n * n + (2 * n * n if config.proj else 0)
+    per_layer += {"none": 0, "simple": 2 * n * n, "wide": 16 * n * n}[config.ffwd]
+    per_layer += 2 * 2 * config.n_head * hs * t / 2  # causal: half the T x T scores on average
+    forward = config.n_layer * per_layer + 2 * n * config.vocab_size
+    return forward * (3 if training else 1)
+
+
+__all__ = [
+    "ModelConfig",
+    "Head",
+    "MultiHeadAttention",
+    "FeedForward",
+    "Block",
+    "BigramLanguageModel",
+    "GPTLanguageModel",
+    "KVCache",
+    "build",
+    "count_parameters",
+    "flops_per_token",
+]

@@ -1,0 +1,78 @@
+"""The lecture's model ladder as data: one row per stage, every value overridable by a flag."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from tinyshake.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A preset: what the stage adds, its model shape and its training hyperparameters."""
+
+    name: str
+    adds: str
+    model: dict[str, Any]
+    batch_size: int
+    block_size: int
+    learning_rate: float
+    max_iters: int
+    eval_interval: int
+    eval_last: bool = False  # the lecture's later code also evaluates at the last step
+    published_val: float | None = None
+    hyper: dict[str, Any] = field(default_factory=dict)
+
+
+_SMALL = dict(batch_size=32, block_size=8, learning_rate=1e-3, max_iters=5000, eval_interval=500)
+
+STAGES: dict[str, Stage] = {
+    s.name: s
+    for s in [
+        Stage("bigram", "logits read off an Embedding(vocab, vocab)", dict(arch="bigram"),
+              batch_size=32, block_size=8, learning_rate=1e-2, max_iters=3000, eval_interval=300, published_val=2.49),
+        Stage("head", "token + position embeddings, one causal self-attention head (size 32), lm_head",
+              dict(n_embd=32, n_head=1, n_layer=1), **_SMALL, published_val=2.40),
+        Stage("multihead", "4 heads of size 8, concatenated",
+              dict(n_embd=32, n_head=4, n_layer=1), **_SMALL, published_val=2.28),
+        Stage("ffwd", "+ a feed-forward (Linear + ReLU) after attention",
+              dict(n_embd=32, n_head=4, n_layer=1, ffwd="simple"), **_SMALL, published_val=2.24),
+        Stage("blocks", "3 blocks (attention + feed-forward) without residuals",
+              dict(n_embd=32, n_head=4, n_layer=3, ffwd="simple"), **_SMALL),
+        Stage("residual", "residual connections, attention projection, 4x feed-forward with projection",
+              dict(n_embd=32, n_head=4, n_layer=3, ffwd="wide", proj=True, residual=True),
+              **_SMALL, eval_last=True, published_val=2.08),
+        Stage("layernorm", "pre-norm LayerNorm in each block, plus a final LayerNorm",
+              dict(n_embd=32, n_head=4, n_layer=3, ffwd="wide", proj=True, residual=True, layernorm=True),
+              **_SMALL, eval_last=True, published_val=2.06),
+        Stage("gpt", "scaled up, with dropout and N(0, 0.02) init",
+              dict(n_embd=384, n_head=6, n_layer=6, ffwd="wide", proj=True, residual=True, layernorm=True,
+                   dropout=0.2, init_std=0.02),
+              batch_size=64, block_size=256, learning_rate=3e-4, max_iters=5000, eval_interval=500,
+              eval_last=True, published_val=1.48),
+        Stage("mini", "the gpt stage, small enough for a laptop CPU",
+              dict(n_embd=64, n_head=4, n_layer=4, ffwd="wide", proj=True, residual=True, layernorm=True,
+                   dropout=0.0, init_std=0.02),
+              batch_size=16, block_size=32, learning_rate=1e-3, max_iters=5000, eval_interval=100,
+              eval_last=True, published_val=1.82),
+    ]
+}
+DEFAULT_STAGE = "mini"
+
+
+def get(name: str) -> Stage:
+    """The preset called ``name``; an unknown name is a usage error that lists the stages."""
+    try:
+        return STAGES[name]
+    except KeyError:
+        raise UsageError(f"unknown stage {name!r}; choose one of: {', '.join(STAGES)}") from None
+
+
+def with_overrides(stage: Stage, **overrides: Any) -> Stage:
+    """A copy of ``stage`` with the given hyperparameters replaced (``None`` keeps the preset)."""
+    model_keys = {"n_embd", "n_head", "n_layer", "dropout"}
+    model = dict(stage.model)
+    model.update({k: v for k, v in overrides.items() if k in model_keys and v is not None})
+    rest = {k: v for k, v in overrides.items() if k not in model_keys and v is not None}
+    return replace(stage, model=model, **rest)

@@ -1,0 +1,355 @@
+"""Training one stage of the ladder: a generator of events, so any front end can show it.
+
+The loop is the lecture's loop, step for step: evaluate when the step calls
+for it, draw a batch with ``torch.randint``, forward, ``zero_grad``, backward,
+AdamW step. On the CPU with seed 1337 it draws the same random numbers in the
+same order as the lecture's code, so it prints the lecture's losses.
+
+What is faster than the lecture: a batch is one gather, and an evaluation runs
+its ``eval_iters`` batches as a few large forward passes under
+``torch.inference_mode`` (the same indices, drawn in the same order).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterator, Optional, Union
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+from tinyshake import checkpoint, stages
+from tinyshake.corpus import Corpus
+from tinyshake.device import resolve
+from tinyshake.errors import UsageError
+from tinyshake.model import ModelConfig, build, count_parameters
+
+DTYPES = ("float32", "bfloat16", "float16")
+EVAL_CHUNK_TOKENS = 1 << 16
+
+
+@dataclass
+class TrainConfig:
+    """A stage's preset after the user's overrides: everything a run needs to be repeated."""
+
+    stage: str
+    run: str
+    model: ModelConfig
+    batch_size: int
+    learning_rate: float
+    max_iters: int
+    eval_interval: int
+    eval_iters: int = 200
+    eval_last: bool = False
+    seed: int = 1337
+    device: str = "auto"
+    dtype: str = "float32"
+    compile: bool = False
+    time_budget: Optional[float] = None
+
+    @property
+    def block_size(self) -> int:
+        return self.model.block_size
+
+    def hyper(self) -> dict[str, Any]:
+        """The hyperparameters as stored in a run's config.json."""
+        data = asdict(self)
+        data.pop("model")
+        return data
+
+    def eval_steps(self) -> set[int]:
+        """Steps that evaluate before training: 0, every interval, and the last one from residual on."""
+        steps = set(range(0, self.max_iters, self.eval_interval))
+        if self.eval_last and self.max_iters > 0:
+            steps.add(self.max_iters - 1)
+        return steps
+
+
+def make_config(stage_name: str, vocab_size: int, run: Optional[str] = None, **overrides: Any) -> TrainConfig:
+    """Merge a stage's preset with overrides (``None`` keeps the preset) and check that the sizes make sense."""
+    stage = stages.get(stage_name)
+    block_size = overrides.pop("block_size", None) or stage.block_size
+    stage = stages.with_overrides(stage, **{k: overrides.pop(k, None) for k in ("n_embd", "n_head", "n_layer", "dropout")})
+    model = ModelConfig(vocab_size=vocab_size, block_size=block_size, **stage.model)
+    picked = {k: v for k, v in overrides.items() if v is not None}
+    config = TrainConfig(
+        stage=stage.name,
+        run=run or stage.name,
+        model=model,
+        batch_size=picked.pop("batch_size", stage.batch_size),
+        learning_rate=picked.pop("learning_rate", stage.learning_rate),
+        max_iters=picked.pop("max_iters", stage.max_iters),
+        eval_interval=picked.pop("eval_interval", stage.eval_interval),
+        eval_last=stage.eval_last,
+        **picked,
+    )
+    validate(config)
+    return config
+
+
+def validate(config: TrainConfig) -> None:
+    """Reject sizes that cannot train, with a one-line reason."""
+    m = config.model
+    positive = {"batch_size": config.batch_size, "block_size": m.block_size, "eval_interval": config.eval_interval,
+                "eval_iters": config.eval_iters}
+    if m.arch != "bigram":
+        positive.update(n_embd=m.n_embd, n_head=m.n_head, n_layer=m.n_layer)
+    for name, value in positive.items():
+        if value <= 0:
+            raise UsageError(f"{name} must be positive, got {value}")
+    if config.max_iters < 0:
+        raise UsageError(f"max_iters must be 0 or more, got {config.max_iters}")
+    if not config.learning_rate > 0:
+        raise UsageError(f"learning_rate must be positive, got {config.learning_rate}")
+    if not 0 <= m.dropout < 1:
+        raise UsageError(f"dropout must be in [0, 1), got {m.dropout}")
+    if m.arch != "bigram" and m.n_embd % m.n_head:
+        raise UsageError(f"n_embd ({m.n_embd}) must be divisible by n_head ({m.n_head})")
+    if config.dtype not in DTYPES:
+        raise UsageError(f"dtype must be one of {', '.join(DTYPES)}")
+    if config.time_budget is not None and config.time_budget <= 0:
+        raise UsageError("time budget must be positive")
+
+
+# --------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class Started:
+    config: TrainConfig
+    parameters: int
+    device: str
+    start_step: int
+    notices: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Stepped:
+    step: int  # steps completed
+    loss: torch.Tensor  # this step's training loss, not synchronised: call .item() only when showing it
+    elapsed: float
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    step: int
+    train: float
+    val: float
+    elapsed: float
+
+
+@dataclass(frozen=True)
+class Saved:
+    step: int
+    path: str
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    step: int
+    path: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    step: int
+    best_val: Optional[float]
+    elapsed: float
+    path: str
+    model: nn.Module
+
+
+Event = Union[Started, Stepped, Evaluated, Saved, Interrupted, Finished]
+
+
+# --------------------------------------------------------------------------- data
+
+
+def draw_indices(data: torch.Tensor, batch_size: int, block_size: int) -> torch.Tensor:
+    """The lecture's random window starts: ``torch.randint(len(data) - block_size, (batch_size,))``."""
+    return torch.randint(len(data) - block_size, (batch_size,))
+
+
+def windows(data: torch.Tensor, starts: torch.Tensor, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and next-token targets for windows starting at ``starts``, as one gather each."""
+    offsets = torch.arange(block_size + 1, device=data.device)
+    rows = data[starts.to(data.device).unsqueeze(1) + offsets]
+    return rows[:, :-1], rows[:, 1:]
+
+
+def get_batch(data: torch.Tensor, batch_size: int, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return windows(data, draw_indices(data, batch_size, block_size), block_size)
+
+
+def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
+    if dtype == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=getattr(torch, dtype))
+
+
+@torch.inference_mode()
+def estimate_loss(
+    model: nn.Module,
+    splits: dict[str, torch.Tensor],
+    batch_size: int,
+    block_size: int,
+    eval_iters: int,
+    dtype: str = "float32",
+) -> dict[str, float]:
+    """The lecture's estimate: the mean of ``eval_iters`` random-batch losses per split, in eval mode.
+
+    The indices are drawn batch by batch in the lecture's order; the forward
+    passes then run in chunks of many batches at once.
+    """
+    was_training = model.training
+    model.eval()
+    out = {}
+    per_chunk = max(1, EVAL_CHUNK_TOKENS // (batch_size * block_size))
+    device = next(model.parameters()).device
+    for split, data in splits.items():
+        starts = torch.cat([draw_indices(data, batch_size, block_size) for _ in range(eval_iters)])
+        losses = []
+        for first in range(0, eval_iters, per_chunk):
+            chunk = starts[first * batch_size:(first + per_chunk) * batch_size]
+            x, y = windows(data, chunk, block_size)
+            with autocast(device, dtype):
+                logits, _ = model(x)
+            token_losses = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none")
+            losses.append(token_losses.view(-1, batch_size * block_size).mean(dim=1))
+        out[split] = torch.cat(losses).cpu().mean().item()
+    model.train(was_training)
+    return out
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def _check_fits(config: TrainConfig, corpus: Corpus) -> None:
+    shortest = min(len(corpus.train), len(corpus.val))
+    if config.block_size >= shortest:
+        raise UsageError(f"block_size ({config.block_size}) must be below the shortest split's length ({shortest})")
+
+
+def _maybe_compile(model: nn.Module, wanted: bool, notices: list[str]) -> nn.Module:
+    if not wanted:
+        return model
+    try:
+        return torch.compile(model)  # type: ignore[return-value]
+    except Exception as exc:  # no compiler on this platform: fall back, say so once
+        notices.append(f"torch.compile is unavailable here ({type(exc).__name__}); running eagerly")
+        return model
+
+
+def _resolve_dtype(device: torch.device, dtype: str, notices: list[str]) -> str:
+    if dtype == "float32":
+        return dtype
+    if device.type == "mps" and dtype == "bfloat16":
+        notices.append("bfloat16 autocast is not supported on MPS here; using float32")
+        return "float32"
+    if device.type == "cpu" and dtype == "float16":
+        notices.append("float16 autocast is slow or missing on CPUs; using bfloat16")
+        return "bfloat16"
+    return dtype
+
+
+def train(
+    config: TrainConfig,
+    corpus: Corpus,
+    resume: bool = False,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> Iterator[Event]:
+    """Train ``config`` on ``corpus``, yielding events; checkpoints go to ``<home>/runs/<run>/``."""
+    validate(config)
+    _check_fits(config, corpus)
+    choice = resolve(config.device)
+    device = choice.device
+    notices: list[str] = []
+    dtype = _resolve_dtype(device, config.dtype, notices)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    torch.manual_seed(config.seed)
+    model = build(config.model).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
+    metrics: list[dict[str, float]] = []
+    start, elapsed_before = 0, 0.0
+    if resume:
+        start, metrics, elapsed_before = _restore(config, corpus, model, optimizer)
+    forward = _maybe_compile(model, config.compile, notices)
+    splits = {"train": corpus.train.to(device), "val": corpus.val.to(device)}
+    record = {
+        "name": config.run, "stage": config.stage, "model": config.model.to_dict(), "hyper": config.hyper(),
+        "vocab": corpus.tokenizer.chars, "corpus": {"name": corpus.name, "sha256": corpus.sha256},
+        "parameters": count_parameters(model), "max_iters": config.max_iters,
+    }
+    yield Started(config, record["parameters"], str(device), start, notices)
+
+    clock = time.perf_counter()
+
+    def elapsed() -> float:
+        return elapsed_before + time.perf_counter() - clock
+
+    def save(step: int) -> str:
+        best = min((m["val"] for m in metrics), default=None)
+        state = {"step": step, "optimizer": optimizer.state_dict(), "rng": checkpoint.rng_state(),
+                 "elapsed": elapsed()}
+        folder = checkpoint.save(config.run, model, dict(record, step=step, metrics=metrics, best_val=best,
+                                                         wall_time=elapsed()), state)
+        return str(folder)
+
+    evaluated = {int(m["step"]) for m in metrics}
+    eval_steps = config.eval_steps()
+
+    def evaluate(step: int) -> Iterator[Event]:
+        losses = estimate_loss(forward, splits, config.batch_size, config.block_size, config.eval_iters, dtype)
+        metrics.append({"step": step, "train": losses["train"], "val": losses["val"], "elapsed": elapsed()})
+        yield Evaluated(step, losses["train"], losses["val"], elapsed())
+        yield Saved(step, save(step))
+
+    step = start
+    while step < config.max_iters:
+        if step in eval_steps and step not in evaluated:
+            yield from evaluate(step)
+        xb, yb = get_batch(splits["train"], config.batch_size, config.block_size)
+        with autocast(device, dtype):
+            _, loss = forward(xb, yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        yield Stepped(step, loss.detach(), elapsed())
+        if should_stop():
+            yield Interrupted(step, save(step))
+            return
+        if config.time_budget is not None and elapsed() >= config.time_budget and step < config.max_iters:
+            yield from evaluate(step)  # show where the budget ended
+            break
+    best = min((m["val"] for m in metrics), default=None)
+    yield Finished(step, best, elapsed(), save(step), model)
+
+
+def _restore(config: TrainConfig, corpus: Corpus, model: nn.Module,
+             optimizer: torch.optim.Optimizer) -> tuple[int, list[dict[str, float]], float]:
+    """Load a run's weights, optimizer, RNG and metrics so training goes on exactly where it stopped."""
+    record = checkpoint.read_record(config.run)
+    if record["vocab"] != corpus.tokenizer.chars:
+        raise checkpoint.CheckpointError(f"run {config.run!r} was trained on another vocabulary than corpus {corpus.name!r}")
+    if record["model"] != config.model.to_dict():
+        raise checkpoint.CheckpointError(f"run {config.run!r} has another model shape; resume with its own settings")
+    loaded = checkpoint.load(config.run, next(model.parameters()).device)
+    model.load_state_dict(loaded.model.state_dict())
+    state = checkpoint.load_state(config.run, record)
+    optimizer.load_state_dict(state["optimizer"])
+    checkpoint.set_rng_state(state["rng"])
+    return int(state["step"]), list(record.get("metrics", [])), float(state.get("elapsed", 0.0))
+
+
+def estimate_seconds(config: TrainConfig, seconds_per_step: float) -> float:
+    """Rough wall time of a whole run from a measured step time (evaluations cost about 2 x eval_iters forwards)."""
+    evals = len(config.eval_steps())
+    return config.max_iters * seconds_per_step + evals * 2 * config.eval_iters * seconds_per_step / 3
+
