@@ -1,0 +1,161 @@
+"""``tinyshake demo``: replay the lecture's self-attention steps in the terminal, computed live.
+
+The numbers come from :mod:`tinyshake.demos`; this module only draws them. On a
+terminal each demo is a Rich panel with coloured heatmaps and bars; piped or with
+NO_COLOR it is the same transcript as plain text, with ASCII pictures.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Annotated, Iterator, Optional
+
+import torch
+import typer
+from rich.console import Console, Group, RenderableType
+from rich.panel import Panel
+from rich.style import Style
+from rich.syntax import Syntax
+from rich.table import Table
+from rich.text import Text
+
+from tinyshake import demos
+from tinyshake.cli._output import handle_errors, make_console, use_rich
+
+PROMPT, MORE = ">>> ", "... "
+SHADES = " .:-=+*#%@"  # plain heatmap, from weight 0 to weight 1
+BAR_WIDTH = 40
+COLD, HOT = (24, 28, 64), (250, 196, 40)  # heatmap colours for weight 0 and weight 1
+
+
+def code_lines(code: str) -> Iterator[Text]:
+    """Code as a REPL transcript: ``>>>`` before a statement, ``...`` inside an indented block."""
+    syntax = Syntax("", "python", theme="ansi_dark")
+    for line in code.splitlines():
+        prompt = MORE if line.startswith((" ", "\t")) else PROMPT
+        highlighted = syntax.highlight(line)
+        highlighted.rstrip()
+        yield Text.assemble((prompt, "dim"), highlighted)
+
+
+def value_text(value: demos.Value) -> Text:
+    """A value exactly as torch (or Python) prints it; booleans in green or red on a terminal."""
+    if isinstance(value, bool):
+        return Text(str(value), style="bold green" if value else "bold red")
+    return Text(str(value))
+
+
+def _weights(value: demos.Value) -> torch.Tensor:
+    """A picture's numbers, clamped to [0, 1] since pictures only show weights."""
+    assert isinstance(value, torch.Tensor), "pictures are drawn from tensors"
+    return value.detach().float().clamp(0.0, 1.0)
+
+
+def _blend(weight: float) -> Style:
+    """A cell's colours; the square root lifts small weights out of the dark."""
+    rgb = tuple(round(c + (h - c) * weight**0.5) for c, h in zip(COLD, HOT))
+    return Style(bgcolor=f"rgb({rgb[0]},{rgb[1]},{rgb[2]})", color="black" if weight > 0.5 else "white")
+
+
+def heatmap(value: demos.Value, fancy: bool) -> RenderableType:
+    """Rows are queries, columns keys: coloured cells on a terminal, ASCII shades otherwise."""
+    weights = _weights(value)
+    columns = range(weights.shape[1])
+    if not fancy:
+        top = ("       " + "".join(f"{j:<2}" for j in columns)).rstrip()
+        rows = [f"t={i:<3} |" + "".join(SHADES[round(float(w) * (len(SHADES) - 1))] * 2 for w in row) + "|"
+                for i, row in enumerate(weights)]
+        return Text("\n".join([top, *rows, f"shades from 0 to 1: {SHADES!r}"]))
+    table = Table(box=None, padding=(0, 0), show_edge=False, title="query row x key column", title_justify="left")
+    table.add_column("", style="dim", justify="right")
+    for j in columns:
+        table.add_column(f"{j}", justify="center", min_width=6)
+    for i, row in enumerate(weights):
+        table.add_row(f"t={i} ", *(Text(f"{float(w):.2f}", style=_blend(float(w))) for w in row))
+    return table
+
+
+def bars(value: demos.Value, fancy: bool) -> Text:
+    """One bar per probability: solid blocks on a terminal, ``#`` otherwise."""
+    char, style = ("\u2588", "magenta") if fancy else ("#", "")
+    lines = []
+    for i, p in enumerate(_weights(value).tolist()):
+        length = round(p * BAR_WIDTH)
+        lines.append(Text.assemble(f"{i:>3} {p:.4f}", (" " + char * length, style) if length else ""))
+    return Text("\n").join(lines)
+
+
+PICTURES = {"heatmap": heatmap, "bars": bars}
+
+
+def step_parts(step: demos.Step, fancy: bool) -> Iterator[RenderableType]:
+    """The code that ran, the expression, its value and, when asked for, its picture."""
+    if step.code:
+        yield Text("")
+    yield from code_lines(step.code)
+    yield from code_lines(step.label)
+    yield value_text(step.value)
+    draw = PICTURES.get(step.view)
+    if draw is not None:
+        yield draw(step.value, fancy)
+
+
+def seed_note(demo: demos.Demo) -> str:
+    return f"seed {demo.seed}" if demo.seed is not None else "no random numbers"
+
+
+def render(demo: demos.Demo, console: Console) -> None:
+    """One demo: a panel on a terminal, a headed plain-text transcript otherwise."""
+    fancy = use_rich(console.file)
+    explanation = demo.explanation if fancy else textwrap.fill(
+        demo.explanation, width=max(40, console.width), break_on_hyphens=False
+    )
+    parts: list[RenderableType] = [Text(explanation)]
+    parts += [part for step in demo.steps for part in step_parts(step, fancy)]
+    if fancy:
+        title = Text.assemble((demo.name, "bold cyan"), " \u00b7 ", (demo.title, "bold"))
+        console.print(Panel(Group(*parts), title=title, title_align="left", subtitle=seed_note(demo),
+                            subtitle_align="right", border_style="blue", padding=(1, 2)))
+        return
+    console.print(f"== {demo.name}: {demo.title} ({seed_note(demo)}) ==", markup=False)
+    console.print()
+    for part in parts:
+        console.print(part)
+
+
+def show_list(console: Console) -> None:
+    """One line per demo, then how to run them."""
+    width = max(len(name) for name in demos.DEMOS)
+    for name, spec in demos.DEMOS.items():
+        console.print(Text.assemble((f"{name:<{width}}", "bold cyan"), "  ", spec.summary))
+    console.print()
+    console.print(
+        f"Run `tinyshake demo NAME`, or `tinyshake demo {demos.ALL}` for every one in order; "
+        "--seed N redraws the random numbers.",
+        markup=False,
+    )
+
+
+@handle_errors
+def demo(
+    name: Annotated[
+        Optional[str], typer.Argument(
+            metavar="NAME", help="The demo to run, or `all`; leave it out to list them.", show_default=False
+        )
+    ] = None,
+    seed: Annotated[
+        Optional[int], typer.Option(help="Redraw the random numbers from this seed (default: the notebook's).", min=0)
+    ] = None,
+    no_mask: Annotated[
+        bool, typer.Option("--no-mask", help="attention: drop the causal mask, so every token sees every other.")
+    ] = False,
+) -> None:
+    """Replay the lecture's steps towards self-attention, each computed live; no NAME lists them."""
+    console = make_console()
+    if name is None:
+        show_list(console)
+        return
+    for index, result in enumerate(demos.run(name, seed=seed, mask=not no_mask)):
+        if index:
+            console.print()
+        render(result, console)
