@@ -39,9 +39,11 @@ def atomic_writer(dest: Path) -> Iterator[BinaryIO]:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, dest)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):  # a full disk, a quota, an I/O error: one line, old file intact
+            raise TinyshakeError(f"cannot write {dest}: {exc.strerror or exc}") from None
         raise
 
 

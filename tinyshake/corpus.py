@@ -8,7 +8,9 @@ failed or interrupted fetch leaves the cache exactly as it was.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -226,9 +228,11 @@ def _download_once(
     url: str, dest: Path, timeout: float, expected: Expected | None, attempt: int
 ) -> Iterator[FetchEvent]:
     """Stream ``url`` into ``dest`` (a temporary file), yielding progress; raise on any fault."""
-    request = urllib.request.Request(url, headers={"User-Agent": f"tinyshake/{__version__}"})
+    # A fresh opener each time, so proxy variables are read now (urlopen caches them for the process).
+    opener = urllib.request.build_opener()
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 - user-chosen URL
+        request = urllib.request.Request(url, headers={"User-Agent": f"tinyshake/{__version__}"})
+        response = opener.open(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
         message = _describe_http(exc, url)
         if exc.code >= 500 or exc.code in (408, 429):
@@ -240,6 +244,10 @@ def _download_once(
         raise _Retryable(f"cannot reach {url}: {text}") from None
     except (TimeoutError, OSError) as exc:
         raise _Retryable(f"cannot reach {url}: {exc}") from None
+    except (ValueError, http.client.InvalidURL) as exc:
+        raise UsageError(f"invalid URL {url!r}: {exc}") from None
+    except http.client.HTTPException as exc:
+        raise _Retryable(f"{url} did not answer with valid HTTP ({type(exc).__name__})") from None
     with response:
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
@@ -251,8 +259,9 @@ def _download_once(
             while True:
                 try:
                     block = response.read(CHUNK)
-                except (TimeoutError, OSError) as exc:
-                    raise _Retryable(f"download from {url} broke off after {done:,} bytes: {exc or 'timed out'}") from None
+                except (TimeoutError, OSError, http.client.HTTPException) as exc:
+                    reason = str(exc) or type(exc).__name__
+                    raise _Retryable(f"download from {url} broke off after {done:,} bytes: {reason}") from None
                 if not block:
                     break
                 handle.write(block)
@@ -301,26 +310,25 @@ def fetch(
     expected = KNOWN.get(name)
     folder = corpus_dir(name)
     ensure_dir(folder)
+    part = folder / f".input.txt.{os.getpid()}.part"
     try:
-        part = folder / f".input.txt.{os.getpid()}.part"
-        part.touch()
-    except OSError as exc:
-        raise CorpusError(f"cannot write to {folder}: {exc.strerror or exc}") from None
-    try:
+        part.touch()  # fail on an unwritable folder before downloading anything
         for attempt in range(1, retries + 1):
             try:
                 yield from _download_once(url, part, timeout, expected, attempt)
                 break
             except _Retryable as exc:
                 if attempt == retries:
-                    raise CorpusError(f"{exc} (gave up after {retries} attempts)") from None
+                    raise CorpusError(f"{exc} (gave up after {retries} attempt{'s' * (retries > 1)})") from None
                 wait = backoff * 2 ** (attempt - 1)
                 yield DownloadRetry(attempt, str(exc), wait)
                 time.sleep(wait)
         _verify(part, expected, url)
         info = _store(name, part, url)
+    except OSError as exc:  # network faults are handled above; this is the local disk
+        raise CorpusError(f"cannot write to {folder}: {exc.strerror or exc}") from None
     finally:
-        if part.exists():
+        with contextlib.suppress(OSError):
             part.unlink()
     yield CorpusReady(info)
 

@@ -66,7 +66,7 @@ def ensure_corpus(name: str, console: Console) -> None:
 
 @handle_errors
 def fetch(
-    url: Annotated[Optional[str], typer.Option(help="Mirror to download from [env: TINYSHAKE_CORPUS_URL].")] = None,
+    url: Annotated[Optional[str], typer.Option(help=rf"Mirror to download from \[env: {corpus.URL_ENV}].")] = None,
     from_path: Annotated[
         Optional[Path], typer.Option("--from", help="Import a local UTF-8 text file instead of downloading.")
     ] = None,

@@ -1,0 +1,406 @@
+"""``tinyshake fetch`` against real local HTTP servers: success, faults, retries, proxies, imports."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+from conftest import subprocess_env
+from typer.testing import CliRunner
+
+from tinyshake import corpus
+from tinyshake.cli import app
+
+try:
+    import resource
+except ImportError:  # pragma: no cover - not POSIX
+    resource = None
+
+Respond = Callable[[BaseHTTPRequestHandler], None]
+PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+FACTS = ("characters: 1,115,394", "vocabulary: 65 distinct characters", "1,003,854 train / 111,540 val")
+TAMPER_HINT = "tinyshake fetch --force"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture(autouse=True)
+def no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A proxy in the outer environment must not capture requests to 127.0.0.1."""
+    for name in PROXY_VARS:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
+@pytest.fixture(scope="module")
+def data(corpus_file: Path) -> bytes:
+    return corpus_file.read_bytes()
+
+
+@contextlib.contextmanager
+def _server(respond: Respond) -> Iterator[tuple[str, list[str]]]:
+    """A ThreadingHTTPServer on a random local port; yields its corpus URL and the paths it was asked for."""
+    hits: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server API
+            hits.append(self.path)
+            respond(self)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/input.txt", hits
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Respond], tuple[str, list[str]]]]:
+    """Start servers for one test; each is given how to answer every GET."""
+    with contextlib.ExitStack() as stack:
+        yield lambda respond: stack.enter_context(_server(respond))
+
+
+@pytest.fixture
+def stop() -> Iterator[threading.Event]:
+    """Released at teardown, so that a server told to hang lets its thread go."""
+    event = threading.Event()
+    yield event
+    event.set()
+
+
+def send(body: bytes, status: int = 200, length: int | None = None) -> Respond:
+    """Answer with ``body``, announcing ``length`` bytes (its real length by default)."""
+
+    def respond(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(status)
+        handler.send_header("Content-Length", str(len(body) if length is None else length))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    return respond
+
+
+def raw(payload: bytes) -> Respond:
+    """Write ``payload`` as the whole response, then close."""
+    return lambda handler: handler.wfile.write(payload)
+
+
+def refused_url() -> str:
+    """A URL on a port that was bound and then closed, so nothing listens there."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/input.txt"
+
+
+def invoke(*args: str, **env: str):
+    result = CliRunner().invoke(app, list(args), env=env or None)
+    assert "Traceback" not in result.output
+    return result
+
+
+def assert_ok(result) -> None:
+    assert result.exit_code == 0, result.output
+    for fact in FACTS:
+        assert fact in result.output
+
+
+def assert_one_error(result, *needles: str, code: int | None = None) -> str:
+    """A non-zero exit with exactly one ``Error:`` line (naming ``needles``) and no traceback."""
+    assert isinstance(result.exception, SystemExit), result.exception  # not an uncaught exception
+    assert result.exit_code != 0 and (code is None or result.exit_code == code), result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1, result.output
+    for needle in needles:
+        assert needle in lines[0]
+    return lines[0]
+
+
+def snapshot(home: Path) -> dict[str, str]:
+    """Every file under the home with its SHA-256: equal snapshots mean the cache was not touched."""
+    return {
+        str(p.relative_to(home)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(home.rglob("*"))
+        if p.is_file()
+    }
+
+
+def tinyshake_exe() -> str:
+    exe = Path(sys.executable).with_name("tinyshake")
+    return str(exe) if exe.exists() else "tinyshake"
+
+
+def run_exe(home: Path, *args: str, preexec: Callable[[], None] | None = None, **env: str):
+    return subprocess.run(
+        [tinyshake_exe(), *args], env=subprocess_env(home, **env), capture_output=True,
+        text=True, timeout=60, preexec_fn=preexec,
+    )
+
+
+# --------------------------------------------------------------------------- success
+
+
+def test_fetch_through_the_entry_point_with_the_env_url(serve, data, home, corpus_file):
+    url, hits = serve(send(data))
+    proc = run_exe(home, "fetch", TINYSHAKE_CORPUS_URL=url)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    for fact in FACTS:
+        assert fact in proc.stdout
+    assert hits == ["/input.txt"]
+    assert corpus.text_path(corpus.DEFAULT_CORPUS).read_bytes() == data
+    assert "\x1b[" not in proc.stdout  # not a terminal: plain text
+
+
+def test_fetch_with_url_option_stores_verified_copy_and_meta(serve, data, home):
+    url, hits = serve(send(data))
+    result = invoke("fetch", "--url", url)
+    assert_ok(result)
+    assert f"Downloading {url}" in result.output
+    assert hits == ["/input.txt"]
+    assert corpus.is_cached(corpus.DEFAULT_CORPUS)
+    meta = json.loads(corpus.meta_path(corpus.DEFAULT_CORPUS).read_text())
+    assert meta["sha256"] == hashlib.sha256(data).hexdigest() and meta["source"] == url
+    assert sorted(p.name for p in corpus.corpus_dir(corpus.DEFAULT_CORPUS).iterdir()) == ["input.txt", "meta.json"]
+
+
+def test_url_option_beats_env_var(serve, data):
+    url, hits = serve(send(data))
+    assert_ok(invoke("fetch", "--url", url, "--retries", "1", TINYSHAKE_CORPUS_URL=refused_url()))
+    assert hits == ["/input.txt"]
+
+
+def test_env_var_is_used_in_process(serve, data):
+    url, hits = serve(send(data))
+    assert_ok(invoke("fetch", TINYSHAKE_CORPUS_URL=url))
+    assert hits == ["/input.txt"]
+
+
+def test_cached_copy_is_left_alone_and_force_downloads_again(serve, data, cached, home):
+    url, hits = serve(send(data))
+    os.utime(cached, ns=(10**18, 10**18))
+    before = snapshot(home)
+    result = invoke("fetch", "--url", url)
+    assert_ok(result)
+    assert "already cached" in result.output
+    assert hits == [] and cached.stat().st_mtime_ns == 10**18 and snapshot(home) == before
+
+    result = invoke("fetch", "--url", url, "--force")
+    assert_ok(result)
+    assert "Downloading" in result.output and hits == ["/input.txt"]
+    assert cached.stat().st_mtime_ns != 10**18 and cached.read_bytes() == data
+
+
+def test_tampered_cache_is_fetched_again_without_force(serve, data, cached):
+    url, hits = serve(send(data))
+    cached.write_bytes(data.replace(b"First Citizen", b"Frist Citizen", 1))
+    assert_ok(invoke("fetch", "--url", url))
+    assert hits == ["/input.txt"] and cached.read_bytes() == data
+
+
+def test_retry_after_503_succeeds_in_the_core(serve, data):
+    answers = iter([send(b"busy", status=503)])
+    url, hits = serve(lambda handler: next(answers, send(data))(handler))
+    events = list(corpus.fetch(url=url, retries=2, backoff=0.01))
+    retries = [e for e in events if isinstance(e, corpus.DownloadRetry)]
+    assert len(retries) == 1 and "503" in retries[0].reason and retries[0].wait == 0.01
+    assert isinstance(events[-1], corpus.CorpusReady) and events[-1].info.characters == 1_115_394
+    assert len(hits) == 2 and corpus.is_cached(corpus.DEFAULT_CORPUS)
+
+
+def test_retry_is_reported_by_the_cli(serve, data):
+    answers = iter([send(b"busy", status=503)])
+    url, _ = serve(lambda handler: next(answers, send(data))(handler))
+    result = invoke("fetch", "--url", url, "--retries", "2")
+    assert_ok(result)
+    assert "Retrying in 1s after attempt 1 failed: HTTP 503" in result.output
+    assert "(attempt 2)" in result.output
+
+
+def test_http_proxy_is_honoured(serve, data, monkeypatch):
+    proxy, hits = serve(send(data))
+    # Fetch once without the proxy first: a cached urllib opener would then ignore it.
+    direct, _ = serve(send(data))
+    assert_ok(invoke("fetch", "--url", direct, "--corpus", "direct"))
+    monkeypatch.setenv("http_proxy", proxy.removesuffix("/input.txt"))
+    monkeypatch.setenv("no_proxy", "")
+    assert_ok(invoke("fetch", "--url", "http://example.invalid/input.txt"))
+    assert hits == ["http://example.invalid/input.txt"]  # the proxy got the absolute URL
+
+
+# --------------------------------------------------------------------------- faults
+
+
+CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n400\r\n"  # promises 1,024 bytes
+
+
+def _cut_off(data: bytes) -> Respond:
+    return send(data[: len(data) // 2], length=len(data))
+
+
+FAULTS: dict[str, tuple[Callable[[bytes, threading.Event], Respond | None], list[str], list[str]]] = {
+    "404": (lambda d, s: send(b"gone", status=404), [], ["HTTP 404", "Not Found"]),
+    "cut-off": (lambda d, s: _cut_off(d), [], ["broke off after 557,697 of 1,115,394 bytes"]),
+    "wrong-bytes": (lambda d, s: send(d.upper()), [], ["checksum mismatch"]),
+    "wrong-length": (lambda d, s: send(b"hello"), [], ["offers 5 bytes; expected 1,115,394"]),
+    "chunk-cut": (lambda d, s: raw(CHUNKED + d[:9]), [], ["broke off after 0 bytes: IncompleteRead("]),
+    "not-http": (lambda d, s: raw(b"garbage\r\n\r\n"), [], ["did not answer with valid HTTP (BadStatusLine)"]),
+    "timeout": (lambda d, s: lambda h: s.wait(10), ["--timeout", "0.3", "--retries", "2"], ["timed out", "after 2 attempts"]),
+    "refused": (lambda d, s: None, [], ["Connection refused (gave up after 1 attempt)"]),
+}
+
+
+@pytest.mark.parametrize("prior", ["empty", "cached"])
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_download_fault_leaves_cache_untouched(fault, prior, serve, stop, data, home, request):
+    make, extra, needles = FAULTS[fault]
+    respond = make(data, stop)
+    url = refused_url() if respond is None else serve(respond)[0]
+    args = ["fetch", "--url", url, *(extra or ["--retries", "1"])]
+    if prior == "cached":
+        request.getfixturevalue("cached")
+        args.append("--force")
+    before = snapshot(home)
+    result = invoke(*args)
+    assert_one_error(result, *needles, code=1)
+    assert snapshot(home) == before
+    assert corpus.is_cached(corpus.DEFAULT_CORPUS) == (prior == "cached")
+
+
+def test_fault_through_the_entry_point_is_one_stderr_line(serve, home):
+    url, _ = serve(send(b"gone", status=404))
+    proc = run_exe(home, "fetch", "--url", url)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [f"Error: HTTP 404 Not Found from {url}"]
+    assert snapshot(home) == {}
+
+
+@pytest.mark.parametrize("url", ["not-a-url", "http://127.0.0.1:notaport/input.txt"])
+def test_malformed_url_is_a_usage_error(url, home):
+    assert_one_error(invoke("fetch", "--url", url), f"invalid URL {url!r}", code=2)
+    assert snapshot(home) == {}
+
+
+def _limit_file_size() -> None:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY))
+
+
+@pytest.mark.skipif(resource is None, reason="needs POSIX file-size limits")
+@pytest.mark.parametrize("source", ["download", "import"])
+def test_full_disk_keeps_the_good_copy(source, serve, data, cached, home, corpus_file):
+    """A write that fails part-way (as on a full disk) is one line, and the cached copy survives."""
+    url, _ = serve(send(data))
+    args = ["--url", url] if source == "download" else ["--from", str(corpus_file)]
+    before = snapshot(home)
+    proc = run_exe(home, "fetch", "--force", *args, preexec=_limit_file_size)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and proc.stderr.startswith("Error: cannot write")
+    assert snapshot(home) == before
+
+
+@pytest.mark.parametrize("where", ["file", "under-file"])
+@pytest.mark.parametrize("source", ["download", "import"])
+def test_home_that_cannot_be_written(where, source, serve, data, tmp_path, corpus_file, monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("keep me")
+    monkeypatch.setenv("TINYSHAKE_HOME", str(blocker if where == "file" else blocker / "home"))
+    url, hits = serve(send(data))
+    args = ["--url", url] if source == "download" else ["--from", str(corpus_file)]
+    assert_one_error(invoke("fetch", *args), "cannot", str(blocker))
+    assert blocker.read_text() == "keep me" and hits == []
+
+
+@pytest.mark.parametrize("locked", ["home", "corpus folder"])
+def test_read_only_home(locked, serve, data, home):
+    folder = home if locked == "home" else corpus.corpus_dir(corpus.DEFAULT_CORPUS)
+    folder.mkdir(parents=True)
+    folder.chmod(0o500)
+    try:
+        if os.access(folder, os.W_OK):
+            pytest.skip("this user (root) can write despite the folder's permissions")
+        url, hits = serve(send(data))
+        assert_one_error(invoke("fetch", "--url", url), "cannot", "ermission denied")
+        assert snapshot(home) == {} and hits == []
+    finally:
+        folder.chmod(0o700)
+
+
+# --------------------------------------------------------------------------- --from and named corpora
+
+
+def test_import_named_corpus_records_hash_and_loads(tmp_path, home):
+    text = "Wherefore art thou, naïve Roméo?\n" * 50
+    source = tmp_path / "mytext.txt"
+    source.write_text(text, encoding="utf-8")
+    result = invoke("fetch", "--from", str(source), "--corpus", "mine")
+    assert result.exit_code == 0, result.output
+    assert f"characters: {len(text):,}" in result.output
+    meta = json.loads(corpus.meta_path("mine").read_text())
+    assert meta["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert meta["size"] == len(source.read_bytes()) and meta["source"] == str(source.resolve())
+    loaded = corpus.load("mine")
+    assert loaded.text == text and loaded.tokenizer.decode(loaded.train.tolist() + loaded.val.tolist()) == text
+
+
+def test_import_the_default_corpus_from_a_file(corpus_file):
+    assert_ok(invoke("fetch", "--from", str(corpus_file)))
+    assert corpus.is_cached(corpus.DEFAULT_CORPUS)
+
+
+def test_import_other_text_as_the_default_corpus_is_refused(tmp_path, home):
+    source = tmp_path / "other.txt"
+    source.write_text("not shakespeare\n")
+    assert_one_error(invoke("fetch", "--from", str(source)), "--corpus NAME", code=1)
+    assert snapshot(home) == {}
+
+
+@pytest.mark.parametrize(
+    "content, needle",
+    [(b"caf\xe9 au lait\n", "not UTF-8 text (bad byte at offset 3)"), (b"", "is empty")],
+    ids=["not-utf8", "empty"],
+)
+@pytest.mark.parametrize("name", [corpus.DEFAULT_CORPUS, "mine"])
+def test_bad_from_file_is_a_usage_error(content, needle, name, tmp_path, cached, home):
+    source = tmp_path / "bad.txt"
+    source.write_bytes(content)
+    before = snapshot(home)
+    assert_one_error(invoke("fetch", "--from", str(source), "--corpus", name, "--force"), needle, code=2)
+    assert snapshot(home) == before
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [(["--corpus", "mine"], "no download source"), (["--corpus", "../up", "--from", "x.txt"], "invalid corpus name")],
+)
+def test_bad_corpus_options(args, needle, home):
+    assert_one_error(invoke("fetch", *args), needle)
+    assert snapshot(home) == {}
+
+
+@pytest.mark.parametrize("name", [corpus.DEFAULT_CORPUS, "mine"])
+def test_tampered_cached_corpus_fails_to_load(name, corpus_file, home):
+    for _ in corpus.import_file(corpus_file, name):
+        pass
+    path = corpus.text_path(name)
+    path.write_bytes(path.read_bytes().replace(b"ROMEO", b"ROMEA", 1))
+    with pytest.raises(corpus.CorpusError, match=TAMPER_HINT):
+        corpus.load(name)
+    assert f"{name} (CORRUPT" in invoke("info").output
