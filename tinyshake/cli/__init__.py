@@ -7,7 +7,9 @@ from typing import Annotated, Optional
 import typer
 
 from tinyshake import __version__
-from tinyshake.cli import fetch, info
+from tinyshake.cli import eval as eval_cmd
+from tinyshake.cli import fetch, info, runs, train
+from tinyshake.cli import demo as demo_cmd
 
 app = typer.Typer(
     name="tinyshake",
@@ -35,7 +37,11 @@ def _root(
 
 
 app.command("fetch")(fetch.fetch)
+app.command("train")(train.train)
+app.command("eval")(eval_cmd.eval_run)
+app.add_typer(runs.app, name="runs")
 app.command("info")(info.info)
+app.command("demo")(demo_cmd.demo)
 
 
 def main() -> None:
