@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from tinyshake import __version__
+from tinyshake.cli import bench as bench_cmd
 from tinyshake.cli import eval as eval_cmd
 from tinyshake.cli import fetch, info, runs, train
 from tinyshake.cli import demo as demo_cmd
@@ -40,6 +41,7 @@ app.command("fetch")(fetch.fetch)
 app.command("train")(train.train)
 app.command("eval")(eval_cmd.eval_run)
 app.add_typer(runs.app, name="runs")
+app.command("bench")(bench_cmd.bench_cmd)
 app.command("info")(info.info)
 app.command("demo")(demo_cmd.demo)
 

@@ -18,6 +18,7 @@ from rich.text import Text
 from tinyshake.errors import TinyshakeError
 
 F = TypeVar("F", bound=Callable[..., object])
+PLAIN_WIDTH = 160
 
 
 def use_rich(stream: TextIO | None = None) -> bool:
@@ -34,7 +35,8 @@ def make_console(stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     if use_rich(stream):
         return Console(file=stream, highlight=False)
-    return Console(file=stream, force_terminal=False, color_system=None, highlight=False, soft_wrap=True)
+    width = int(os.environ.get("COLUMNS", "0") or 0) or PLAIN_WIDTH  # tables must not be squeezed into 80 columns
+    return Console(file=stream, force_terminal=False, color_system=None, highlight=False, soft_wrap=True, width=width)
 
 
 def error_line(message: str) -> None:
