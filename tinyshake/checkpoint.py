@@ -77,12 +77,15 @@ def save(name: str, model: nn.Module, record: dict[str, Any], state: dict[str, A
     buffer = io.BytesIO()
     torch.save(state, buffer)
     state_bytes = buffer.getvalue()
-    files = {"weights": f"model-{step:07d}.safetensors", "state": f"state-{step:07d}.pt"}
+    sha = {"weights": _sha256(weights_bytes), "state": _sha256(state_bytes)}
+    # Names carry the content's hash: a save never rewrites the files the current config.json names.
+    files = {"weights": f"model-{step:07d}-{sha['weights'][:12]}.safetensors",
+             "state": f"state-{step:07d}-{sha['state'][:12]}.pt"}
     write_bytes(folder / files["weights"], weights_bytes)
     write_bytes(folder / files["state"], state_bytes)
     record = dict(record, format=FORMAT, files=files, updated=_now(), torch=torch.__version__, tinyshake=__version__,
-                  sha256={"weights": _sha256(weights_bytes), "state": _sha256(state_bytes)})
-    record.setdefault("created", record["updated"])
+                  sha256=sha)
+    record["created"] = record.get("created") or record["updated"]
     write_bytes(folder / CONFIG, (json.dumps(record, indent=2) + "\n").encode())
     for stale in folder.glob("*-*.*"):
         if stale.name not in files.values() and stale.suffix in (".safetensors", ".pt"):
@@ -97,10 +100,34 @@ def read_record(name: str) -> dict[str, Any]:
         raise CheckpointError(f"no run named {name!r} in {paths.runs_root()}")
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
-        _ = record["files"]["weights"], record["model"], record["vocab"]
+        _check_shape(record)
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"checkpoint {path} is corrupt ({type(exc).__name__}); delete the run or retrain") from None
+        raise CheckpointError(f"checkpoint {path} is corrupt ({type(exc).__name__}); "
+                              "retrain the run with --overwrite") from None
     return record
+
+
+def _check_shape(record: Any) -> None:
+    """Raise TypeError unless config.json has the fields, of the types, that loading and resuming read.
+
+    The weights and state are protected by their hashes; config.json is not,
+    so a damaged or hand-edited one must fail here, not deep in a load.
+    """
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise TypeError(what)
+
+    need(isinstance(record, dict), "not an object")
+    for key in ("files", "sha256", "model", "hyper"):
+        need(isinstance(record.get(key), dict), key)
+    for kind in ("weights", "state"):
+        name = record["files"].get(kind)
+        need(isinstance(name, str) and Path(name).name == name and name not in ("", ".", ".."), f"files.{kind}")
+    vocab = record.get("vocab")
+    need(isinstance(vocab, list) and all(isinstance(c, str) and len(c) == 1 for c in vocab), "vocab")
+    metrics = record.get("metrics", [])
+    need(isinstance(metrics, list) and all(isinstance(m, dict) and isinstance(m.get("step"), int)
+                                           and isinstance(m.get("val"), (int, float)) for m in metrics), "metrics")
 
 
 def _read_verified(name: str, record: dict[str, Any], kind: str) -> bytes:
@@ -133,7 +160,7 @@ def load(name: str, device: torch.device | str = "cpu") -> LoadedRun:
         model = build(config)
         model.load_state_dict(tensors)
     except Exception as exc:  # safetensors raises its own error types for damaged files
-        raise CheckpointError(f"checkpoint of run {name!r} does not load: {str(exc).splitlines()[0]}") from None
+        raise CheckpointError(f"checkpoint of run {name!r} does not load: {first_line(exc)}") from None
     model.to(device)
     return LoadedRun(name, record, config, CharTokenizer(record["vocab"]), model)
 
@@ -142,9 +169,20 @@ def load_state(name: str, record: dict[str, Any]) -> dict[str, Any]:
     """The training state (optimizer, RNG, step), read with ``weights_only=True``."""
     data = _read_verified(name, record, "state")
     try:
-        return torch.load(io.BytesIO(data), weights_only=True)
+        state = torch.load(io.BytesIO(data), weights_only=True)
     except Exception as exc:  # a damaged pickle can raise nearly anything; report it in one line
-        raise CheckpointError(f"training state of run {name!r} does not load: {str(exc).splitlines()[0]}") from None
+        raise CheckpointError(f"training state of run {name!r} does not load: {first_line(exc)}") from None
+    rng = state.get("rng") if isinstance(state, dict) else None
+    if not (isinstance(rng, dict) and isinstance(rng.get("cpu"), torch.Tensor) and isinstance(state.get("step"), int)
+            and isinstance(state.get("optimizer"), dict)):
+        raise CheckpointError(f"training state of run {name!r} lacks its step, optimizer or RNG state")
+    return state
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message as one line (its type when it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def list_runs() -> list[dict[str, Any]]:

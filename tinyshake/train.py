@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Callable, Iterator, Optional, Union
 
 import torch
@@ -68,25 +68,63 @@ class TrainConfig:
         return steps
 
 
-def make_config(stage_name: str, vocab_size: int, run: Optional[str] = None, **overrides: Any) -> TrainConfig:
-    """Merge a stage's preset with overrides (``None`` keeps the preset) and check that the sizes make sense."""
-    stage = stages.get(stage_name)
-    block_size = overrides.pop("block_size", None) or stage.block_size
-    stage = stages.with_overrides(stage, **{k: overrides.pop(k, None) for k in ("n_embd", "n_head", "n_layer", "dropout")})
-    model = ModelConfig(vocab_size=vocab_size, block_size=block_size, **stage.model)
-    picked = {k: v for k, v in overrides.items() if v is not None}
+STAGE_KEYS = ("batch_size", "block_size", "learning_rate", "max_iters", "eval_interval",
+              "n_embd", "n_head", "n_layer", "dropout")
+# What a resumed run may change: how long and how it runs, never what it computes per step.
+SESSION_KEYS = ("max_iters", "eval_interval", "eval_iters", "device", "dtype", "compile", "time_budget")
+FIXED_KEYS = ("stage", "batch_size", "learning_rate", "seed", "block_size", "n_embd", "n_head", "n_layer", "dropout")
+
+
+def make_config(stage_name: str, vocab_size: int = ModelConfig.vocab_size, run: Optional[str] = None,
+                **overrides: Any) -> TrainConfig:
+    """Merge a stage's preset with overrides (``None`` keeps the preset) and check that the sizes make sense.
+
+    ``vocab_size`` may be left out while the corpus is not loaded yet, so bad
+    flags are refused before anything is fetched; :func:`with_vocab` fills it in.
+    """
+    stage = stages.with_overrides(stages.get(stage_name), **{k: overrides.pop(k, None) for k in STAGE_KEYS})
     config = TrainConfig(
         stage=stage.name,
         run=run or stage.name,
-        model=model,
-        batch_size=picked.pop("batch_size", stage.batch_size),
-        learning_rate=picked.pop("learning_rate", stage.learning_rate),
-        max_iters=picked.pop("max_iters", stage.max_iters),
-        eval_interval=picked.pop("eval_interval", stage.eval_interval),
+        model=ModelConfig(vocab_size=vocab_size, block_size=stage.block_size, **stage.model),
+        batch_size=stage.batch_size,
+        learning_rate=stage.learning_rate,
+        max_iters=stage.max_iters,
+        eval_interval=stage.eval_interval,
         eval_last=stage.eval_last,
-        **picked,
+        **{k: v for k, v in overrides.items() if v is not None},
     )
     validate(config)
+    return config
+
+
+def with_vocab(config: TrainConfig, vocab_size: int) -> TrainConfig:
+    """The same config for a corpus with ``vocab_size`` distinct characters."""
+    return replace(config, model=replace(config.model, vocab_size=vocab_size))
+
+
+def resume_config(record: dict[str, Any], **given: Any) -> TrainConfig:
+    """A stored run's own settings, so ``--resume`` needs no flags to go on exactly as it started.
+
+    Given values (``None`` means not given) may change how long and where the
+    run goes on; one that would change the computation itself is refused, since
+    the optimizer state and the step's losses belong to the stored settings.
+    """
+    try:
+        model = ModelConfig.from_dict(record["model"])
+        names = {f.name for f in fields(TrainConfig)} - {"model"}
+        config = TrainConfig(model=model, **{k: v for k, v in record["hyper"].items() if k in names})
+        validate(config)  # a value of the wrong type fails here with a TypeError
+    except (KeyError, TypeError, AttributeError, UsageError):
+        raise checkpoint.CheckpointError(f"the settings stored for run {record.get('name')!r} are unreadable; "
+                                         "retrain it with --overwrite") from None
+    stored = dict(config.hyper(), **asdict(model))
+    for key in FIXED_KEYS:
+        if given.get(key) is not None and given[key] != stored[key]:
+            raise UsageError(f"run {config.run!r} was trained with {key} {stored[key]}; --resume keeps a run's "
+                             "settings (leave that option out, or start a new run with --run NAME)")
+    config = replace(config, **{k: given[k] for k in SESSION_KEYS if given.get(k) is not None})
+    validate(config)  # the new values
     return config
 
 
@@ -275,16 +313,14 @@ def train(
     torch.manual_seed(config.seed)
     model = build(config.model).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
-    metrics: list[dict[str, float]] = []
-    start, elapsed_before = 0, 0.0
-    if resume:
-        start, metrics, elapsed_before = _restore(config, corpus, model, optimizer)
+    start, stored, elapsed_before = _restore(config, corpus, model, optimizer) if resume else (0, {}, 0.0)
+    metrics: list[dict[str, float]] = list(stored.get("metrics", []))
     forward = _maybe_compile(model, config.compile, notices)
     splits = {"train": corpus.train.to(device), "val": corpus.val.to(device)}
     record = {
         "name": config.run, "stage": config.stage, "model": config.model.to_dict(), "hyper": config.hyper(),
         "vocab": corpus.tokenizer.chars, "corpus": {"name": corpus.name, "sha256": corpus.sha256},
-        "parameters": count_parameters(model), "max_iters": config.max_iters,
+        "parameters": count_parameters(model), "max_iters": config.max_iters, "created": stored.get("created"),
     }
     yield Started(config, record["parameters"], str(device), start, notices)
 
@@ -333,19 +369,27 @@ def train(
 
 
 def _restore(config: TrainConfig, corpus: Corpus, model: nn.Module,
-             optimizer: torch.optim.Optimizer) -> tuple[int, list[dict[str, float]], float]:
-    """Load a run's weights, optimizer, RNG and metrics so training goes on exactly where it stopped."""
+             optimizer: torch.optim.Optimizer) -> tuple[int, dict[str, Any], float]:
+    """Load a run's weights, optimizer and RNG so training goes on exactly where it stopped.
+
+    Returns the step to go on from, the stored record (its metrics and creation
+    time carry over) and the wall time already spent.
+    """
     record = checkpoint.read_record(config.run)
     if record["vocab"] != corpus.tokenizer.chars:
         raise checkpoint.CheckpointError(f"run {config.run!r} was trained on another vocabulary than corpus {corpus.name!r}")
-    if record["model"] != config.model.to_dict():
+    if ModelConfig.from_dict(record["model"]) != config.model:  # fields added since then take their defaults
         raise checkpoint.CheckpointError(f"run {config.run!r} has another model shape; resume with its own settings")
     loaded = checkpoint.load(config.run, next(model.parameters()).device)
     model.load_state_dict(loaded.model.state_dict())
     state = checkpoint.load_state(config.run, record)
-    optimizer.load_state_dict(state["optimizer"])
-    checkpoint.set_rng_state(state["rng"])
-    return int(state["step"]), list(record.get("metrics", [])), float(state.get("elapsed", 0.0))
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except (KeyError, ValueError, TypeError, RuntimeError) as exc:  # another optimizer's state
+        raise checkpoint.CheckpointError(f"the optimizer state of run {config.run!r} does not fit: "
+                                         f"{checkpoint.first_line(exc)}") from None
+    checkpoint.set_rng_state(state["rng"])  # last: loading the weights above drew from the random stream
+    return int(state["step"]), record, float(state.get("elapsed", 0.0))
 
 
 def estimate_seconds(config: TrainConfig, seconds_per_step: float) -> float:

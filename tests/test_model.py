@@ -1,0 +1,113 @@
+"""The fast models against the lecture-style reference: same weights from the same seed, same losses."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lecture_reference import RefModel, ref_estimate_loss
+from test_train import one_thread  # noqa: F401  (autouse: tiny models on one thread)
+from tinyshake import corpus, train
+from tinyshake.model import Head, ModelConfig, MultiHeadAttention, build
+
+VOCAB = 65
+SMALL_STAGES = ["head", "multihead", "ffwd", "blocks", "residual", "layernorm", "mini"]
+
+
+def stage_config(stage: str) -> ModelConfig:
+    return train.make_config(stage, VOCAB).model
+
+
+def seeded_pair(config: ModelConfig, stage: str) -> tuple[torch.nn.Module, RefModel]:
+    """Our model and the reference, each built right after ``torch.manual_seed(1337)``."""
+    torch.manual_seed(1337)
+    ours = build(config)
+    torch.manual_seed(1337)
+    ref = RefModel(stage, config.vocab_size, config.block_size, config.n_embd, config.n_head, config.n_layer,
+                   config.dropout)
+    return ours, ref
+
+
+def per_head_parameters(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """Our parameters in order, each fused ``qkv`` split back into the lecture's key, query, value per head."""
+    out = []
+    for name, param in model.named_parameters():
+        if name.endswith(".qkv"):
+            out += [(f"{name}[{h}].{kind}", param[h, j]) for h in range(param.shape[0])
+                    for j, kind in enumerate(("key", "query", "value"))]
+        else:
+            out.append((name, param))
+    return out
+
+
+@pytest.mark.parametrize("stage", SMALL_STAGES + ["gpt"])
+def test_parameters_equal_the_lecture_code_in_order(stage: str) -> None:
+    ours, ref = seeded_pair(stage_config(stage), stage)
+    mine = per_head_parameters(ours)
+    theirs = list(ref.named_parameters())
+    assert [tuple(p.shape) for _, p in mine] == [tuple(p.shape) for _, p in theirs]
+    for (name, p), (ref_name, q) in zip(mine, theirs):
+        assert torch.equal(p, q), f"{name} differs from the reference's {ref_name}"
+    # the random stream is left where the lecture's code leaves it, so training draws the same batches
+    assert torch.equal(torch.rand(4), _reference_stream_after(stage))
+
+
+def _reference_stream_after(stage: str) -> torch.Tensor:
+    """The next random numbers after building the reference model from seed 1337."""
+    config = stage_config(stage)
+    torch.manual_seed(1337)
+    RefModel(stage, VOCAB, config.block_size, config.n_embd, config.n_head, config.n_layer, config.dropout)
+    return torch.rand(4)
+
+
+@pytest.fixture
+def splits(cached) -> dict[str, torch.Tensor]:
+    data = corpus.load()
+    return {"train": data.train, "val": data.val}
+
+
+@pytest.mark.parametrize("chunk_tokens", [train.EVAL_CHUNK_TOKENS, 1000], ids=["one-chunk", "many-chunks"])
+@pytest.mark.parametrize("stage", SMALL_STAGES)
+def test_step0_losses_equal_the_lecture_estimate(stage, chunk_tokens, splits, monkeypatch) -> None:
+    monkeypatch.setattr(train, "EVAL_CHUNK_TOKENS", chunk_tokens)
+    config = train.make_config(stage, VOCAB)
+    ours, ref = seeded_pair(config.model, stage)
+    eval_iters = 40  # one chunk at the default size; with 1000-token chunks, several and a partial last one
+    torch.manual_seed(1337)
+    fast = train.estimate_loss(ours, splits, config.batch_size, config.block_size, eval_iters)
+    torch.manual_seed(1337)
+    slow = ref_estimate_loss(ref, splits["train"], splits["val"], config.batch_size, config.block_size, eval_iters)
+    for split in ("train", "val"):
+        assert f"{fast[split]:.4f}" == f"{slow[split]:.4f}"
+        assert fast[split] == pytest.approx(slow[split], abs=1e-5)
+    assert ours.training, "estimate_loss must put the model back in training mode"
+
+
+@pytest.mark.parametrize("T", [8, 5], ids=["full-block", "shorter"])
+def test_fused_attention_equals_concatenated_lecture_heads(T: int) -> None:
+    config = ModelConfig(n_embd=32, n_head=4, block_size=8)
+    torch.manual_seed(0)
+    fused = MultiHeadAttention(config)
+    heads = []
+    for h in range(config.n_head):
+        head = Head(config.n_embd, config.head_size, config.block_size)
+        with torch.no_grad():
+            for j, linear in enumerate((head.key, head.query, head.value)):
+                linear.weight.copy_(fused.qkv[h, j])
+        heads.append(head)
+    x = torch.randn(3, T, config.n_embd)
+    expected = torch.cat([head(x) for head in heads], dim=-1)
+    got = fused(x)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+
+
+def test_fused_weights_are_drawn_as_the_lecture_draws_its_heads() -> None:
+    config = ModelConfig(n_embd=16, n_head=2, block_size=4)
+    torch.manual_seed(7)
+    fused = MultiHeadAttention(config)
+    torch.manual_seed(7)
+    heads = [Head(config.n_embd, config.head_size, config.block_size) for _ in range(config.n_head)]
+    for h, head in enumerate(heads):
+        for j, linear in enumerate((head.key, head.query, head.value)):
+            assert torch.equal(fused.qkv[h, j], linear.weight)
