@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 from rich.console import Console
 from torch import nn
 from typer.testing import CliRunner

@@ -41,6 +41,13 @@ class ModelConfig:
     layernorm: bool = False
     dropout: float = 0.0
     init_std: Optional[float] = None  # None keeps PyTorch's default init, as the early stages do
+    # Beyond the lecture (the `modern` preset): rotary positions, RMSNorm, QK-norm, ReLU², zero-init projections.
+    pos: str = "learned"  # "learned" (a position table, as the lecture) or "rope"
+    norm: str = "layernorm"  # "layernorm" or "rmsnorm", used where layernorm is on
+    activation: str = "relu"  # "relu" or "relu2"
+    qk_norm: bool = False
+    zero_init_proj: bool = False
+    rope_base: float = 10000.0
 
     @property
     def head_size(self) -> int:
@@ -65,16 +72,19 @@ class KVCache:
     positions are absolute, so the cache can never hold more than ``block_size``.
     """
 
-    def __init__(self, n_layer: int) -> None:
+    def __init__(self, n_layer: int, window: Optional[int] = None) -> None:
         self.keys: list[Optional[torch.Tensor]] = [None] * n_layer
         self.values: list[Optional[torch.Tensor]] = [None] * n_layer
         self.pos = 0
+        self.window = window  # with rotary positions the cache slides: only the last `window` positions stay
 
     def extend(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Append this step's keys and values (B, H, T, hs) and return everything cached for the layer."""
         old_k, old_v = self.keys[layer], self.values[layer]
         if old_k is not None and old_v is not None:
             k, v = torch.cat([old_k, k], dim=2), torch.cat([old_v, v], dim=2)
+        if self.window is not None and k.size(2) > self.window:
+            k, v = k[:, :, -self.window:], v[:, :, -self.window:]
         self.keys[layer], self.values[layer] = k, v
         return k, v
 
@@ -85,6 +95,21 @@ class KVCache:
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float, causal: bool) -> torch.Tensor:
     """softmax(q kᵀ · head_size^-0.5, masked to the past) @ v, as one fused kernel."""
     return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal, scale=q.size(-1) ** -0.5)
+
+
+def rotary(x: torch.Tensor, positions: torch.Tensor, base: float) -> torch.Tensor:
+    """Rotate channel pairs of q or k (B, H, T, hs) by angles proportional to their absolute positions.
+
+    Dot products of rotated vectors depend only on the distance between positions,
+    so attention needs no position table, and a cache of rotated keys stays valid
+    as the window slides.
+    """
+    half = x.size(-1) // 2
+    inv_freq = base ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)
+    angles = positions.to(torch.float32)[:, None] * inv_freq[None, :]  # (T, half)
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
 class Head(nn.Module):
@@ -127,6 +152,8 @@ class MultiHeadAttention(nn.Module):
         self.proj = nn.Linear(self.n_head * self.head_size, config.n_embd) if config.proj else None
         self.dropout = nn.Dropout(config.dropout)
         self.p_attn = config.dropout
+        self.rope_base = config.rope_base if config.pos == "rope" else None
+        self.qk_norm = config.qk_norm
 
     def init_normal(self, std: float) -> None:
         """The lecture's N(0, std) init, drawn per head and per key/query/value matrix, in its order."""
@@ -138,6 +165,12 @@ class MultiHeadAttention(nn.Module):
     def forward(self, x: torch.Tensor, cache: Optional[KVCache] = None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
         k, q, v = F.linear(x, self.qkv.view(-1, C)).view(B, T, self.n_head, 3, self.head_size).permute(3, 0, 2, 1, 4)
+        if self.qk_norm:
+            q, k = F.rms_norm(q, (self.head_size,)), F.rms_norm(k, (self.head_size,))
+        if self.rope_base is not None:
+            start = cache.pos if cache is not None else 0
+            positions = torch.arange(start, start + T, device=x.device)
+            q, k = rotary(q, positions, self.rope_base), rotary(k, positions, self.rope_base)
         causal = True
         if cache is not None:
             causal = cache.pos == 0  # a prefill is causal; a new token sees everything cached before it
@@ -149,16 +182,24 @@ class MultiHeadAttention(nn.Module):
         return out
 
 
+class ReLUSquared(nn.Module):
+    """relu(x)²: as cheap as ReLU and, in small fast-trained models, better than GELU."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x).square()
+
+
 class FeedForward(nn.Module):
     """Per-token computation after the tokens have talked: Linear + ReLU (+ projection when wide)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         n = config.n_embd
+        act = ReLUSquared() if config.activation == "relu2" else nn.ReLU()
         if config.ffwd == "wide":
-            layers: list[nn.Module] = [nn.Linear(n, 4 * n), nn.ReLU(), nn.Linear(4 * n, n), nn.Dropout(config.dropout)]
+            layers: list[nn.Module] = [nn.Linear(n, 4 * n), act, nn.Linear(4 * n, n), nn.Dropout(config.dropout)]
         else:
-            layers = [nn.Linear(n, n), nn.ReLU()]
+            layers = [nn.Linear(n, n), act]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -172,8 +213,7 @@ class Block(nn.Module):
         super().__init__()
         self.sa = MultiHeadAttention(config)
         self.ffwd = FeedForward(config) if config.ffwd != "none" else None
-        norm = nn.LayerNorm if config.layernorm else nn.Identity
-        self.ln1, self.ln2 = norm(config.n_embd), norm(config.n_embd)
+        self.ln1, self.ln2 = make_norm(config), make_norm(config)
         self.residual = config.residual
 
     def forward(self, x: torch.Tensor, cache: Optional[KVCache] = None, layer: int = 0) -> torch.Tensor:
@@ -183,6 +223,13 @@ class Block(nn.Module):
             f = self.ffwd(self.ln2(x))
             x = x + f if self.residual else f
         return x
+
+
+def make_norm(config: ModelConfig) -> nn.Module:
+    """The lecture's LayerNorm, RMSNorm for the modern preset, or nothing before the layernorm stage."""
+    if not config.layernorm:
+        return nn.Identity()
+    return nn.RMSNorm(config.n_embd) if config.norm == "rmsnorm" else nn.LayerNorm(config.n_embd)
 
 
 def lm_loss(logits: torch.Tensor, targets: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -217,12 +264,23 @@ class GPTLanguageModel(nn.Module):
         super().__init__()
         self.config = config
         self.token_embedding_table = nn.Embedding(config.vocab_size, config.n_embd)
-        self.position_embedding_table = nn.Embedding(config.block_size, config.n_embd)
+        learned = config.pos == "learned"
+        self.position_embedding_table = nn.Embedding(config.block_size, config.n_embd) if learned else None
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
-        self.ln_f = nn.LayerNorm(config.n_embd) if config.layernorm else nn.Identity()
+        self.ln_f = make_norm(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size)
         if config.init_std is not None:
             self._init_normal(config.init_std)
+        if config.zero_init_proj:
+            self._zero_projections()
+
+    def _zero_projections(self) -> None:
+        """Start every block as the identity: the output projections of attention and feed-forward at zero."""
+        with torch.no_grad():
+            for block in self.blocks:
+                for layer in (block.sa.proj, block.ffwd.net[2] if block.ffwd is not None else None):
+                    if isinstance(layer, nn.Linear):
+                        layer.weight.zero_()
 
     def _init_normal(self, std: float) -> None:
         """The lecture's GPT init: N(0, std) weights and zero biases, module by module in its order."""
@@ -239,9 +297,10 @@ class GPTLanguageModel(nn.Module):
         self, idx: torch.Tensor, targets: Optional[torch.Tensor] = None, cache: Optional[KVCache] = None
     ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         T = idx.shape[1]
-        start = cache.pos if cache is not None else 0
-        pos = torch.arange(start, start + T, device=idx.device)
-        x = self.token_embedding_table(idx) + self.position_embedding_table(pos)
+        x = self.token_embedding_table(idx)
+        if self.position_embedding_table is not None:
+            start = cache.pos if cache is not None else 0
+            x = x + self.position_embedding_table(torch.arange(start, start + T, device=idx.device))
         for layer, block in enumerate(self.blocks):
             x = block(x, cache, layer)
         if cache is not None:

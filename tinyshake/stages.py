@@ -56,6 +56,12 @@ STAGES: dict[str, Stage] = {
                    dropout=0.0, init_std=0.02),
               batch_size=16, block_size=32, learning_rate=1e-3, max_iters=5000, eval_interval=100,
               eval_last=True, published_val=1.82),
+        Stage("modern", "beyond the lecture: rotary positions, RMSNorm, QK-norm, ReLU², zero-init projections, "
+                        "Muon + AdamW, warmup and a linear warmdown",
+              dict(n_embd=128, n_head=4, n_layer=4, ffwd="wide", proj=True, residual=True, layernorm=True,
+                   norm="rmsnorm", activation="relu2", qk_norm=True, zero_init_proj=True, pos="rope", init_std=0.02),
+              batch_size=32, block_size=64, learning_rate=3e-3, max_iters=2000, eval_interval=500, eval_last=True,
+              hyper=dict(optimizer="muon", muon_lr=0.03, warmup=0.02, warmdown=0.5)),
     ]
 }
 DEFAULT_STAGE = "mini"

@@ -8,6 +8,12 @@ same order as the lecture's code, so it prints the lecture's losses.
 What is faster than the lecture: a batch is one gather, and an evaluation runs
 its ``eval_iters`` batches as a few large forward passes under
 ``torch.inference_mode`` (the same indices, drawn in the same order).
+
+Under torchrun the same loop trains data-parallel (see :mod:`tinyshake.distributed`):
+each rank draws its own batches (seed + rank), DistributedDataParallel averages
+the gradients, evaluations are averaged over the ranks, every rank stops at the
+same step, and rank 0 alone writes checkpoints. Every rank yields the events;
+front ends show them on rank 0 only.
 """
 
 from __future__ import annotations
@@ -21,13 +27,14 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from tinyshake import checkpoint, stages
+from tinyshake import checkpoint, distributed, optim, stages
 from tinyshake.corpus import Corpus
 from tinyshake.device import resolve
 from tinyshake.errors import UsageError
 from tinyshake.model import ModelConfig, build, count_parameters
 
 DTYPES = ("float32", "bfloat16", "float16")
+OPTIMIZERS = ("adamw", "muon")
 EVAL_CHUNK_TOKENS = 1 << 16
 
 
@@ -48,7 +55,11 @@ class TrainConfig:
     device: str = "auto"
     dtype: str = "float32"
     compile: bool = False
-    time_budget: Optional[float] = None
+    time_budget: Optional[float] = None  # seconds of training (evaluations excluded); the schedule follows it
+    optimizer: str = "adamw"  # "adamw" (the lecture) or "muon" (hidden matrices; AdamW for the rest)
+    muon_lr: float = 0.02
+    warmup: float = 0.0  # fraction of the run spent warming the rate up from 0
+    warmdown: float = 0.0  # fraction of the run at its end spent cooling the rate down to 0
 
     @property
     def block_size(self) -> int:
@@ -92,7 +103,7 @@ def make_config(stage_name: str, vocab_size: int = ModelConfig.vocab_size, run: 
         max_iters=stage.max_iters,
         eval_interval=stage.eval_interval,
         eval_last=stage.eval_last,
-        **{k: v for k, v in overrides.items() if v is not None},
+        **dict(stage.hyper, **{k: v for k, v in overrides.items() if v is not None}),
     )
     validate(config)
     return config
@@ -150,6 +161,10 @@ def validate(config: TrainConfig) -> None:
         raise UsageError(f"dtype must be one of {', '.join(DTYPES)}")
     if config.time_budget is not None and config.time_budget <= 0:
         raise UsageError("time budget must be positive")
+    if config.optimizer not in OPTIMIZERS:
+        raise UsageError(f"optimizer must be one of {', '.join(OPTIMIZERS)}")
+    if not (0 <= config.warmup <= 1 and 0 <= config.warmdown <= 1):
+        raise UsageError("warmup and warmdown are fractions of the run, between 0 and 1")
 
 
 # --------------------------------------------------------------------------- events
@@ -162,6 +177,8 @@ class Started:
     device: str
     start_step: int
     notices: list[str] = field(default_factory=list)
+    rank: int = 0  # this process's place in a data-parallel job (0 of 1 when alone)
+    world_size: int = 1
 
 
 @dataclass(frozen=True)
@@ -299,11 +316,27 @@ def train(
     resume: bool = False,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> Iterator[Event]:
-    """Train ``config`` on ``corpus``, yielding events; checkpoints go to ``<home>/runs/<run>/``."""
+    """Train ``config`` on ``corpus``, yielding events; checkpoints go to ``<home>/runs/<run>/``.
+
+    Under torchrun this process joins the job first and leaves it when the
+    generator ends; if another rank dies, this one stops with a one-line
+    :class:`~tinyshake.distributed.WorkerFailed`.
+    """
     validate(config)
     _check_fits(config, corpus)
     choice = resolve(config.device)
-    device = choice.device
+    owns_group = not distributed.active()
+    dist = distributed.init(choice.device.type)
+    try:
+        with distributed.peer_failures(config.run):
+            yield from _train(config, corpus, resume, should_stop, dist, distributed.device_for(dist, choice.device))
+    finally:
+        if owns_group:
+            distributed.shutdown()  # _train's frame, and with it the DDP wrapper, is gone by now
+
+
+def _train(config: TrainConfig, corpus: Corpus, resume: bool, should_stop: Callable[[], bool],
+           dist: distributed.Dist, device: torch.device) -> Iterator[Event]:
     notices: list[str] = []
     dtype = _resolve_dtype(device, config.dtype, notices)
     if device.type == "cuda":
@@ -312,29 +345,42 @@ def train(
 
     torch.manual_seed(config.seed)
     model = build(config.model).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
-    start, stored, elapsed_before = _restore(config, corpus, model, optimizer) if resume else (0, {}, 0.0)
+    optimizer = optim.make(model, config.optimizer, config.learning_rate, config.muon_lr)
+    if dist.enabled:
+        torch.manual_seed(config.seed + dist.rank)  # own batches per rank; DDP gives every rank rank 0's weights
+    start, stored, elapsed_before = _restore(config, corpus, model, optimizer, dist) if resume else (0, {}, 0.0)
     metrics: list[dict[str, float]] = list(stored.get("metrics", []))
-    forward = _maybe_compile(model, config.compile, notices)
+    forward = _maybe_compile(distributed.wrap(model, dist, device), config.compile, notices)
     splits = {"train": corpus.train.to(device), "val": corpus.val.to(device)}
     record = {
         "name": config.run, "stage": config.stage, "model": config.model.to_dict(), "hyper": config.hyper(),
         "vocab": corpus.tokenizer.chars, "corpus": {"name": corpus.name, "sha256": corpus.sha256},
         "parameters": count_parameters(model), "max_iters": config.max_iters, "created": stored.get("created"),
     }
-    yield Started(config, record["parameters"], str(device), start, notices)
+    yield Started(config, record["parameters"], str(device), start, notices, dist.rank, dist.world_size)
 
     clock = time.perf_counter()
+    trained = float(stored.get("train_seconds", 0.0))  # training time alone: what --time-budget counts
+    scheduled = config.warmup > 0 or config.warmdown > 0
 
     def elapsed() -> float:
         return elapsed_before + time.perf_counter() - clock
 
+    def progress(step: int) -> float:
+        return trained / config.time_budget if config.time_budget else step / max(config.max_iters, 1)
+
     def save(step: int) -> str:
+        """Called on every rank (each rank's RNG state is gathered); rank 0 alone writes."""
+        rng = checkpoint.rng_state()
+        rng_ranks = distributed.gather(rng) if dist.enabled else None
+        if not dist.is_main:
+            return str(checkpoint.run_dir(config.run))
         best = min((m["val"] for m in metrics), default=None)
-        state = {"step": step, "optimizer": optimizer.state_dict(), "rng": checkpoint.rng_state(),
-                 "elapsed": elapsed()}
+        state = {"step": step, "optimizer": optimizer.state_dict(), "rng": rng, "elapsed": elapsed()}
+        if rng_ranks is not None:
+            state["rng_ranks"] = rng_ranks
         folder = checkpoint.save(config.run, model, dict(record, step=step, metrics=metrics, best_val=best,
-                                                         wall_time=elapsed()), state)
+                                                         wall_time=elapsed(), train_seconds=trained), state)
         return str(folder)
 
     evaluated = {int(m["step"]) for m in metrics}
@@ -342,6 +388,7 @@ def train(
 
     def evaluate(step: int) -> Iterator[Event]:
         losses = estimate_loss(forward, splits, config.batch_size, config.block_size, config.eval_iters, dtype)
+        losses = {split: distributed.mean(loss) for split, loss in losses.items()}  # over every rank's batches
         metrics.append({"step": step, "train": losses["train"], "val": losses["val"], "elapsed": elapsed()})
         yield Evaluated(step, losses["train"], losses["val"], elapsed())
         yield Saved(step, save(step))
@@ -350,6 +397,9 @@ def train(
     while step < config.max_iters:
         if step in eval_steps and step not in evaluated:
             yield from evaluate(step)
+        began = time.perf_counter()
+        if scheduled:
+            optimizer.scale_lr(optim.lr_factor(progress(step), config.warmup, config.warmdown))
         xb, yb = get_batch(splits["train"], config.batch_size, config.block_size)
         with autocast(device, dtype):
             _, loss = forward(xb, yb)
@@ -357,19 +407,22 @@ def train(
         loss.backward()
         optimizer.step()
         step += 1
+        spent = time.perf_counter() - began
+        # one clock for all ranks, so the budget and the schedule decide the same on each
+        trained += distributed.mean(spent) if config.time_budget is not None else spent
         yield Stepped(step, loss.detach(), elapsed())
-        if should_stop():
+        if distributed.any_true(should_stop()):  # every rank stops at the same step
             yield Interrupted(step, save(step))
             return
-        if config.time_budget is not None and elapsed() >= config.time_budget and step < config.max_iters:
+        if config.time_budget is not None and trained >= config.time_budget and step < config.max_iters:
             yield from evaluate(step)  # show where the budget ended
             break
     best = min((m["val"] for m in metrics), default=None)
     yield Finished(step, best, elapsed(), save(step), model)
 
 
-def _restore(config: TrainConfig, corpus: Corpus, model: nn.Module,
-             optimizer: torch.optim.Optimizer) -> tuple[int, dict[str, Any], float]:
+def _restore(config: TrainConfig, corpus: Corpus, model: nn.Module, optimizer: optim.Combined,
+             dist: distributed.Dist = distributed.Dist()) -> tuple[int, dict[str, Any], float]:
     """Load a run's weights, optimizer and RNG so training goes on exactly where it stopped.
 
     Returns the step to go on from, the stored record (its metrics and creation
@@ -388,7 +441,14 @@ def _restore(config: TrainConfig, corpus: Corpus, model: nn.Module,
     except (KeyError, ValueError, TypeError, RuntimeError) as exc:  # another optimizer's state
         raise checkpoint.CheckpointError(f"the optimizer state of run {config.run!r} does not fit: "
                                          f"{checkpoint.first_line(exc)}") from None
-    checkpoint.set_rng_state(state["rng"])  # last: loading the weights above drew from the random stream
+    # last: loading the weights above drew from the random stream
+    ranks = state.get("rng_ranks")
+    if dist.enabled and isinstance(ranks, list) and len(ranks) == dist.world_size:
+        checkpoint.set_rng_state(ranks[dist.rank])  # each rank goes on with its own batches
+    elif dist.enabled:  # another number of processes than before: fresh streams, still one per rank
+        torch.manual_seed(config.seed + dist.rank + dist.world_size * int(state["step"]))
+    else:
+        checkpoint.set_rng_state(state["rng"])
     return int(state["step"]), record, float(state.get("elapsed", 0.0))
 
 

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from tinyshake import checkpoint, corpus, device, sampling, stages, train as core
+from tinyshake import checkpoint, corpus, device, distributed, sampling, stages, train as core
 from tinyshake.atomic import write_bytes
 from tinyshake.cli._output import handle_errors, make_console, use_rich
 from tinyshake.cli.fetch import ensure_corpus
@@ -134,6 +134,19 @@ class PlainView:
         _say_now("Stopping after this step and saving a checkpoint (Ctrl-C again to abort)...\n")
 
 
+class SilentView(PlainView):
+    """Every rank but 0 of a data-parallel run: it trains in step, rank 0 does the talking."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(console, quiet=True)
+
+    def started(self, event: core.Started) -> None:
+        return None
+
+    def stopping(self) -> None:
+        return None
+
+
 class RichView:
     """TTY output: a loss table that grows above a progress bar with speed and the recent loss.
 
@@ -156,6 +169,7 @@ class RichView:
         self.window_steps = 0
         self.last_show = 0.0
         self.mark = (0, time.perf_counter())
+        self.world_size = 1  # processes training data-parallel: tokens per step scale with it
         self.live_on = False
         self.begun = False  # nothing to leave on screen if training never started (a load error)
         self.live = Live(console=console, refresh_per_second=8, transient=True, get_renderable=self._render)
@@ -192,8 +206,10 @@ class RichView:
         for notice in event.notices:
             self.console.print(Text.assemble(("note: ", "yellow"), notice))
         resuming = f", resuming at step {event.start_step}" if event.start_step else ""
+        self.world_size = event.world_size
+        where = f"{event.device} × {event.world_size} processes" if event.world_size > 1 else event.device
         self.console.print(f"Training [bold]{event.config.stage}[/] ({event.parameters:,} parameters) "
-                           f"on {event.device}{resuming}")
+                           f"on {where}{resuming}")
         self.progress.update(self.task, completed=event.start_step)
         self.mark = (event.start_step, time.perf_counter())
 
@@ -213,7 +229,7 @@ class RichView:
         steps, seconds = event.step - self.mark[0], now - self.mark[1]
         its = steps / seconds if seconds > 0 else 0.0
         self.progress.update(self.task, completed=event.step, its=its, loss=f"{loss:.4f}",
-                             tps=its * self.config.batch_size * self.config.block_size)
+                             tps=its * self.config.batch_size * self.config.block_size * self.world_size)
         self.last_show = now
 
     def evaluated(self, event: core.Evaluated) -> None:
@@ -325,12 +341,12 @@ def run_training(config: core.TrainConfig, data: corpus.Corpus, resume: bool, vi
     """
     flag = StopFlag(view)
     previous = signal.signal(signal.SIGINT, flag)
-    params = 0
+    params, main = 0, True
     try:
         with view:
             for event in core.train(config, data, resume=resume, should_stop=lambda: flag.requested):
                 if isinstance(event, core.Started):
-                    params = event.parameters
+                    params, main = event.parameters, event.rank == 0
                     view.started(event)
                 elif isinstance(event, core.Stepped):
                     view.stepped(event)
@@ -342,7 +358,7 @@ def run_training(config: core.TrainConfig, data: corpus.Corpus, resume: bool, vi
                 elif isinstance(event, core.Interrupted):
                     flag.saved = True
                     view.__exit__()
-                    raise _interrupted(console, event, config.run)
+                    raise _interrupted(console, event, config.run) if main else typer.Exit(INTERRUPT_EXIT)
                 elif isinstance(event, core.Finished):
                     return event, params
     except KeyboardInterrupt:
@@ -382,27 +398,43 @@ def train(
     sample_chars: Annotated[int, typer.Option(help="Characters to sample at the end (0 to skip).", min=0)] = 500,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the sample.")] = False,
     metrics: Annotated[Optional[Path], typer.Option(help="Write every evaluation to this file as JSON lines.")] = None,
+    nproc: Annotated[Optional[int], typer.Option(
+        help="Train data-parallel in N processes on this machine (runs torchrun for you).", min=1)] = None,
 ) -> None:
     """Train a stage of the lecture's model ladder, save a checkpoint, and stream a sample."""
     console = make_console()
+    dist = distributed.Dist.from_env()
+    if nproc is not None and dist.enabled:
+        raise UsageError("--nproc starts torchrun itself; leave it out when running under torchrun")
     settings = dict(batch_size=batch_size, block_size=block_size, n_embd=n_embd, n_head=n_head, n_layer=n_layer,
                     dropout=dropout, learning_rate=lr, max_iters=max_iters, eval_interval=eval_interval,
                     eval_iters=eval_iters, seed=seed, device=device_name, dtype=dtype, compile=compile_model,
                     time_budget=time_budget)
     config, corpus_name = _plan(model, run, corpus_name, resume, overwrite, settings)
-    device.resolve(config.device)
-    log = MetricsLog(metrics, resume)
-    _confirm_slow_run(config, yes)
+    chosen = device.resolve(config.device).device
+    if nproc is not None and nproc > 1:
+        distributed.check_launch(nproc, chosen)
+    log = MetricsLog(metrics if dist.is_main else None, resume)
+    if dist.is_main:
+        _confirm_slow_run(config, yes or dist.enabled)  # workers under torchrun cannot ask
     ensure_corpus(corpus_name, make_console(stderr=True))  # fetch progress must not mix with the log on stdout
+    if nproc is not None and nproc > 1:  # everything is checked and fetched: now the workers do the rest
+        code = distributed.launch(nproc, sys.argv[1:])
+        if code == distributed.INTERRUPTED:
+            raise typer.Exit(INTERRUPT_EXIT)
+        distributed.check_exit(code, config.run)
+        return
     data = corpus.load(corpus_name)
     if not resume:
         config = core.with_vocab(config, data.tokenizer.vocab_size)
-    rich = use_rich() and not quiet
+    rich = use_rich() and not quiet and dist.is_main
     view: View = RichView(console, config) if rich else PlainView(console, quiet)
+    if not dist.is_main:
+        view = SilentView(console)  # rank 0 alone shows the run
     finished, params = run_training(config, data, resume, view, console, log)
     if rich:
         _summary(console, finished, params, config.run)
-    if sample_chars:
+    if sample_chars and dist.is_main:
         console.file.flush()
         try:
             stream_sample(finished.model, data.tokenizer, sample_chars)

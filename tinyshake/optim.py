@@ -1,0 +1,114 @@
+"""Beyond the lecture's constant-rate AdamW: Muon for hidden matrices, and a warmup/warmdown schedule.
+
+Used by the ``modern`` preset, which is tuned to learn the most per second on a CPU.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+import torch.nn as nn
+
+# The quintic Newton-Schulz coefficients published with Muon: they push every singular value towards 1 quickly.
+NS_COEFFS = (3.4445, -4.7750, 2.0315)
+
+
+def orthogonalize(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """Approximately replace each matrix in ``g`` (..., rows, cols) by the nearest semi-orthogonal one (U Vᵀ).
+
+    An update with all singular values equal moves every direction of the matrix
+    at the same rate, which is what makes Muon learn faster than Adam here.
+    """
+    a, b, c = NS_COEFFS
+    x = g / (g.norm(dim=(-2, -1), keepdim=True) + 1e-7)
+    tall = x.size(-2) > x.size(-1)
+    if tall:
+        x = x.mT
+    for _ in range(steps):
+        gram = x @ x.mT
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.mT if tall else x
+
+
+class Muon(torch.optim.Optimizer):
+    """SGD with Nesterov momentum whose update is orthogonalised, for 2-D (or stacked 2-D) weights only."""
+
+    def __init__(self, params: Iterable[nn.Parameter], lr: float = 0.02, momentum: float = 0.95,
+                 ns_steps: int = 5) -> None:
+        super().__init__(params, dict(lr=lr, momentum=momentum, ns_steps=ns_steps))
+
+    @torch.no_grad()
+    def step(self, closure: None = None) -> None:  # type: ignore[override]
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
+                buf.mul_(group["momentum"]).add_(p.grad)
+                g = p.grad.add(buf, alpha=group["momentum"])
+                matrices = g.reshape(-1, *g.shape[-2:])
+                update = orthogonalize(matrices, group["ns_steps"])
+                rows, cols = matrices.shape[-2:]
+                p.add_(update.view_as(p), alpha=-group["lr"] * max(1.0, rows / cols) ** 0.5)
+
+
+def lr_factor(progress: float, warmup: float, warmdown: float) -> float:
+    """Learning-rate multiplier at ``progress`` in [0, 1]: linear warmup, flat, then a linear warmdown to 0 at 1."""
+    if warmup > 0 and progress < warmup:
+        return progress / warmup
+    if warmdown > 0 and progress > 1 - warmdown:
+        return max(0.0, (1 - progress) / warmdown)
+    return 1.0
+
+
+def split_params(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """Hidden matrices (attention and feed-forward weights inside the blocks) for Muon; the rest for AdamW."""
+    hidden, other = [], []
+    for name, p in model.named_parameters():
+        (hidden if name.startswith("blocks.") and p.ndim >= 2 else other).append(p)
+    return hidden, other
+
+
+class Combined:
+    """Several optimizers stepped as one, so the training loop and checkpoints need not know how many there are."""
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer]) -> None:
+        self.optimizers = optimizers
+        for group in self.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return [group for opt in self.optimizers for group in opt.param_groups]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for opt in self.optimizers:
+            opt.step()
+
+    def scale_lr(self, factor: float) -> None:
+        """Set every group's rate to its initial rate times ``factor`` (the schedule's multiplier)."""
+        for group in self.param_groups:
+            group["lr"] = group["initial_lr"] * factor
+
+    def state_dict(self) -> dict:
+        return {"optimizers": [opt.state_dict() for opt in self.optimizers]}
+
+    def load_state_dict(self, state: dict) -> None:
+        saved = state["optimizers"]
+        if len(saved) != len(self.optimizers):
+            raise ValueError(f"{len(saved)} optimizer states for {len(self.optimizers)} optimizers")
+        for opt, opt_state in zip(self.optimizers, saved):
+            opt.load_state_dict(opt_state)
+
+
+def make(model: nn.Module, kind: str, lr: float, muon_lr: float) -> Combined:
+    """The lecture's AdamW over every parameter, or Muon for hidden matrices with AdamW for the rest."""
+    if kind == "adamw":
+        return Combined([torch.optim.AdamW(model.parameters(), lr=lr)])
+    hidden, other = split_params(model)
+    return Combined([Muon(hidden, lr=muon_lr), torch.optim.AdamW(other, lr=lr, betas=(0.9, 0.95))])
