@@ -9,8 +9,8 @@ from typing import Callable
 import pytest
 import torch
 
-from test_train import (  # noqa: F401  (one_thread is an autouse fixture)
-    TINY, assert_one_line_error, import_tiny_corpus, one_thread, snapshot, tiny_run, train_cli, weights,
+from test_train import (
+    TINY, assert_one_line_error, import_tiny_corpus, snapshot, tiny_run, train_cli, weights,
 )
 from tinyshake import checkpoint, corpus, train as core
 from tinyshake.errors import TinyshakeError

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from lecture_reference import RefModel, ref_estimate_loss
-from test_train import one_thread  # noqa: F401  (autouse: tiny models on one thread)
 from tinyshake import corpus, train
 from tinyshake.model import Head, ModelConfig, MultiHeadAttention, build
 

@@ -35,15 +35,6 @@ TINY_TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in 
 # -- helpers (test_checkpoint.py uses them too) ---------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; on a busy 2-core machine more threads spin for ages."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def train_cli(*args: str, code: int = 0) -> Result:
     """Run ``tinyshake train`` in-process (plain output); check the exit code and that no escape code leaked."""
     result = CliRunner().invoke(app, ["train", *args])

@@ -3,13 +3,25 @@
 :func:`generate` yields each new token id as soon as it is sampled, so a caller
 can stream it. At temperature 1 with no top-k or top-p it performs exactly the
 lecture's ``generate`` (softmax of the last logits, then ``torch.multinomial``),
-so a seeded run reproduces the lecture's samples.
+so a seeded run reproduces the lecture's samples. :func:`stream_text` decodes
+those ids into text and cuts the text off at stop strings; ``tinyshake chat``
+and the sample at the end of ``tinyshake train`` both use it.
+
+The KV cache makes each new character cost one position's compute. Within the
+block size, the cached and uncached paths give the same logits, hence the same
+text for the same random generator. The models use learned absolute positions,
+so once the context is longer than the block size every step shifts all the
+positions; ``overflow`` then chooses between the lecture's exact semantics
+(``crop``) and speed (``refill``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import secrets
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Callable, Generator, Iterator, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -19,6 +31,9 @@ from tinyshake.errors import UsageError
 from tinyshake.model import KVCache
 
 OVERFLOW_MODES = ("crop", "refill")
+START_TOKEN = 0  # the lecture's generate starts from a (1, 1) tensor of zeros: a newline in tiny Shakespeare
+SMALL_MODEL = 1_000_000  # parameters: about 4 MB of float32 weights, which stay in a CPU's cache
+CPU_THREADS = 4  # for bigger models on idle cores: past a few threads, syncing them costs more than it saves
 
 
 @dataclass
@@ -28,7 +43,8 @@ class SamplingSettings:
     ``overflow`` decides what happens when the context outgrows ``block_size``:
     ``crop`` is the lecture's semantics (keep the last ``block_size`` characters
     and recompute them every step), ``refill`` is faster (restart the cache from
-    the last half-window, then go on one position per step).
+    the last half-window, then go on one position per step; a model with rotary
+    positions just slides its cache instead).
     """
 
     temperature: float = 1.0
@@ -39,7 +55,8 @@ class SamplingSettings:
     overflow: str = "crop"
 
     def validate(self) -> "SamplingSettings":
-        if self.temperature < 0:
+        """Reject settings that cannot sample, with a one-line reason (the CLI shows it as is)."""
+        if not self.temperature >= 0:
             raise UsageError("temperature must be 0 (greedy) or more")
         if self.top_k is not None and self.top_k < 1:
             raise UsageError("top_k must be at least 1")
@@ -52,8 +69,22 @@ class SamplingSettings:
         return self
 
 
+def make_generator(device: torch.device | str, seed: Optional[int] = None) -> tuple[torch.Generator, int]:
+    """A random generator on ``device`` and the seed it got: ``seed``, or a fresh one a user can note and replay."""
+    if seed is None:
+        seed = secrets.randbelow(2**32)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    return generator, seed
+
+
 def pick(logits: torch.Tensor, settings: SamplingSettings, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Choose the next token from last-position logits (B, V); returns (B, 1)."""
+    """Choose the next token from last-position logits (B, V); returns (B, 1).
+
+    Temperature 0 is argmax and draws no random number. Otherwise this is the
+    lecture's softmax + multinomial, after the optional temperature, top-k and
+    top-p (nucleus) filters.
+    """
     if settings.temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
     if settings.temperature != 1.0:
@@ -64,26 +95,37 @@ def pick(logits: torch.Tensor, settings: SamplingSettings, generator: Optional[t
     probs = F.softmax(logits, dim=-1)
     if settings.top_p is not None and settings.top_p < 1.0:
         sorted_probs, order = probs.sort(dim=-1, descending=True)
-        drop = sorted_probs.cumsum(dim=-1) - sorted_probs > settings.top_p  # keep the smallest nucleus
+        # keep the smallest set of most likely tokens whose mass reaches top_p (the first one always stays)
+        drop = sorted_probs.cumsum(dim=-1) - sorted_probs >= settings.top_p
         probs = probs.scatter(-1, order, sorted_probs.masked_fill(drop, 0.0))
     return torch.multinomial(probs, num_samples=1, generator=generator)
 
 
 class _Context:
-    """The model's view of the text so far: a growing id tensor and, optionally, a KV cache."""
+    """The model's view of the text so far: the last ``block_size`` ids and, optionally, a KV cache.
+
+    Only single-token steps go through the cache after a prefill: the model's
+    attention treats a cached step as seeing everything before it, which holds
+    for one new token but not for several. A model with rotary positions (the
+    ``modern`` stage) needs no refill: its cache slides, one position per step.
+    """
 
     def __init__(self, model: nn.Module, ids: torch.Tensor, settings: SamplingSettings) -> None:
         self.model, self.settings = model, settings
         self.block_size: int = model.config.block_size
-        self.ids = ids
+        self.ids = ids[:, -self.block_size:]  # nothing older than a block is ever read again
         self.cache: Optional[KVCache] = None
+        rotary = getattr(model.config, "pos", "learned") == "rope"
+        self.sliding = rotary and settings.overflow == "refill"
 
     def _full(self) -> torch.Tensor:
         """The lecture's way: run the last ``block_size`` ids through the model from scratch."""
-        return self.model(self.ids[:, -self.block_size:])[0][:, -1, :]
+        return self.model(self.ids)[0][:, -1, :]
 
     def _prefill(self, window: int) -> torch.Tensor:
-        self.cache = KVCache(len(getattr(self.model, "blocks", [])))
+        """Start a fresh cache from the last ``window`` ids, at positions 0..window-1."""
+        layers = len(getattr(self.model, "blocks", []))
+        self.cache = KVCache(layers, window=self.block_size) if self.sliding else KVCache(layers)
         return self.model(self.ids[:, -window:], cache=self.cache)[0][:, -1, :]
 
     def first_logits(self) -> torch.Tensor:
@@ -93,10 +135,10 @@ class _Context:
 
     def next_logits(self, token: torch.Tensor) -> torch.Tensor:
         """Append ``token`` (B, 1) and return the logits for the position after it."""
-        self.ids = torch.cat([self.ids, token], dim=1)
+        self.ids = torch.cat([self.ids, token], dim=1)[:, -self.block_size:]
         if self.cache is None:
             return self._full()
-        if self.cache.pos < self.block_size:
+        if self.cache.pos < self.block_size or self.sliding:
             return self.model(token, cache=self.cache)[0][:, -1, :]
         if self.settings.overflow == "crop":
             self.cache = None  # from here on every step recomputes the cropped window, as the lecture does
@@ -110,14 +152,19 @@ def generate(
     context: list[int],
     settings: SamplingSettings,
     generator: Optional[torch.Generator] = None,
-) -> Iterator[int]:
-    """Yield ``settings.max_new_tokens`` sampled ids continuing ``context`` (empty means token 0)."""
+) -> Generator[int, None, None]:
+    """Yield ``settings.max_new_tokens`` sampled ids continuing ``context`` (empty means token 0).
+
+    Without a ``generator`` it draws from torch's global random stream, as the
+    lecture does. Closing the iterator early (a stop string, Ctrl-C) puts the
+    model back in the training mode it had.
+    """
     settings.validate()
     was_training = model.training
     model.eval()
     try:
         device = next(model.parameters()).device
-        ids = torch.tensor([context or [0]], dtype=torch.long, device=device)
+        ids = torch.tensor([context or [START_TOKEN]], dtype=torch.long, device=device)
         state = _Context(model, ids, settings)
         if settings.max_new_tokens == 0:
             return
@@ -129,3 +176,137 @@ def generate(
                 logits = state.next_logits(token)
     finally:
         model.train(was_training)
+
+
+class StopMatcher:
+    """Finds stop strings in streamed text, holding back what could be the start of one.
+
+    A stop string is never shown: text that might begin one waits until the next
+    characters either complete it (then it is dropped and the reply ends) or
+    rule it out (then it is released). For the default stop, a blank line, that
+    delays one newline by one character.
+    """
+
+    def __init__(self, stops: Sequence[str] = ()) -> None:
+        self.stops = [s for s in stops if s]
+        self.pending = ""
+        self.stopped: Optional[str] = None
+
+    def _held(self) -> int:
+        """Length of the longest end of ``pending`` that is a proper prefix of a stop string."""
+        longest = 0
+        for stop in self.stops:
+            for n in range(min(len(stop) - 1, len(self.pending)), longest, -1):
+                if self.pending.endswith(stop[:n]):
+                    longest = n
+                    break
+        return longest
+
+    def feed(self, text: str) -> str:
+        """Add sampled text; return the part that is safe to show now (nothing once a stop string matched)."""
+        if self.stopped is not None:
+            return ""
+        self.pending += text
+        hits = [(at, stop) for stop in self.stops if (at := self.pending.find(stop)) != -1]
+        if hits:
+            at, self.stopped = min(hits)
+            shown, self.pending = self.pending[:at], ""
+            return shown
+        keep = self._held()
+        shown, self.pending = self.pending[: len(self.pending) - keep], self.pending[len(self.pending) - keep:]
+        return shown
+
+    def flush(self) -> str:
+        """The text still held back, once no more is coming."""
+        shown, self.pending = self.pending, ""
+        return shown
+
+
+class TextStream:
+    """One continuation as text: iterate it for the pieces to show, as soon as each is sampled.
+
+    ``ids`` collects every sampled id, a matched stop string included, so a
+    conversation can keep exactly what the model wrote; ``stopped`` names the
+    stop string that ended it, if one did.
+    """
+
+    def __init__(self, tokens: Generator[int, None, None], decode: Callable[[list[int]], str],
+                 stops: Sequence[str] = ()) -> None:
+        self._tokens = tokens
+        self._decode = decode
+        self._matcher = StopMatcher(stops)
+        self.ids: list[int] = []
+
+    @property
+    def stopped(self) -> Optional[str]:
+        return self._matcher.stopped
+
+    def __iter__(self) -> Iterator[str]:
+        for token in self._tokens:
+            self.ids.append(token)
+            shown = self._matcher.feed(self._decode([token]))
+            if shown:
+                yield shown
+            if self.stopped is not None:
+                break
+        tail = self.close()
+        if tail:
+            yield tail
+
+    def close(self) -> str:
+        """Stop sampling now (say, on Ctrl-C); returns the held-back text, which is no stop string."""
+        self._tokens.close()
+        return self._matcher.flush()
+
+
+def cpu_threads(model: nn.Module) -> int:
+    """How many CPU threads sample fastest: one character is a handful of matrix-vector products.
+
+    A small model's weights sit in the CPU cache, so one thread is fastest and
+    more only wait on each other. A bigger model is limited by memory bandwidth,
+    which a few threads share better, but only on idle cores: on a busy machine
+    (a training run in another terminal) waiting threads make it ten times slower.
+    """
+    if sum(p.numel() for p in model.parameters()) <= SMALL_MODEL:
+        return 1
+    idle = (os.cpu_count() or 1) - (os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0)
+    return max(1, min(torch.get_num_threads(), CPU_THREADS, int(idle)))
+
+
+@contextlib.contextmanager
+def sampling_threads(model: nn.Module, dev: torch.device) -> Iterator[None]:
+    """Sample on the CPU with :func:`cpu_threads` threads, and put the old count back afterwards."""
+    before = torch.get_num_threads()
+    if dev.type == "cpu":
+        torch.set_num_threads(cpu_threads(model))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def stream_text(
+    model: nn.Module,
+    context: list[int],
+    settings: SamplingSettings,
+    decode: Callable[[list[int]], str],
+    stops: Sequence[str] = (),
+    generator: Optional[torch.Generator] = None,
+) -> TextStream:
+    """Sample a continuation of ``context`` as a :class:`TextStream` of text pieces, ending at any of ``stops``."""
+    return TextStream(generate(model, context, settings.validate(), generator), decode, stops)
+
+
+__all__ = [
+    "OVERFLOW_MODES",
+    "START_TOKEN",
+    "SamplingSettings",
+    "StopMatcher",
+    "TextStream",
+    "cpu_threads",
+    "generate",
+    "make_generator",
+    "pick",
+    "sampling_threads",
+    "stream_text",
+]

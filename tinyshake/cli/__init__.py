@@ -11,6 +11,7 @@ from tinyshake.cli import bench as bench_cmd
 from tinyshake.cli import eval as eval_cmd
 from tinyshake.cli import fetch, info, runs, train
 from tinyshake.cli import demo as demo_cmd
+from tinyshake.cli import chat as chat_cmd
 
 app = typer.Typer(
     name="tinyshake",
@@ -39,6 +40,7 @@ def _root(
 
 app.command("fetch")(fetch.fetch)
 app.command("train")(train.train)
+app.command("chat")(chat_cmd.chat)
 app.command("eval")(eval_cmd.eval_run)
 app.add_typer(runs.app, name="runs")
 app.command("bench")(bench_cmd.bench_cmd)

@@ -1,0 +1,402 @@
+"""``tinyshake chat``: streaming on a pseudo-terminal, Ctrl-C and Ctrl-D, piped mode, determinism and errors."""
+
+from __future__ import annotations
+
+import codecs
+import fcntl
+import io
+import os
+import pty
+import re
+import select
+import shutil
+import signal
+import struct
+import subprocess
+import termios
+import time
+from pathlib import Path
+from contextlib import contextmanager
+from typing import Iterator, Optional
+
+import pytest
+import torch
+from conftest import subprocess_env
+from test_train import TINYSHAKE
+from typer.testing import CliRunner
+
+from tinyshake import checkpoint, corpus, sampling
+from tinyshake import train as core
+from tinyshake.cli import app
+from tinyshake.cli.chat import PROMPT, Session, Unknown, apply_setting, parse_stops, sigint_flag, write_reply
+from tinyshake.errors import UsageError
+
+RUN = "tiny"
+ANSI_CODES = r"(?:\x1b\[[0-9;?]*[A-Za-z])*"  # colour and mode codes a terminal gets
+ANSI = re.compile(ANSI_CODES)
+STATS = re.compile(r"([\d,]+) chars in ([\d.]+) s · ([\d,]+) chars/s")
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run tiny models on ``n`` CPU threads for a while (``one_thread`` does it for each test)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory, corpus_file: Path) -> Path:
+    """One mini run, trained for a few steps once per test session (its text is half-learned, which will do)."""
+    home = tmp_path_factory.mktemp("trained")
+    with pytest.MonkeyPatch.context() as patch, torch_threads(1):
+        patch.setenv("TINYSHAKE_HOME", str(home))
+        for _ in corpus.import_file(corpus_file):
+            pass
+        data = corpus.load()
+        config = core.make_config("mini", data.tokenizer.vocab_size, run=RUN, max_iters=40, eval_interval=40,
+                                  eval_iters=2, device="cpu")
+        for _ in core.train(config, data):
+            pass
+    return home / "runs" / RUN
+
+
+@pytest.fixture
+def run_home(home: Path, trained_run: Path) -> Path:
+    """This test's home, holding a copy of the trained run."""
+    shutil.copytree(trained_run, home / "runs" / RUN)
+    return home
+
+
+def invoke(*args: str, stdin: Optional[str] = None):
+    return CliRunner().invoke(app, ["chat", *args], input=stdin)
+
+
+def expected(prompt: str, seed: int, stops: tuple[str, ...] = (), **settings) -> str:
+    """The continuation sampled in this process, as the chat command should print it (refill is its default)."""
+    loaded = checkpoint.load(RUN)
+    generator, _ = sampling.make_generator("cpu", seed)
+    settings = sampling.SamplingSettings(**{"overflow": "refill", **settings})
+    stream = sampling.stream_text(loaded.model, loaded.tokenizer.encode(prompt), settings, loaded.tokenizer.decode,
+                                  stops, generator)
+    return "".join(stream)
+
+
+# -- piped and --prompt mode ------------------------------------------------------------------
+
+
+def test_prompt_prints_only_the_continuation(run_home):
+    result = invoke("--prompt", "ROMEO:", "--seed", "7", "--max-new-tokens", "120", "--stop", "")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == expected("ROMEO:", 7, max_new_tokens=120)
+    assert len(result.stdout) == 120 and not result.stderr
+
+
+def test_piped_stdin_streams_one_continuation_from_the_installed_command(run_home):
+    args = [TINYSHAKE, "chat", "--seed", "3", "--max-new-tokens", "200"]
+    done = subprocess.run(args, input="JULIET:\n", capture_output=True, text=True, timeout=60,
+                          env=subprocess_env(run_home))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == expected("JULIET:\n", 3, stops=("\n\n",), max_new_tokens=200)
+    assert done.stdout and "\x1b" not in done.stdout and ">>>" not in done.stdout and not done.stderr
+
+
+def test_the_default_stop_is_a_blank_line_which_is_not_printed(run_home):
+    """Greedy text settles into a loop; stopped at a blank line, the reply holds none and is shorter."""
+    full = invoke("-p", "KING:\n", "-t", "0", "--stop", "", "--max-new-tokens", "400").stdout
+    stopped = invoke("-p", "KING:\n", "-t", "0", "--max-new-tokens", "400").stdout
+    assert "\n\n" in full
+    assert stopped == full[: full.index("\n\n")]
+    assert invoke("-p", "KING:\n", "-t", "0", "--stop", r"\n", "--max-new-tokens", "400").stdout == \
+        full[: full.index("\n")]
+
+
+def test_the_same_seed_gives_the_same_text_and_another_seed_other_text(run_home):
+    first = invoke("-p", "First Citizen:\n", "--seed", "11", "--stop", "", "--max-new-tokens", "80").stdout
+    assert first == invoke("-p", "First Citizen:\n", "--seed", "11", "--stop", "", "--max-new-tokens", "80").stdout
+    assert first != invoke("-p", "First Citizen:\n", "--seed", "12", "--stop", "", "--max-new-tokens", "80").stdout
+
+
+def test_cache_and_no_cache_agree_within_the_block_and_crop_agrees_beyond(run_home):
+    block = checkpoint.load(RUN).config.block_size
+    common = ("-p", "ROMEO:", "--seed", "5", "--stop", "")
+    within = ("--max-new-tokens", str(block - len("ROMEO:")))
+    assert invoke(*common, *within).stdout == invoke(*common, *within, "--no-cache").stdout
+    beyond = ("--max-new-tokens", str(5 * block))
+    cropped = invoke(*common, *beyond, "--overflow", "crop").stdout
+    assert len(cropped) == 5 * block
+    assert cropped == invoke(*common, *beyond, "--no-cache").stdout
+
+
+def test_temperature_zero_is_the_argmax(run_home):
+    loaded = checkpoint.load(RUN)
+    block = loaded.config.block_size
+    ids = loaded.tokenizer.encode("MENENIUS:\n")
+    with torch.no_grad():
+        for _ in range(3 * block):
+            logits, _ = loaded.model(torch.tensor([ids[-block:]]))
+            ids.append(int(logits[0, -1].argmax()))
+    greedy = loaded.tokenizer.decode(ids[len("MENENIUS:\n"):])
+    result = invoke("-p", "MENENIUS:\n", "-t", "0", "--overflow", "crop", "--stop", "", "--max-new-tokens",
+                    str(3 * block))
+    assert result.stdout == greedy
+
+
+def test_an_empty_prompt_starts_from_token_zero(run_home):
+    result = invoke("-p", "", "--seed", "2", "--stop", "", "--max-new-tokens", "60")
+    loaded = checkpoint.load(RUN)
+    generator, _ = sampling.make_generator("cpu", 2)
+    settings = sampling.SamplingSettings(max_new_tokens=60, overflow="refill")
+    assert result.stdout == loaded.tokenizer.decode(list(sampling.generate(loaded.model, [0], settings, generator)))
+
+
+def test_unknown_characters_are_one_line_errors_unless_dropped(run_home):
+    result = invoke("-p", "Café ROMEO€:")
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == ["Error: characters not in the vocabulary: 'é', '€'"]
+    dropped = invoke("-p", "Café ROMEO€:", "--unknown", "drop", "--seed", "4", "--max-new-tokens", "50")
+    assert dropped.exit_code == 0
+    assert dropped.stdout == expected("Caf ROMEO:", 4, stops=("\n\n",), max_new_tokens=50)
+
+
+def test_without_runs_it_says_how_to_train_one(home):
+    result = invoke("-p", "hi")
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "tinyshake train" in lines[0] and "Traceback" not in result.output
+
+
+def test_a_missing_run_or_bad_setting_is_a_one_line_usage_error(run_home):
+    missing = invoke("--run", "nope", "-p", "x")
+    assert missing.exit_code == 2 and f"runs: {RUN}" in missing.stderr
+    for args in (["--top-p", "0"], ["-t", "-1"], ["--top-k", "0"], ["--max-new-tokens", "-5"]):
+        bad = invoke("-p", "x", *args)
+        assert bad.exit_code == 2 and len(bad.stderr.strip().splitlines()) == 1, args
+
+
+# -- /set and friends ---------------------------------------------------------------------------
+
+
+def test_set_changes_settings_live_and_rejects_bad_values(run_home):
+    session = Session(checkpoint.load(RUN), sampling.SamplingSettings(), parse_stops(None), Unknown.error,
+                      torch.device("cpu"), seed=1)
+    assert apply_setting(session, "temperature", "0.8") == "0.8" and session.settings.temperature == 0.8
+    assert apply_setting(session, "top-k", "40") == "40" and session.settings.top_k == 40
+    assert apply_setting(session, "top_k", "off") == "off" and session.settings.top_k is None
+    assert apply_setting(session, "stop", r"\n") == r"'\n'" and session.stops == ["\n"]
+    assert apply_setting(session, "cache", "off") == "off" and not session.settings.use_cache
+    first = torch.rand(3, generator=session.generator)
+    apply_setting(session, "seed", "1")
+    assert torch.equal(torch.rand(3, generator=session.generator), first)
+    for name, value in (("temperature", "hot"), ("top_p", "2"), ("overflow", "wrap"), ("colour", "red")):
+        with pytest.raises(UsageError):
+            apply_setting(session, name, value)
+    assert session.settings.temperature == 0.8  # a bad value changes nothing
+
+
+def test_history_is_cropped_to_the_block_and_keeps_the_stop_string(run_home):
+    session = Session(checkpoint.load(RUN), sampling.SamplingSettings(max_new_tokens=200), ["\n\n"], Unknown.error,
+                      torch.device("cpu"), seed=8)
+    stream = session.start(session.encode("A" * 100)[0])
+    text = "".join(stream)
+    session.keep(stream)
+    assert len(session.history) == session.block_size
+    assert session.loaded.tokenizer.decode(stream.ids).startswith(text)
+    assert stream.stopped is None or session.loaded.tokenizer.decode(stream.ids).endswith("\n\n")
+
+
+def test_ctrl_c_raises_a_flag_while_a_reply_streams_and_the_old_handler_comes_back(run_home):
+    before = signal.getsignal(signal.SIGINT)
+    with sigint_flag() as interrupted:
+        assert not interrupted()
+        signal.raise_signal(signal.SIGINT)  # no KeyboardInterrupt here
+        assert interrupted()
+    assert signal.getsignal(signal.SIGINT) is before
+    with pytest.raises(KeyboardInterrupt):
+        signal.raise_signal(signal.SIGINT)
+    invoke("-p", "ROMEO:", "--max-new-tokens", "5")
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_an_interrupted_reply_stops_between_characters_and_shows_what_was_held(run_home):
+    session = Session(checkpoint.load(RUN), sampling.SamplingSettings(max_new_tokens=1000), ["\nZZZ"], Unknown.error,
+                      torch.device("cpu"), seed=6)
+    out, calls = io.StringIO(), []
+    stream = session.start(session.encode("ROMEO:\n")[0])
+    stats = write_reply(stream, out, lambda: calls.append(1) or len(calls) >= 30)
+    assert stats.ended == "interrupted" and len(calls) == 30 and stats.chars < 1000
+    assert out.getvalue() == session.loaded.tokenizer.decode(stream.ids)  # a held newline is shown too
+    assert session.loaded.model.training  # the sampler was closed, which restores the model's mode
+
+
+# -- the terminal session, on a pseudo-terminal ------------------------------------------------------
+
+
+class Terminal:
+    """The installed ``tinyshake chat`` on a pseudo-terminal; every read is kept with the time it arrived."""
+
+    def __init__(self, home: Path, *args: str) -> None:
+        env = subprocess_env(home, TERM="xterm-256color", COLUMNS="120", LINES="40")
+        argv = [TINYSHAKE, "chat", "--run", RUN, *args]
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # the child: the pty is its controlling terminal, so ^C there is SIGINT
+            try:
+                os.execve(argv[0], argv, env)
+            finally:
+                os._exit(127)
+        fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.output = ""
+        self.reads: list[tuple[float, int, str]] = []  # (time, offset in output, text)
+        self.status: Optional[int] = None
+
+    def _read(self, timeout: float) -> bool:
+        ready, _, _ = select.select([self.fd], [], [], timeout)
+        if not ready:
+            return True
+        try:
+            data = os.read(self.fd, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            data = b""
+        if not data:
+            return False
+        text = self.decoder.decode(data)
+        self.reads.append((time.perf_counter(), len(self.output), text))
+        self.output += text
+        return True
+
+    def expect(self, pattern: str, after: int = 0, timeout: float = 30.0) -> re.Match:
+        """Read until ``pattern`` matches the output from offset ``after``; fails with the output so far."""
+        deadline = time.perf_counter() + timeout
+        while True:
+            match = re.compile(pattern).search(self.output, after)
+            if match:
+                return match
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0 or not self._read(min(remaining, 0.5)):
+                raise AssertionError(f"never saw {pattern!r}; output:\n{self.output[after:]!r}")
+
+    def ready(self, after: int) -> None:
+        """Wait for the prompt after offset ``after``, and for readline to take the terminal over.
+
+        A Ctrl-C typed in the instant between the prompt's appearance and
+        readline's wait for keys is only seen at the next key (a race in
+        CPython's readline), so control keys wait a moment.
+        """
+        self.expect(re.escape(PROMPT), after)
+        time.sleep(0.3)
+
+    def send(self, text: str) -> int:
+        """Type ``text``; returns the output offset from which its answer will appear."""
+        mark = len(self.output)
+        os.write(self.fd, text.encode())
+        return mark
+
+    def leave(self, after: int, keys: str) -> int:
+        """At the prompt after offset ``after``, type ``keys`` (Ctrl-D or /bye); returns the exit status."""
+        self.ready(after)
+        self.send(keys)
+        return self.wait()
+
+    def wait(self, timeout: float = 20.0) -> int:
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            self._read(0.1)
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.status = os.waitstatus_to_exitcode(status)
+                return self.status
+        raise AssertionError(f"tinyshake chat did not exit; output:\n{self.output[-2000:]!r}")
+
+    def close(self) -> None:
+        if self.status is None:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        os.close(self.fd)
+
+
+@pytest.fixture
+def terminal(run_home):
+    opened: list[Terminal] = []
+
+    def start(*args: str) -> Terminal:
+        """Start a session and wait for its first prompt."""
+        opened.append(Terminal(run_home, *args))
+        opened[-1].expect(re.escape(PROMPT))
+        return opened[-1]
+
+    yield start
+    for term in opened:
+        term.close()
+
+
+def test_characters_stream_as_they_are_sampled_and_ctrl_d_exits_0(terminal):
+    term = terminal("--seed", "1", "--stop", "", "--max-new-tokens", "1500")
+    term.expect(r"Chatting with .*tiny")
+    mark = term.send("ROMEO:\n")
+    echo = term.expect(r"ROMEO:\r?\n", mark)
+    stats = term.expect(STATS.pattern, echo.end())
+    chars, seconds = int(stats.group(1).replace(",", "")), float(stats.group(2))
+    assert chars == 1500
+    line_start = term.output.rfind("\n", 0, stats.start())
+    assert "\x1b[2m" in term.output[line_start: stats.start()]  # the stats line is dim
+    reply = ANSI.sub("", term.output[echo.end(): line_start]).replace("\r", "")
+    assert len(reply) >= 1500 - 1 and "ROMEO" not in reply[:1]
+    text_reads = [(t, text) for t, offset, text in term.reads
+                  if echo.end() <= offset < line_start and ANSI.sub("", text).strip()]
+    stats_time = next(t for t, offset, text in term.reads if offset + len(text) >= stats.end())
+    assert len(text_reads) >= 10, "the reply arrived in a few large pieces, not character by character"
+    assert stats_time - text_reads[0][0] >= 0.3 * seconds, "the reply was shown at the end, not as it was sampled"
+    assert text_reads[len(text_reads) // 2][0] - text_reads[0][0] >= 0.2 * seconds  # spread over the reply
+    assert term.leave(stats.end(), "\x04") == 0
+
+
+def test_ctrl_c_stops_a_reply_and_keeps_the_session(terminal):
+    term = terminal("--seed", "2", "--stop", "", "--max-new-tokens", "1000000")
+    mark = term.send("ROMEO:\n")
+    term.expect(r"ROMEO:\r?\n(.|\n){200}", mark)  # a long reply is under way
+    interrupted_at = time.perf_counter()
+    mark = term.send("\x03")
+    stats = term.expect(STATS.pattern + r" · interrupted", mark, timeout=10)
+    assert time.perf_counter() - interrupted_at < 5
+    assert int(stats.group(1).replace(",", "")) < 1000000
+    term.ready(stats.end())
+    mark = term.send("\x03")  # Ctrl-C at the prompt only reminds how to leave
+    hint = term.expect("Use Ctrl-D or /bye to exit", mark)
+    term.ready(hint.end())
+    mark = term.send("/set max_new_tokens 25\n")
+    term.expect("max_new_tokens = 25", mark)
+    mark = term.send("JULIET:\n")
+    second = term.expect(STATS.pattern, mark)
+    assert second.group(1) == "25" and "interrupted" not in term.output[second.end(): second.end() + 20]
+    assert term.leave(second.end(), "/bye\n") == 0
+
+
+def test_commands_errors_and_reset_keep_the_session_going(terminal):
+    term = terminal("--seed", "3", "--max-new-tokens", "20", "--stop", "")
+    mark = term.send("/help\n")
+    for command in ("/set NAME VALUE", "/show", "/reset", "/bye", "temperature, top_k"):
+        term.expect(re.escape(command), mark)
+    mark = term.send("Café\n")
+    term.expect("Error:" + ANSI_CODES + re.escape(" characters not in the vocabulary: 'é'"), mark)
+    term.expect(">>> ", mark)
+    mark = term.send("/set temperature 0\n")
+    term.expect("temperature = 0", mark)
+    mark = term.send("/set temperature hot\n")
+    term.expect("Error:" + ANSI_CODES + " 'hot' is not a valid value for temperature", mark)
+    mark = term.send("/frobnicate\n")
+    term.expect("Error:" + ANSI_CODES + " unknown command '/frobnicate'", mark)
+    mark = term.send("ROMEO:\n")
+    term.expect(STATS.pattern, mark)
+    mark = term.send("/show\n")
+    term.expect(r"context +27 of 32 characters", mark)  # "ROMEO:\n" and 20 sampled characters
+    term.expect(r"temperature +0\b", mark)
+    mark = term.send("/reset\n")
+    term.expect("Conversation cleared", mark)
+    mark = term.send("/show\n")
+    shown = term.expect(r"context +0 of 32 characters[^>]*unknown +error", mark)
+    assert term.leave(shown.end(), "\x04") == 0
