@@ -35,7 +35,7 @@ from tinyshake.model import ModelConfig, build, count_parameters
 
 DTYPES = ("float32", "bfloat16", "float16")
 OPTIMIZERS = ("adamw", "muon")
-EVAL_CHUNK_TOKENS = 1 << 16
+EVAL_CHUNK_TOKENS = 1 << 12  # measured: chunks that stay in cache beat one huge pass on a CPU
 
 
 @dataclass

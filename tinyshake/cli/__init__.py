@@ -8,10 +8,10 @@ import typer
 
 from tinyshake import __version__
 from tinyshake.cli import bench as bench_cmd
+from tinyshake.cli import chat as chat_cmd
+from tinyshake.cli import demo as demo_cmd
 from tinyshake.cli import eval as eval_cmd
 from tinyshake.cli import fetch, info, runs, train
-from tinyshake.cli import demo as demo_cmd
-from tinyshake.cli import chat as chat_cmd
 
 app = typer.Typer(
     name="tinyshake",
@@ -43,9 +43,9 @@ app.command("train")(train.train)
 app.command("chat")(chat_cmd.chat)
 app.command("eval")(eval_cmd.eval_run)
 app.add_typer(runs.app, name="runs")
+app.command("demo")(demo_cmd.demo)
 app.command("bench")(bench_cmd.bench_cmd)
 app.command("info")(info.info)
-app.command("demo")(demo_cmd.demo)
 
 
 def main() -> None:

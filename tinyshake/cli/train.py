@@ -390,7 +390,8 @@ def train(
     device_name: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or mps (default auto).")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="float32 (default), or bfloat16/float16 autocast.")] = None,
     compile_model: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="Use torch.compile.")] = None,
-    time_budget: Annotated[Optional[float], typer.Option(help="Stop training after this many seconds.")] = None,
+    time_budget: Annotated[Optional[float], typer.Option(
+        help="Seconds of training (evaluations excluded); a warmup/warmdown schedule ends exactly then.")] = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue the run from its last checkpoint, with its own settings.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run of the same name.")] = False,
