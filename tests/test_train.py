@@ -346,3 +346,28 @@ def test_gpt_on_cpu_asks_on_a_terminal_and_no_leaves_nothing(cached, home):
     assert code == 1, text
     assert "Warning: the gpt stage is slow on a CPU" in text and " h here" in text and "Train it anyway?" in text
     assert snapshot(home) == before
+
+
+def test_compile_that_cannot_work_falls_back_to_eager_with_one_notice(tmp_path, monkeypatch):
+    """torch.compile fails lazily, at the first call: training must notice that, say so once and go on unchanged."""
+    import_tiny_corpus(tmp_path)
+    data = corpus.load("tiny")
+
+    def broken_compile(model):
+        def call(*args, **kwargs):
+            raise RuntimeError("no C++ compiler")
+        return call
+
+    def final_weights(compile_model: bool, run: str) -> tuple[list[str], dict[str, torch.Tensor]]:
+        config = core.with_vocab(core.make_config("mini", run=run, max_iters=6, eval_interval=3, compile=compile_model,
+                                                  **TINY), data.tokenizer.vocab_size)
+        events = list(core.train(config, data))
+        notices = [n for e in events if isinstance(e, core.Started) for n in e.notices]
+        model = [e for e in events if isinstance(e, core.Finished)][0].model
+        return notices, {k: v.clone() for k, v in model.state_dict().items()}
+
+    eager_notices, eager = final_weights(False, "eager")
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    notices, fallback = final_weights(True, "fallback")
+    assert eager_notices == [] and len(notices) == 1 and "torch.compile is unavailable" in notices[0]
+    assert all(torch.equal(eager[k], fallback[k]) for k in eager)  # the probe left the random streams alone
