@@ -264,7 +264,7 @@ FAULTS: dict[str, tuple[Callable[[bytes, threading.Event], Respond | None], list
     "chunk-cut": (lambda d, s: raw(CHUNKED + d[:9]), [], ["broke off after 0 bytes: IncompleteRead("]),
     "not-http": (lambda d, s: raw(b"garbage\r\n\r\n"), [], ["did not answer with valid HTTP (BadStatusLine)"]),
     "timeout": (lambda d, s: lambda h: s.wait(10), ["--timeout", "0.3", "--retries", "2"], ["timed out", "after 2 attempts"]),
-    "refused": (lambda d, s: None, [], ["Connection refused (gave up after 1 attempt)"]),
+    "refused": (lambda d, s: None, [], ["Connection refused (gave up after 1 attempt;", "tinyshake fetch --from PATH"]),
 }
 
 

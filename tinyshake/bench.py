@@ -15,7 +15,7 @@ from typing import Callable, Optional
 
 import torch
 
-from tinyshake import sampling
+from tinyshake import optim, sampling
 from tinyshake.device import resolve
 from tinyshake.model import build, flops_per_token
 from tinyshake.train import TrainConfig, autocast, estimate_loss, get_batch
@@ -83,7 +83,7 @@ def measure(config: TrainConfig, train_data: torch.Tensor, val_data: torch.Tenso
     device = resolve(config.device).device
     torch.manual_seed(config.seed)
     model = build(config.model).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
+    optimizer = optim.make(model, config.optimizer, config.learning_rate, config.muon_lr)
     train_data, val_data = train_data.to(device), val_data.to(device)
 
     def step() -> None:

@@ -319,7 +319,8 @@ def fetch(
                 break
             except _Retryable as exc:
                 if attempt == retries:
-                    raise CorpusError(f"{exc} (gave up after {retries} attempt{'s' * (retries > 1)})") from None
+                    raise CorpusError(f"{exc} (gave up after {retries} attempt{'s' * (retries > 1)}; "
+                                      "offline, import a copy with `tinyshake fetch --from PATH`)") from None
                 wait = backoff * 2 ** (attempt - 1)
                 yield DownloadRetry(attempt, str(exc), wait)
                 time.sleep(wait)
