@@ -1,0 +1,60 @@
+"""Device and precision selection, checked on a CPU by pretending the accelerators are there or not."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tinyshake import device, train
+from tinyshake.errors import UsageError
+
+
+@pytest.fixture
+def machine(monkeypatch: pytest.MonkeyPatch):
+    """Set which accelerators this 'machine' has: machine(cuda=True, mps=False)."""
+
+    def have(cuda: bool = False, mps: bool = False, gpus: int = 1) -> None:
+        monkeypatch.setattr(device, "cuda_available", lambda: cuda)
+        monkeypatch.setattr(device, "mps_available", lambda: mps)
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "Test GPU")
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus if cuda else 0)
+
+    return have
+
+
+@pytest.mark.parametrize(
+    "cuda, mps, expected, reason",
+    [(True, True, "cuda", "CUDA is available (Test GPU)"), (False, True, "mps", "Apple MPS"),
+     (False, False, "cpu", "no CUDA or MPS")],
+)
+def test_auto_prefers_cuda_then_mps_then_cpu_and_says_why(machine, cuda, mps, expected, reason):
+    machine(cuda=cuda, mps=mps)
+    choice = device.resolve("auto")
+    assert choice.device.type == expected and reason in choice.reason
+
+
+@pytest.mark.parametrize("requested, message", [("cuda", "'cuda' is not available"), ("mps", "'mps' is not available"),
+                                                ("tpu", "unknown device 'tpu'")])
+def test_a_device_that_is_not_there_is_a_usage_error(machine, requested, message):
+    machine(cuda=False, mps=False)
+    with pytest.raises(UsageError, match=message):
+        device.resolve(requested)
+
+
+def test_cuda_index_must_exist(machine):
+    machine(cuda=True, gpus=2)
+    assert device.resolve("cuda:1").device == torch.device("cuda:1")
+    for bad in ("cuda:2", "cuda:x"):
+        with pytest.raises(UsageError, match="not available"):
+            device.resolve(bad)
+
+
+@pytest.mark.parametrize(
+    "kind, asked, used, noticed",
+    [("cuda", "bfloat16", "bfloat16", False), ("mps", "bfloat16", "float32", True), ("cpu", "float16", "bfloat16", True),
+     ("cpu", "float32", "float32", False)],
+)
+def test_precision_falls_back_with_one_notice_where_unsupported(kind, asked, used, noticed):
+    notices: list[str] = []
+    assert train._resolve_dtype(torch.device(kind), asked, notices) == used
+    assert len(notices) == int(noticed)
