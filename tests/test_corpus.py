@@ -101,3 +101,10 @@ def test_atomic_write_into_a_file_is_one_line_error(tmp_path):
     blocker.write_text("x")
     with pytest.raises(TinyshakeError, match="cannot create folder"):
         atomic.write_bytes(blocker / "sub" / "file.txt", b"data")
+
+
+def test_cached_files_get_the_umask_permissions_not_mkstemps_0600(cached):
+    """Atomic writes go through mkstemp (0600); the finished file must be readable as any other file the user makes."""
+    expected = 0o666 & ~atomic._umask()
+    for path in (cached, corpus.meta_path(corpus.DEFAULT_CORPUS)):
+        assert path.stat().st_mode & 0o777 == expected

@@ -25,6 +25,13 @@ def ensure_dir(path: Path) -> Path:
     return path
 
 
+def _umask() -> int:
+    """The process's umask (reading it means setting it, so it is put straight back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_writer(dest: Path) -> Iterator[BinaryIO]:
     """Yield a binary file that replaces ``dest`` only if the ``with`` block succeeds."""
@@ -34,6 +41,7 @@ def atomic_writer(dest: Path) -> Iterator[BinaryIO]:
     except OSError as exc:
         raise TinyshakeError(f"cannot write to {dest.parent}: {exc.strerror or exc}") from None
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; cached data gets the usual permissions
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()
