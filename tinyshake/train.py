@@ -83,7 +83,8 @@ STAGE_KEYS = ("batch_size", "block_size", "learning_rate", "max_iters", "eval_in
               "n_embd", "n_head", "n_layer", "dropout")
 # What a resumed run may change: how long and how it runs, never what it computes per step.
 SESSION_KEYS = ("max_iters", "eval_interval", "eval_iters", "device", "dtype", "compile", "time_budget")
-FIXED_KEYS = ("stage", "batch_size", "learning_rate", "seed", "block_size", "n_embd", "n_head", "n_layer", "dropout")
+FIXED_KEYS = ("stage", "batch_size", "learning_rate", "seed", "block_size", "n_embd", "n_head", "n_layer", "dropout",
+              "optimizer", "muon_lr", "warmup", "warmdown")
 
 
 def make_config(stage_name: str, vocab_size: int = ModelConfig.vocab_size, run: Optional[str] = None,

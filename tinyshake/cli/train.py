@@ -382,6 +382,10 @@ def train(
     n_layer: Annotated[Optional[int], typer.Option(help="Blocks.")] = None,
     dropout: Annotated[Optional[float], typer.Option(help="Dropout probability.")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="AdamW learning rate.")] = None,
+    optimizer: Annotated[Optional[str], typer.Option(help="adamw (the lecture) or muon (modern's default).")] = None,
+    muon_lr: Annotated[Optional[float], typer.Option(help="Muon's learning rate, with --optimizer muon.")] = None,
+    warmup: Annotated[Optional[float], typer.Option(help="Fraction of the run spent warming the rate up.")] = None,
+    warmdown: Annotated[Optional[float], typer.Option(help="Fraction at the end spent cooling the rate to 0.")] = None,
     max_iters: Annotated[Optional[int], typer.Option(help="Training steps.")] = None,
     eval_interval: Annotated[Optional[int], typer.Option(help="Steps between evaluations.")] = None,
     eval_iters: Annotated[Optional[int], typer.Option(
@@ -410,7 +414,7 @@ def train(
     settings = dict(batch_size=batch_size, block_size=block_size, n_embd=n_embd, n_head=n_head, n_layer=n_layer,
                     dropout=dropout, learning_rate=lr, max_iters=max_iters, eval_interval=eval_interval,
                     eval_iters=eval_iters, seed=seed, device=device_name, dtype=dtype, compile=compile_model,
-                    time_budget=time_budget)
+                    time_budget=time_budget, optimizer=optimizer, muon_lr=muon_lr, warmup=warmup, warmdown=warmdown)
     config, corpus_name = _plan(model, run, corpus_name, resume, overwrite, settings)
     chosen = device.resolve(config.device).device
     if nproc is not None and nproc > 1:

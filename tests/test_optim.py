@@ -1,0 +1,51 @@
+"""Muon, the warmup/warmdown schedule and the time budget: the modern preset's training pieces."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tinyshake import checkpoint, corpus, model, optim, train
+
+
+def test_orthogonalize_brings_every_singular_value_near_one():
+    torch.manual_seed(0)
+    g = torch.randn(3, 48, 16) * torch.logspace(-0.5, 0.5, 16)  # stacked, tall, singular values spread 10x and more
+    before, after = torch.linalg.svdvals(g), torch.linalg.svdvals(optim.orthogonalize(g))
+    assert (before.max(-1).values / before.min(-1).values).min() > 10
+    assert after.min() > 0.6 and after.max() < 1.2  # quintic Newton-Schulz: close to 1, not exactly 1
+
+
+@pytest.mark.parametrize("progress, factor", [(0.0, 0.0), (0.05, 0.5), (0.1, 1.0), (0.4, 1.0), (0.75, 0.5), (1.0, 0.0)])
+def test_schedule_warms_up_holds_and_cools_down_to_zero_at_the_end(progress, factor):
+    assert optim.lr_factor(progress, warmup=0.1, warmdown=0.5) == pytest.approx(factor)
+
+
+def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
+    config = model.ModelConfig(vocab_size=65, block_size=8, n_embd=16, n_head=2, n_layer=2, ffwd="wide", proj=True,
+                               residual=True, layernorm=True)
+    net = model.build(config)
+    combined = optim.make(net, "muon", lr=3e-3, muon_lr=0.02)
+    muon, adamw = combined.optimizers
+    hidden = {id(p) for g in muon.param_groups for p in g["params"]}
+    names = {n for n, p in net.named_parameters() if id(p) in hidden}
+    assert names == {n for n, p in net.named_parameters() if n.startswith("blocks.") and p.ndim >= 2}
+    assert sum(len(g["params"]) for g in adamw.param_groups) == len(list(net.parameters())) - len(names)
+    combined.scale_lr(0.5)
+    assert [g["lr"] for g in combined.param_groups] == [0.01, 1.5e-3]
+
+
+def test_muon_lowers_the_loss_and_a_time_budget_stops_on_time(cached):
+    data = corpus.load()
+    config = train.with_vocab(train.make_config("modern", run="budget", n_embd=32, n_layer=1, batch_size=8,
+                                                block_size=16, eval_iters=2, eval_interval=10_000, max_iters=100_000,
+                                                time_budget=1.5, device="cpu"), data.tokenizer.vocab_size)
+    events = list(train.train(config, data))
+    evals = [e for e in events if isinstance(e, train.Evaluated)]
+    finished = events[-1]
+    assert isinstance(finished, train.Finished) and 0 < finished.step < config.max_iters
+    assert evals[-1].step == finished.step and evals[-1].val < evals[0].val - 0.5
+    record = json.loads((checkpoint.run_dir("budget") / "config.json").read_text())
+    assert 1.5 <= record["train_seconds"] < 10 and record["hyper"]["optimizer"] == "muon"  # stopped at the budget
