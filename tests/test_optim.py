@@ -49,3 +49,26 @@ def test_muon_lowers_the_loss_and_a_time_budget_stops_on_time(cached):
     assert evals[-1].step == finished.step and evals[-1].val < evals[0].val - 0.5
     record = json.loads((checkpoint.run_dir("budget") / "config.json").read_text())
     assert 1.5 <= record["train_seconds"] < 10 and record["hyper"]["optimizer"] == "muon"  # stopped at the budget
+
+
+def test_flattened_adamw_trains_bit_for_bit_like_the_lectures_per_parameter_adamw(cached):
+    """The lecture stages step one flat AdamW; the weights must equal a plain per-parameter AdamW's after many steps."""
+    data = corpus.load()
+    config = train.make_config("layernorm", data.tokenizer.vocab_size)
+
+    def trained(make_optimizer) -> list[torch.Tensor]:
+        torch.manual_seed(1337)
+        net = model.build(config.model)
+        opt = make_optimizer(net)
+        for _ in range(40):
+            xb, yb = train.get_batch(data.train, config.batch_size, config.block_size)
+            _, loss = net(xb, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return [p.detach().clone() for p in net.parameters()]
+
+    flat = trained(lambda net: optim.make(net, "adamw", config.learning_rate, 0.0))
+    plain = trained(lambda net: torch.optim.AdamW(net.parameters(), lr=config.learning_rate))
+    assert len(flat) == len(plain) > 10
+    assert all(torch.equal(a, b) for a, b in zip(flat, plain))

@@ -72,7 +72,8 @@ def save(name: str, model: nn.Module, record: dict[str, Any], state: dict[str, A
     """Write a checkpoint of ``model`` with its ``record`` (config.json fields) and training ``state``."""
     folder = run_dir(name)
     step = int(record["step"])
-    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    # clone: the parameters may be views into one flat tensor, and safetensors refuses shared storage
+    weights = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
     weights_bytes = safetensors.torch.save(weights, metadata={"step": str(step)})
     buffer = io.BytesIO()
     torch.save(state, buffer)

@@ -70,11 +70,39 @@ def split_params(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Paramete
     return hidden, other
 
 
-class Combined:
-    """Several optimizers stepped as one, so the training loop and checkpoints need not know how many there are."""
+def flatten_(model: nn.Module) -> nn.Parameter:
+    """Make every parameter of ``model`` a view into one flat tensor, and every gradient a view into another.
 
-    def __init__(self, optimizers: list[torch.optim.Optimizer]) -> None:
+    AdamW's update is elementwise, so one step over the flat tensor computes
+    exactly (bit for bit) what per-parameter steps compute, without paying a
+    round of small kernels for each of the model's many little tensors. The
+    gradients must then be zeroed in place, never set to None, or backward
+    would make new ones outside the flat buffer.
+    """
+    params = list(model.parameters())
+    flat = torch.cat([p.detach().reshape(-1) for p in params])
+    grad = torch.zeros_like(flat)
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.data = flat[offset:offset + n].view_as(p)
+        p.grad = grad[offset:offset + n].view_as(p)
+        offset += n
+    whole = nn.Parameter(flat)
+    whole.grad = grad
+    return whole
+
+
+class Combined:
+    """Several optimizers stepped as one, so the training loop and checkpoints need not know how many there are.
+
+    ``grads_in_place`` is for optimizers over flattened parameters (:func:`flatten_`):
+    their gradients are zeroed where they are instead of being dropped.
+    """
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer], grads_in_place: bool = False) -> None:
         self.optimizers = optimizers
+        self.grads_in_place = grads_in_place
         for group in self.param_groups:
             group.setdefault("initial_lr", group["lr"])
 
@@ -84,7 +112,7 @@ class Combined:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for opt in self.optimizers:
-            opt.zero_grad(set_to_none=set_to_none)
+            opt.zero_grad(set_to_none=set_to_none and not self.grads_in_place)
 
     def step(self) -> None:
         for opt in self.optimizers:
@@ -107,8 +135,9 @@ class Combined:
 
 
 def make(model: nn.Module, kind: str, lr: float, muon_lr: float) -> Combined:
-    """The lecture's AdamW over every parameter, or Muon for hidden matrices with AdamW for the rest."""
+    """The lecture's AdamW over every parameter (flattened: the same numbers, faster), or Muon for hidden
+    matrices with AdamW for the rest."""
     if kind == "adamw":
-        return Combined([torch.optim.AdamW(model.parameters(), lr=lr)])
+        return Combined([torch.optim.AdamW([flatten_(model)], lr=lr)], grads_in_place=True)
     hidden, other = split_params(model)
     return Combined([Muon(hidden, lr=muon_lr), torch.optim.AdamW(other, lr=lr, betas=(0.9, 0.95))])

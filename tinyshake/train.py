@@ -306,7 +306,9 @@ def _maybe_compile(model: nn.Module, config: TrainConfig, device: torch.device, 
     except Exception as exc:  # no C++ compiler or no Triton on this platform, among others
         notices.append(f"torch.compile is unavailable here ({type(exc).__name__}); running eagerly")
         compiled = model
-    model.zero_grad(set_to_none=True)
+    for p in model.parameters():  # in place: the gradients may be views into one flat buffer (optim.flatten_)
+        if p.grad is not None:
+            p.grad.zero_()
     return compiled  # type: ignore[return-value]
 
 
