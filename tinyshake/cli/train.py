@@ -301,8 +301,9 @@ def _plan(stage: Optional[str], run: Optional[str], corpus_name: Optional[str], 
 def stream_sample(model: Any, tokenizer: corpus.CharTokenizer, chars: int, out: Any = None) -> None:
     """Stream ``chars`` sampled characters from a context of token 0, printing the context as the lecture does."""
     out = out or sys.stdout
-    out.write(tokenizer.decode([0]))
-    for token in sampling.generate(model, [0], sampling.SamplingSettings(max_new_tokens=chars)):
+    context = [sampling.START_TOKEN]
+    out.write(tokenizer.decode(context))
+    for token in sampling.generate(model, context, sampling.SamplingSettings(max_new_tokens=chars)):
         out.write(tokenizer.decode([token]))
         out.flush()
     out.write("\n")
