@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from tinyshake import checkpoint, distributed, optim, stages
+from tinyshake import checkpoint, distributed, kernels, optim, stages
 from tinyshake.corpus import Corpus
 from tinyshake.device import resolve
 from tinyshake.errors import UsageError
@@ -312,6 +312,15 @@ def _maybe_compile(model: nn.Module, config: TrainConfig, device: torch.device, 
     return compiled  # type: ignore[return-value]
 
 
+def _attention_for_training(model: ModelConfig, device: torch.device, dtype: str,
+                            notices: list[str]) -> Callable[[], contextlib.AbstractContextManager]:
+    """Fused attention, unless its dropout on this device differs from the lecture's (see :mod:`tinyshake.kernels`)."""
+    if model.arch == "bigram":
+        return contextlib.nullcontext
+    return kernels.training_attention(model.dropout, model.n_head, model.head_size, model.block_size, device,
+                                      getattr(torch, dtype), notices)
+
+
 def _resolve_dtype(device: torch.device, dtype: str, notices: list[str]) -> str:
     if dtype == "float32":
         return dtype
@@ -365,6 +374,7 @@ def _train(config: TrainConfig, corpus: Corpus, resume: bool, should_stop: Calla
     start, stored, elapsed_before = _restore(config, corpus, model, optimizer, dist) if resume else (0, {}, 0.0)
     metrics: list[dict[str, float]] = list(stored.get("metrics", []))
     forward = _maybe_compile(distributed.wrap(model, dist, device), config, device, notices)
+    attention = _attention_for_training(config.model, device, dtype, notices)
     splits = {"train": corpus.train.to(device), "val": corpus.val.to(device)}
     record = {
         "name": config.run, "stage": config.stage, "model": config.model.to_dict(), "hyper": config.hyper(),
@@ -415,7 +425,7 @@ def _train(config: TrainConfig, corpus: Corpus, resume: bool, should_stop: Calla
         if scheduled:
             optimizer.scale_lr(optim.lr_factor(progress(step), config.warmup, config.warmdown))
         xb, yb = get_batch(splits["train"], config.batch_size, config.block_size)
-        with autocast(device, dtype):
+        with autocast(device, dtype), attention():
             _, loss = forward(xb, yb)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
