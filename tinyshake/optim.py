@@ -135,9 +135,16 @@ class Combined:
 
 
 def make(model: nn.Module, kind: str, lr: float, muon_lr: float) -> Combined:
-    """The lecture's AdamW over every parameter (flattened: the same numbers, faster), or Muon for hidden
-    matrices with AdamW for the rest."""
+    """The lecture's AdamW over every parameter, or Muon for hidden matrices with AdamW for the rest.
+
+    The lecture's AdamW steps one flat tensor with PyTorch's fused kernel where
+    there is one (CPU and CUDA): one pass over memory instead of a dozen. That is
+    bit for bit a fused per-parameter AdamW, and within float rounding (about
+    1e-7 after 40 steps) of the lecture's loop over parameters.
+    """
     if kind == "adamw":
-        return Combined([torch.optim.AdamW([flatten_(model)], lr=lr)], grads_in_place=True)
+        flat = flatten_(model)
+        fused = True if flat.device.type in ("cpu", "cuda") else None
+        return Combined([torch.optim.AdamW([flat], lr=lr, fused=fused)], grads_in_place=True)
     hidden, other = split_params(model)
     return Combined([Muon(hidden, lr=muon_lr), torch.optim.AdamW(other, lr=lr, betas=(0.9, 0.95))])

@@ -1,0 +1,76 @@
+"""Linear layers through oneDNN on a CPU: the same float32 products, up to twice as fast.
+
+PyTorch hands float32 matrix products on a CPU to MKL. On AMD processors MKL
+runs its AVX2 code, at about half the speed the chip can give; oneDNN, which
+ships inside PyTorch too, runs AVX-512 there. Measured on this project's 2-core
+AMD EPYC: a (512 x 64) @ (64 x 256) product takes 81 µs through MKL and 46 µs
+through oneDNN, and a 2048-cube one runs at 217 against 473 GFLOP/s.
+
+PyTorch reaches oneDNN for dense float32 tensors only through an operator that
+has no gradient, so :class:`_OneDNNLinear` supplies one, from oneDNN products
+as well. Anything else (GPUs, autocast, other dtypes, products too small to
+gain, PyTorch builds without the operator) takes ``F.linear`` unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from torch.nn import functional as F
+
+MIN_FLOPS = 1 << 23  # below about 8 MFLOP the two libraries take the same time (measured)
+
+
+def _find_operator() -> Optional[Any]:
+    try:
+        return torch.ops.mkldnn._linear_pointwise
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return None
+
+
+_LINEAR = _find_operator()
+
+
+def _product(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """x @ weightᵀ + bias, by oneDNN, over the last dimension of ``x``."""
+    return _LINEAR(x, weight, bias, "none", [], "")
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    """One autograd node per layer, whatever the input's rank: reshapes happen inside, out of the graph."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _product(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        x, weight = ctx.saved_tensors
+        grads, inputs = grad.reshape(-1, grad.shape[-1]), x.reshape(-1, x.shape[-1])
+        # gradᵀ @ x, with the smaller side as oneDNN's rows: measured up to 1.7x faster than the other way
+        if weight.shape[0] <= weight.shape[1]:
+            grad_weight = _product(grads.t(), inputs.t(), None)
+        else:
+            grad_weight = _product(inputs.t(), grads.t(), None).t()
+        return _product(grad, weight.t(), None), grad_weight, grads.sum(0) if ctx.has_bias else None
+
+
+def usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether ``linear`` would take oneDNN for these operands."""
+    return (
+        _LINEAR is not None
+        and x.device.type == "cpu"
+        and x.dtype == weight.dtype == torch.float32
+        and not torch.is_autocast_enabled("cpu")
+        and 2 * (x.numel() // x.shape[-1]) * weight.numel() >= MIN_FLOPS
+    )
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)``, through oneDNN where that is faster."""
+    if not usable(x, weight):
+        return F.linear(x, weight, bias)
+    return _OneDNNLinear.apply(x, weight, bias)
