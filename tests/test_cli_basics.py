@@ -10,7 +10,7 @@ import torch
 from conftest import subprocess_env
 from typer.testing import CliRunner
 
-from tinyshake import __version__, corpus, device
+from tinyshake import __version__, corpus, device, onednn
 from tinyshake.cli import app
 
 
@@ -57,6 +57,13 @@ def test_info_with_nothing_cached(home):
     assert torch.__version__ in result.output
     assert f"device     {device.resolve('auto').device} (auto:" in result.output
     assert "none (run `tinyshake fetch`)" in result.output
+    route = "oneDNN" if onednn.available() else "the default BLAS"
+    assert f"cpu        {torch.get_num_threads()} threads; float32 layers through {route}" in result.output
+
+
+def test_info_names_the_default_blas_where_onednn_is_missing(monkeypatch):
+    monkeypatch.setattr(onednn, "_LINEAR", None)
+    assert "float32 layers through the default BLAS (no oneDNN linear in this build)" in invoke("info").output
 
 
 def test_info_lists_verified_and_corrupt_corpora(cached, corpus_file):

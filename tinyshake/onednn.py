@@ -58,10 +58,15 @@ class _OneDNNLinear(torch.autograd.Function):
         return _product(grad, weight.t(), None), grad_weight, grads.sum(0) if ctx.has_bias else None
 
 
+def available() -> bool:
+    """Whether this PyTorch build has the oneDNN linear operator."""
+    return _LINEAR is not None
+
+
 def usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether ``linear`` would take oneDNN for these operands."""
     return (
-        _LINEAR is not None
+        available()
         and x.device.type == "cpu"
         and x.dtype == weight.dtype == torch.float32
         and not torch.is_autocast_enabled("cpu")

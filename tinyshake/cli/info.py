@@ -7,7 +7,7 @@ import platform
 import torch
 from rich.table import Table
 
-from tinyshake import __version__, corpus, device, paths
+from tinyshake import __version__, corpus, device, onednn, paths
 from tinyshake.cli._output import handle_errors, make_console
 
 
@@ -24,6 +24,8 @@ def info() -> None:
         ("python", platform.python_version()),
         ("torch", torch.__version__),
         ("device", f"{choice.device} ({choice.reason})"),
+        ("cpu", f"{torch.get_num_threads()} threads; float32 layers through "
+                f"{'oneDNN' if onednn.available() else 'the default BLAS (no oneDNN linear in this build)'}"),
         ("home", f"{paths.home()} (set {paths.HOME_ENV} to move it)"),
         ("corpora", str(paths.corpus_root())),
         ("runs", str(paths.runs_root())),
