@@ -147,4 +147,5 @@ def make(model: nn.Module, kind: str, lr: float, muon_lr: float) -> Combined:
         fused = True if flat.device.type in ("cpu", "cuda") else None
         return Combined([torch.optim.AdamW([flat], lr=lr, fused=fused)], grads_in_place=True)
     hidden, other = split_params(model)
-    return Combined([Muon(hidden, lr=muon_lr), torch.optim.AdamW(other, lr=lr, betas=(0.9, 0.95))])
+    fused = True if other[0].device.type in ("cpu", "cuda") else None
+    return Combined([Muon(hidden, lr=muon_lr), torch.optim.AdamW(other, lr=lr, betas=(0.9, 0.95), fused=fused)])
