@@ -7,6 +7,7 @@
    reference with a per-parameter AdamW and the lecture's batches, with the loss estimates of each.
 
 Published lecture runs print about train 2.0 / val 2.09 at step 500 and train 1.60 / val 1.77 at step 1000.
+It needs the corpus cached (``tinyshake fetch``) and leaves a run called ``gpu-check`` (``tinyshake runs rm``).
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ def test_info_with_nothing_cached(home):
 
 def test_info_names_the_default_blas_where_onednn_is_missing(monkeypatch):
     monkeypatch.setattr(onednn, "_LINEAR", None)
-    assert "float32 layers through the default BLAS (no oneDNN linear in this build)" in invoke("info").output
+    assert "float32 layers through the default BLAS (TINYSHAKE_ONEDNN=0, or no oneDNN in this build)" in invoke("info").output
 
 
 def test_info_lists_verified_and_corrupt_corpora(cached, corpus_file):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 import pytest
@@ -84,8 +85,20 @@ def test_the_probe_leaves_the_random_stream_where_it_was():
 def test_no_dropout_needs_no_probe(monkeypatch):
     monkeypatch.setattr(kernels, "check_attention_dropout", lambda *a, **k: pytest.fail("probed without dropout"))
     notices: list[str] = []
-    assert kernels.training_attention(0.0, 4, 16, 32, CPU, torch.float32, notices) is not kernels.unfused_attention
+    assert kernels.training_attention(0.0, 4, 16, 32, CPU, torch.float32, notices) is contextlib.nullcontext
     assert notices == []
+
+
+def test_the_probe_calls_the_kernel_as_training_does():
+    """Queries, keys and values all require grad, at the run's head count, head size, context and dtype."""
+    seen = []
+
+    def attend(q, k, v, p, causal):
+        seen.append((q.requires_grad, k.requires_grad, v.requires_grad, q.shape[1:], q.dtype, causal))
+        return model.attend(q, k, v, p, causal)
+
+    kernels.check_attention_dropout(0.2, 6, 64, 256, CPU, torch.bfloat16, attend=attend)
+    assert seen == [(True, True, True, torch.Size([6, 256, 64]), torch.bfloat16, True)]
 
 
 def _train(data: corpus.Corpus, run: str) -> tuple[list[str], dict[str, torch.Tensor]]:
@@ -104,11 +117,11 @@ def test_training_with_a_faulty_kernel_says_so_once_and_trains_with_unfused_atte
     _, healthy = _train(data, "healthy")
     real, drops_in_training = model.attend, []
 
-    def faulty(q, k, v, p, causal):
+    def faulty(q, k, v, p, causal, future=None):
         unfused = not torch.backends.cuda.flash_sdp_enabled()  # sdpa_kernel([MATH]) switches the others off
         if p > 0 and torch.is_grad_enabled() and q.shape[0] == TINY["batch_size"]:
             drops_in_training.append(p if unfused else p / 4)
-        return real(q, k, v, p if unfused else p / 4, causal)
+        return real(q, k, v, p if unfused else p / 4, causal, future)
 
     monkeypatch.setattr(model, "attend", faulty)
     notices, fallback = _train(data, "fallback")
@@ -116,3 +129,28 @@ def test_training_with_a_faulty_kernel_says_so_once_and_trains_with_unfused_atte
     assert drops_in_training == [0.2] * 6 * TINY["n_layer"]  # 6 steps, every layer at the requested rate
     # the math path is the fused one's arithmetic on this CPU, and the probe drew from its own stream
     assert all(torch.equal(healthy[k], fallback[k]) for k in healthy)
+
+
+def test_compiling_traces_under_the_unfused_attention_too(tmp_path, monkeypatch):
+    """A compiled graph keeps the kernel it was traced with, so the compile probe must run under the fallback."""
+    import_tiny_corpus(tmp_path)
+    data = corpus.load("tiny")
+    real, fused_while_tracing = model.attend, []
+    monkeypatch.setattr(model, "attend", lambda q, k, v, p, causal, future=None: real(
+        q, k, v, p if not torch.backends.cuda.flash_sdp_enabled() else p / 4, causal, future))
+
+    class RecordingCompile(torch.nn.Module):  # stands in for the module torch.compile returns
+        def __init__(self, net: torch.nn.Module) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, *args):
+            fused_while_tracing.append(torch.backends.cuda.flash_sdp_enabled())
+            return self.net(*args)
+
+    monkeypatch.setattr(torch, "compile", RecordingCompile)
+    config = train.with_vocab(train.make_config("mini", run="compiled", max_iters=2, eval_interval=2, compile=True,
+                                                **dict(TINY, dropout=0.2)), data.tokenizer.vocab_size)
+    notices = [n for e in train.train(config, data) if isinstance(e, train.Started) for n in e.notices]
+    assert len(notices) == 1 and "unfused attention" in notices[0]
+    assert fused_while_tracing[0] is False

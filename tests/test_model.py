@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lecture_reference import RefModel, ref_estimate_loss
 from tinyshake import corpus, train
-from tinyshake.model import Head, ModelConfig, MultiHeadAttention, build
+from tinyshake.model import Head, ModelConfig, MultiHeadAttention, attend, build, future_mask
 
 VOCAB = 65
 SMALL_STAGES = ["head", "multihead", "ffwd", "blocks", "residual", "layernorm", "mini"]
@@ -110,3 +111,12 @@ def test_fused_weights_are_drawn_as_the_lecture_draws_its_heads() -> None:
     for h, head in enumerate(heads):
         for j, linear in enumerate((head.key, head.query, head.value)):
             assert torch.equal(fused.qkv[h, j], linear.weight)
+
+
+def test_attention_beyond_the_kept_mask_builds_its_own():
+    """A context longer than the layer's stored mask (a long prompt) gets a fresh mask, with the same result."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 12, 8) for _ in range(3))
+    expected = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    for future in (None, future_mask(4), future_mask(12), future_mask(20)):
+        torch.testing.assert_close(attend(q, k, v, 0.0, True, future), expected)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from tinyshake import model, onednn
 
-needs_onednn = pytest.mark.skipif(onednn._LINEAR is None, reason="this PyTorch build has no oneDNN linear")
+needs_onednn = pytest.mark.skipif(not onednn.available(), reason="this PyTorch build has no oneDNN linear")
 
 
 def operands(rows: tuple[int, ...], fan_in: int, fan_out: int, bias: bool) -> list[torch.Tensor]:
@@ -41,8 +45,26 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.mark.parametrize("why, rows, dtype", [("too small to gain", (8,), torch.float32),
                                               ("float64", (512,), torch.float64)])
 def test_other_products_take_f_linear(why, rows, dtype):
-    x, w = torch.randn(*rows, 64, dtype=dtype), torch.randn(256, 64, dtype=dtype)
+    x, w = torch.randn(*rows, 64, dtype=dtype, requires_grad=True), torch.randn(256, 64, dtype=dtype)
     assert not onednn.usable(x, w), why
+    out = onednn.linear(x, w)
+    assert torch.equal(out, F.linear(x, w)) and "OneDNN" not in type(out.grad_fn).__name__
+
+
+@needs_onednn
+def test_a_frozen_weight_gets_no_gradient_and_the_input_still_does():
+    x, w = torch.randn(512, 64, requires_grad=True), torch.randn(256, 64)
+    out = onednn.linear(x, w)
+    assert "OneDNN" in type(out.grad_fn).__name__
+    out.sum().backward()
+    assert w.grad is None and relative_error(x.grad, torch.ones(512, 256) @ w) < 1e-6
+
+
+def test_the_environment_can_turn_onednn_off():
+    code = "from tinyshake import onednn; print(onednn.available())"
+    result = subprocess.run([sys.executable, "-c", code], env={**os.environ, "TINYSHAKE_ONEDNN": "0"},
+                            capture_output=True, text=True, check=True)
+    assert result.stdout == "False\n"
 
 
 def test_autocast_takes_f_linear():

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tinyshake import checkpoint, corpus, model, optim, train
+from tinyshake.model import count_parameters
 
 
 def test_orthogonalize_brings_every_singular_value_near_one():
@@ -75,3 +76,12 @@ def test_flattened_adamw_trains_like_a_per_parameter_adamw(cached):
     assert len(flat) == len(fused) == len(plain) > 10
     assert all(torch.equal(a, b) for a, b in zip(flat, fused))
     assert max((a - b).abs().max().item() for a, b in zip(flat, plain)) < 1e-5
+
+
+def test_a_loaded_optimizer_keeps_this_devices_kernel_choice():
+    """A state saved by an unfused AdamW (an older run, another device) must not switch the fused one off."""
+    net = model.build(train.make_config("layernorm", 65).model)
+    unfused = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(count_parameters(net)))], lr=1e-3)
+    opt = optim.make(net, "adamw", 1e-3, 0.0)
+    opt.load_state_dict({"optimizers": [unfused.state_dict()]})
+    assert [group["fused"] for group in opt.param_groups] == [True]

@@ -49,6 +49,7 @@ class DropoutCheck:
 
     @property
     def same_mask(self) -> bool:
+        """Whether backward reused the forward's dropout mask, as autograd through ``nn.Dropout`` does."""
         return self.mask_gap <= MASK_TOLERANCE
 
     @property
@@ -57,6 +58,7 @@ class DropoutCheck:
 
     @property
     def problem(self) -> str:
+        """What is wrong, in words for the run's notice; empty when the kernel does what the lecture does."""
         if abs(self.dropped - self.requested) > RATE_TOLERANCE:
             return f"drops about {self.dropped:.1%} of attention weights instead of {self.requested:.0%}"
         if abs(self.mean - 1.0) > RATE_TOLERANCE:
@@ -85,11 +87,12 @@ def check_attention_dropout(p: float, n_head: int, head_size: int, block_size: i
     accelerator = [device] if device.type != "cpu" else []
     with torch.random.fork_rng(devices=accelerator, device_type=device.type if accelerator else "cuda"):
         torch.manual_seed(SEED)
-        zeros = torch.zeros(shape, device=device, dtype=dtype)
+        # all three require grad, as in training: some devices pick their kernel by that
+        queries, keys = (torch.zeros(shape, device=device, dtype=dtype, requires_grad=True) for _ in range(2))
         ones = torch.ones(shape, device=device, dtype=dtype, requires_grad=True)
         upstream = torch.randn(batch, n_head, T, 1, device=device).to(dtype).float()
         with torch.enable_grad():
-            out = attend(zeros, zeros, ones, p, True)
+            out = attend(queries, keys, ones, p, True)
             (out.float() * upstream).sum().backward()
     row = out.detach()[..., 0].float()  # (B, H, T): kept_i / ((i + 1)(1 - p))
     positions = torch.arange(1, T + 1, device=device, dtype=torch.float32)

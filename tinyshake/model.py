@@ -15,7 +15,6 @@ draw theirs.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
@@ -98,26 +97,33 @@ class KVCache:
 SMALL_ATTENTION = 128  # positions up to which, on a CPU, plain batched matmuls beat the fused kernel (measured)
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float, causal: bool) -> torch.Tensor:
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float, causal: bool,
+           future: Optional[torch.Tensor] = None) -> torch.Tensor:
     """softmax(q kᵀ · head_size^-0.5, masked to the past) @ v, for every head at once.
 
-    On a GPU, and for long contexts on a CPU, one fused kernel. For short
-    contexts on a CPU the fused kernel's fixed costs dominate: there the
+    On a GPU, and for long contexts on a CPU, one ``scaled_dot_product_attention``
+    call. For short contexts on a CPU its fixed costs dominate: there the
     lecture's own three steps, batched over the heads, run about twice as fast.
+    ``future`` is :func:`future_mask` of at least the context's size, if the
+    caller keeps one.
     """
     if q.device.type == "cpu" and k.size(-2) <= SMALL_ATTENTION:
-        wei = torch.baddbmm(causal_bias(q.size(-2), k.size(-2), causal, q.dtype), q.flatten(0, 1),
-                            k.flatten(0, 1).transpose(1, 2), alpha=q.size(-1) ** -0.5)
+        queries, keys = q.flatten(0, 1), k.flatten(0, 1).transpose(1, 2)
+        scale = q.size(-1) ** -0.5
+        if causal:
+            T = q.size(-2)
+            mask = future[:T, :T] if future is not None and len(future) >= T else future_mask(T)
+            wei = torch.baddbmm(mask.to(q.dtype), queries, keys, alpha=scale)
+        else:  # a new token after a cached prefix may look at every key
+            wei = torch.bmm(queries, keys).mul_(scale)
         wei = F.dropout(wei.softmax(dim=-1), dropout) if dropout > 0 else wei.softmax(dim=-1)
         return torch.bmm(wei, v.flatten(0, 1)).view(q.shape)
     return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal, scale=q.size(-1) ** -0.5)
 
 
-@functools.lru_cache(maxsize=16)
-def causal_bias(queries: int, keys: int, causal: bool, dtype: torch.dtype) -> torch.Tensor:
-    """0 where a query may look, -inf where it would peek at the future (added to the scores before softmax)."""
-    bias = torch.zeros(queries, keys, dtype=dtype)
-    return bias.masked_fill_(torch.ones(queries, keys, dtype=torch.bool).triu(1), float("-inf")) if causal else bias
+def future_mask(size: int) -> torch.Tensor:
+    """0 where a query may look, -inf where it would peek at the future: added to the scores before softmax."""
+    return torch.full((size, size), float("-inf")).triu(1)
 
 
 def rotary(x: torch.Tensor, positions: torch.Tensor, base: float) -> torch.Tensor:
@@ -136,7 +142,7 @@ def rotary(x: torch.Tensor, positions: torch.Tensor, base: float) -> torch.Tenso
 
 
 class Linear(nn.Linear):
-    """``nn.Linear`` (same parameters, same init) whose product takes oneDNN on CPUs, where that is faster."""
+    """``nn.Linear`` (same parameters, same init) whose float32 product goes through oneDNN on CPUs (see onednn)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return onednn.linear(x, self.weight, self.bias)
@@ -184,6 +190,7 @@ class MultiHeadAttention(nn.Module):
         self.p_attn = config.dropout
         self.rope_base = config.rope_base if config.pos == "rope" else None
         self.qk_norm = config.qk_norm
+        self.register_buffer("future", future_mask(config.block_size), persistent=False)  # the lecture's tril
 
     def init_normal(self, std: float) -> None:
         """The lecture's N(0, std) init, drawn per head and per key/query/value matrix, in its order."""
@@ -208,7 +215,7 @@ class MultiHeadAttention(nn.Module):
         if cache is not None:
             causal = cache.pos == 0  # a prefill is causal; a new token sees everything cached before it
             k, v = cache.extend(layer, k, v)
-        out = attend(q, k, v, self.p_attn if self.training else 0.0, causal)
+        out = attend(q, k, v, self.p_attn if self.training else 0.0, causal, self.future)
         out = out.transpose(1, 2).reshape(B, T, H * hs)  # heads side by side
         if self.proj is not None:
             out = self.dropout(self.proj(out))

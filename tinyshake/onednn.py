@@ -9,11 +9,13 @@ through oneDNN, and a 2048-cube one runs at 217 against 473 GFLOP/s.
 PyTorch reaches oneDNN for dense float32 tensors only through an operator that
 has no gradient, so :class:`_OneDNNLinear` supplies one, from oneDNN products
 as well. Anything else (GPUs, autocast, other dtypes, products too small to
-gain, PyTorch builds without the operator) takes ``F.linear`` unchanged.
+gain, PyTorch builds without the operator, or ``TINYSHAKE_ONEDNN=0`` in the
+environment) takes ``F.linear`` unchanged.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any, Optional
 
 import torch
@@ -23,10 +25,17 @@ MIN_FLOPS = 1 << 23  # below about 8 MFLOP the two libraries take the same time 
 
 
 def _find_operator() -> Optional[Any]:
-    try:
-        return torch.ops.mkldnn._linear_pointwise
-    except (AttributeError, RuntimeError):  # a build without oneDNN
+    """The oneDNN linear operator, if this build has one that gives ``F.linear``'s result on a trial product."""
+    if os.environ.get("TINYSHAKE_ONEDNN", "1") == "0":
         return None
+    try:
+        operator = torch.ops.mkldnn._linear_pointwise
+        x, weight = torch.linspace(-1, 1, 24).view(4, 6), torch.linspace(1, -1, 18).view(3, 6)
+        if not torch.allclose(operator(x, weight, None, "none", [], ""), F.linear(x, weight), atol=1e-6):
+            return None
+    except (AttributeError, RuntimeError):  # a build without oneDNN, or one whose operator takes other arguments
+        return None
+    return operator
 
 
 _LINEAR = _find_operator()
@@ -47,15 +56,18 @@ class _OneDNNLinear(torch.autograd.Function):
         return _product(x, weight, bias)
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
         x, weight = ctx.saved_tensors
+        needs_x, needs_weight, needs_bias = ctx.needs_input_grad
         grads, inputs = grad.reshape(-1, grad.shape[-1]), x.reshape(-1, x.shape[-1])
-        # gradᵀ @ x, with the smaller side as oneDNN's rows: measured up to 1.7x faster than the other way
-        if weight.shape[0] <= weight.shape[1]:
-            grad_weight = _product(grads.t(), inputs.t(), None)
-        else:
-            grad_weight = _product(inputs.t(), grads.t(), None).t()
-        return _product(grad, weight.t(), None), grad_weight, grads.sum(0) if ctx.has_bias else None
+        grad_x = _product(grad, weight.t(), None) if needs_x else None
+        grad_weight = None
+        if needs_weight:  # gradᵀ @ x, the smaller side as oneDNN's rows: up to 1.7x faster than the other way
+            if weight.shape[0] <= weight.shape[1]:
+                grad_weight = _product(grads.t(), inputs.t(), None)
+            else:
+                grad_weight = _product(inputs.t(), grads.t(), None).t()
+        return grad_x, grad_weight, grads.sum(0) if ctx.has_bias and needs_bias else None
 
 
 def available() -> bool:

@@ -127,11 +127,15 @@ class Combined:
         return {"optimizers": [opt.state_dict() for opt in self.optimizers]}
 
     def load_state_dict(self, state: dict) -> None:
+        """Load saved states, keeping each group's kernel choice (``fused``) for this device, not the saver's."""
         saved = state["optimizers"]
         if len(saved) != len(self.optimizers):
             raise ValueError(f"{len(saved)} optimizer states for {len(self.optimizers)} optimizers")
         for opt, opt_state in zip(self.optimizers, saved):
+            kernels = [group.get("fused") for group in opt.param_groups]
             opt.load_state_dict(opt_state)
+            for group, fused in zip(opt.param_groups, kernels):
+                group["fused"] = fused
 
 
 def make(model: nn.Module, kind: str, lr: float, muon_lr: float) -> Combined:
@@ -144,8 +148,12 @@ def make(model: nn.Module, kind: str, lr: float, muon_lr: float) -> Combined:
     """
     if kind == "adamw":
         flat = flatten_(model)
-        fused = True if flat.device.type in ("cpu", "cuda") else None
-        return Combined([torch.optim.AdamW([flat], lr=lr, fused=fused)], grads_in_place=True)
+        return Combined([torch.optim.AdamW([flat], lr=lr, fused=_fused_on(flat.device))], grads_in_place=True)
     hidden, other = split_params(model)
-    fused = True if other[0].device.type in ("cpu", "cuda") else None
-    return Combined([Muon(hidden, lr=muon_lr), torch.optim.AdamW(other, lr=lr, betas=(0.9, 0.95), fused=fused)])
+    adamw = torch.optim.AdamW(other, lr=lr, betas=(0.9, 0.95), fused=_fused_on(other[0].device))
+    return Combined([Muon(hidden, lr=muon_lr), adamw])
+
+
+def _fused_on(device: torch.device) -> bool | None:
+    """PyTorch's one-pass AdamW kernel where it exists for the device; None lets PyTorch choose elsewhere."""
+    return True if device.type in ("cpu", "cuda") else None

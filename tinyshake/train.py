@@ -289,18 +289,21 @@ def _check_fits(config: TrainConfig, corpus: Corpus) -> None:
         raise UsageError(f"block_size ({config.block_size}) must be below the shortest split's length ({shortest})")
 
 
-def _maybe_compile(model: nn.Module, config: TrainConfig, device: torch.device, notices: list[str]) -> nn.Module:
+def _maybe_compile(model: nn.Module, config: TrainConfig, device: torch.device, notices: list[str],
+                   attention: Callable[[], contextlib.AbstractContextManager]) -> nn.Module:
     """``torch.compile`` the model, or fall back to eager with a one-line notice where it cannot work.
 
     Compilation happens lazily at the first call, so a missing compiler only shows
     there: one training step on a batch of zeros finds out now. It runs on a fork
     of the random streams and its gradients are dropped, so the run is unchanged.
+    It runs in the training steps' ``attention`` context, because the graph keeps
+    the attention kernel chosen while it was traced.
     """
     if not config.compile:
         return model
     try:
         compiled = torch.compile(model)
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), attention():
             zeros = torch.zeros(config.batch_size, config.block_size, dtype=torch.long, device=device)
             compiled(zeros, zeros)[1].backward()
     except Exception as exc:  # no C++ compiler or no Triton on this platform, among others
@@ -373,8 +376,8 @@ def _train(config: TrainConfig, corpus: Corpus, resume: bool, should_stop: Calla
         torch.manual_seed(config.seed + dist.rank)  # own batches per rank; DDP gives every rank rank 0's weights
     start, stored, elapsed_before = _restore(config, corpus, model, optimizer, dist) if resume else (0, {}, 0.0)
     metrics: list[dict[str, float]] = list(stored.get("metrics", []))
-    forward = _maybe_compile(distributed.wrap(model, dist, device), config, device, notices)
     attention = _attention_for_training(config.model, device, dtype, notices)
+    forward = _maybe_compile(distributed.wrap(model, dist, device), config, device, notices, attention)
     splits = {"train": corpus.train.to(device), "val": corpus.val.to(device)}
     record = {
         "name": config.run, "stage": config.stage, "model": config.model.to_dict(), "hyper": config.hyper(),

@@ -25,7 +25,7 @@ def info() -> None:
         ("torch", torch.__version__),
         ("device", f"{choice.device} ({choice.reason})"),
         ("cpu", f"{torch.get_num_threads()} threads; float32 layers through "
-                f"{'oneDNN' if onednn.available() else 'the default BLAS (no oneDNN linear in this build)'}"),
+                f"{'oneDNN' if onednn.available() else 'the default BLAS (TINYSHAKE_ONEDNN=0, or no oneDNN in this build)'}"),
         ("home", f"{paths.home()} (set {paths.HOME_ENV} to move it)"),
         ("corpora", str(paths.corpus_root())),
         ("runs", str(paths.runs_root())),
