@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -20,6 +20,7 @@ from lecture_reference import RefModel, ref_estimate_loss
 from tinyshake import corpus, model, optim, stages, train
 
 Step = Callable[[], None]
+Batch = Callable[[torch.Tensor, int, int], tuple[torch.Tensor, torch.Tensor]]
 
 
 def lecture_batch(data: torch.Tensor, batch_size: int, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,8 +34,20 @@ def reference_model(stage: str, config: train.TrainConfig) -> RefModel:
     return RefModel(stage, m.vocab_size, m.block_size, m.n_embd, m.n_head, m.n_layer, m.dropout)
 
 
+def training_step(net: torch.nn.Module, opt: Any, batch: Batch, data: torch.Tensor,
+                  config: train.TrainConfig) -> Step:
+    """The lecture's step (batch, forward, zero_grad, backward, AdamW) as a closure over one model."""
+    def run() -> None:
+        xb, yb = batch(data, config.batch_size, config.block_size)
+        _, loss = net(xb, yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return run
+
+
 def steps(stage: str, data: torch.Tensor) -> dict[str, Step]:
-    """One training step of each side, as a closure over its own model and optimizer."""
+    """One training step of each side, each over its own model and optimizer."""
     config = train.make_config(stage, 65)
     torch.manual_seed(1337)
     ref = reference_model(stage, config)
@@ -42,17 +55,8 @@ def steps(stage: str, data: torch.Tensor) -> dict[str, Step]:
     torch.manual_seed(1337)
     ours = model.build(config.model)
     our_opt = optim.make(ours, "adamw", config.learning_rate, config.muon_lr)
-
-    def step(net: torch.nn.Module, opt, batch) -> Step:
-        def run() -> None:
-            xb, yb = batch(data, config.batch_size, config.block_size)
-            _, loss = net(xb, yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        return run
-
-    return {"reference": step(ref, ref_opt, lecture_batch), "tinyshake": step(ours, our_opt, train.get_batch)}
+    return {"reference": training_step(ref, ref_opt, lecture_batch, data, config),
+            "tinyshake": training_step(ours, our_opt, train.get_batch, data, config)}
 
 
 def best_step_seconds(runs: dict[str, Step], rounds: int = 12, per_round: int = 50, warmup: int = 10) -> dict[str, float]:
@@ -68,23 +72,22 @@ def best_step_seconds(runs: dict[str, Step], rounds: int = 12, per_round: int = 
     return best
 
 
-def whole_run(stage: str, data: corpus.Corpus) -> None:
-    """The lecture's loop at the stage's settings: per-head model, per-batch estimates, printed as it goes."""
-    config = train.make_config(stage, data.tokenizer.vocab_size)
+def lecture_run(stage: str, config: train.TrainConfig, data: corpus.Corpus,
+                device: torch.device = torch.device("cpu")) -> None:
+    """The lecture's loop: per-head model, per-parameter AdamW, per-batch estimates, printed as it goes."""
     start = time.perf_counter()
-    torch.manual_seed(1337)
-    net = reference_model(stage, config)
-    opt = torch.optim.AdamW(net.parameters(), lr=config.learning_rate)
+    torch.manual_seed(config.seed)
+    net = reference_model(stage, config).to(device)
+    train_data, val_data = data.train.to(device), data.val.to(device)
+    step = training_step(net, torch.optim.AdamW(net.parameters(), lr=config.learning_rate), lecture_batch,
+                         train_data, config)
     for it in range(config.max_iters):
         if it in config.eval_steps():
-            losses = ref_estimate_loss(net, data.train, data.val, config.batch_size, config.block_size,
+            losses = ref_estimate_loss(net, train_data, val_data, config.batch_size, config.block_size,
                                        config.eval_iters)
-            print(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}", flush=True)
-        xb, yb = lecture_batch(data.train, config.batch_size, config.block_size)
-        _, loss = net(xb, yb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+            print(f"reference step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} "
+                  f"({time.perf_counter() - start:.0f} s)", flush=True)
+        step()
     print(f"lecture-style {stage} run: {time.perf_counter() - start:.1f} s")
 
 
@@ -96,7 +99,7 @@ def main() -> None:
     data = corpus.load()
     for stage in args.stages:
         if args.whole:
-            whole_run(stage, data)
+            lecture_run(stage, train.make_config(stage, data.tokenizer.vocab_size), data)
             continue
         best = best_step_seconds(steps(stage, data.train))
         config = train.make_config(stage, 65)

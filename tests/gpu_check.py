@@ -20,8 +20,7 @@ import time
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from bench_reference import lecture_batch, reference_model
-from lecture_reference import ref_estimate_loss
+from bench_reference import lecture_run
 from tinyshake import corpus, kernels, train
 
 SMOKE = bool(os.environ.get("SMOKE"))
@@ -54,24 +53,6 @@ def train_tinyshake(config: train.TrainConfig, data: corpus.Corpus) -> None:
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
 
 
-def train_reference(config: train.TrainConfig, data: corpus.Corpus, device: torch.device) -> None:
-    torch.manual_seed(config.seed)
-    net = reference_model("gpt", config).to(device)
-    opt = torch.optim.AdamW(net.parameters(), lr=config.learning_rate)
-    on_device = {"train": data.train.to(device), "val": data.val.to(device)}
-    start = time.perf_counter()
-    for step in range(config.max_iters):
-        if step in config.eval_steps():
-            losses = ref_estimate_loss(net, on_device["train"], on_device["val"], config.batch_size,
-                                       config.block_size, config.eval_iters)
-            print(f"reference step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} "
-                  f"({time.perf_counter() - start:.0f} s)", flush=True)
-        _, loss = net(*lecture_batch(on_device["train"], config.batch_size, config.block_size))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-
 def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     steps = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
@@ -84,7 +65,7 @@ def main() -> None:
         sizes.update(n_embd=16, n_head=2, n_layer=1, block_size=16, batch_size=4, eval_iters=2, eval_interval=2)
     config = train.make_config("gpt", data.tokenizer.vocab_size, run="gpu-check", device=device.type, **sizes)
     train_tinyshake(config, data)
-    train_reference(config, data, device)
+    lecture_run("gpt", config, data, device)
 
 
 if __name__ == "__main__":

@@ -101,9 +101,10 @@ def test_the_probe_calls_the_kernel_as_training_does():
     assert seen == [(True, True, True, torch.Size([6, 256, 64]), torch.bfloat16, True)]
 
 
-def _train(data: corpus.Corpus, run: str) -> tuple[list[str], dict[str, torch.Tensor]]:
-    config = train.with_vocab(train.make_config("mini", run=run, max_iters=6, eval_interval=3, **dict(TINY, dropout=0.2)),
-                              data.tokenizer.vocab_size)
+def _train(data: corpus.Corpus, run: str, **settings) -> tuple[list[str], dict[str, torch.Tensor]]:
+    """A tiny run with dropout 0.2: its notices and its final weights."""
+    settings = dict(TINY, max_iters=6, eval_interval=3, dropout=0.2, **settings)
+    config = train.with_vocab(train.make_config("mini", run=run, **settings), data.tokenizer.vocab_size)
     events = list(train.train(config, data))
     notices = [n for e in events if isinstance(e, train.Started) for n in e.notices]
     final = [e for e in events if isinstance(e, train.Finished)][0].model
@@ -149,8 +150,6 @@ def test_compiling_traces_under_the_unfused_attention_too(tmp_path, monkeypatch)
             return self.net(*args)
 
     monkeypatch.setattr(torch, "compile", RecordingCompile)
-    config = train.with_vocab(train.make_config("mini", run="compiled", max_iters=2, eval_interval=2, compile=True,
-                                                **dict(TINY, dropout=0.2)), data.tokenizer.vocab_size)
-    notices = [n for e in train.train(config, data) if isinstance(e, train.Started) for n in e.notices]
+    notices, _ = _train(data, "compiled", compile=True)
     assert len(notices) == 1 and "unfused attention" in notices[0]
     assert fused_while_tracing[0] is False
