@@ -77,7 +77,7 @@ def test_custom_corpus_without_meta_is_corrupt(cached, home):
     folder.mkdir(parents=True)
     (folder / "input.txt").write_text("hello\n")
     assert not corpus.is_cached("mine") and "mine" in corpus.cached_names()
-    with pytest.raises(corpus.CorpusError, match="tinyshake fetch --force"):
+    with pytest.raises(corpus.CorpusError, match="record .* is missing or damaged; import it again with `tinyshake fetch --from PATH --corpus mine --force`"):
         corpus.load("mine")
 
 

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -29,7 +30,7 @@ except ImportError:  # pragma: no cover - not POSIX
 Respond = Callable[[BaseHTTPRequestHandler], None]
 PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 FACTS = ("characters: 1,115,394", "vocabulary: 65 distinct characters", "1,003,854 train / 111,540 val")
-TAMPER_HINT = "tinyshake fetch --force"
+TAMPER_HINTS = {corpus.DEFAULT_CORPUS: "run `tinyshake fetch --force`", "mine": "fetch --from PATH --corpus mine --force"}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -261,7 +262,7 @@ FAULTS: dict[str, tuple[Callable[[bytes, threading.Event], Respond | None], list
     "cut-off": (lambda d, s: _cut_off(d), [], ["broke off after 557,697 of 1,115,394 bytes"]),
     "wrong-bytes": (lambda d, s: send(d.upper()), [], ["checksum mismatch"]),
     "wrong-length": (lambda d, s: send(b"hello"), [], ["offers 5 bytes; expected 1,115,394"]),
-    "chunk-cut": (lambda d, s: raw(CHUNKED + d[:9]), [], ["broke off after 0 bytes: IncompleteRead("]),
+    "chunk-cut": (lambda d, s: raw(CHUNKED + d[:9]), [], ["broke off after 9 bytes: IncompleteRead("]),
     "not-http": (lambda d, s: raw(b"garbage\r\n\r\n"), [], ["did not answer with valid HTTP (BadStatusLine)"]),
     "timeout": (lambda d, s: lambda h: s.wait(10), ["--timeout", "0.3", "--retries", "2"], ["timed out", "after 2 attempts"]),
     "refused": (lambda d, s: None, [], ["Connection refused (gave up after 1 attempt;", "tinyshake fetch --from PATH"]),
@@ -401,6 +402,6 @@ def test_tampered_cached_corpus_fails_to_load(name, corpus_file, home):
         pass
     path = corpus.text_path(name)
     path.write_bytes(path.read_bytes().replace(b"ROMEO", b"ROMEA", 1))
-    with pytest.raises(corpus.CorpusError, match=TAMPER_HINT):
+    with pytest.raises(corpus.CorpusError, match=re.escape(TAMPER_HINTS[name])):
         corpus.load(name)
     assert f"{name} (CORRUPT" in invoke("info").output
