@@ -193,7 +193,7 @@ _FIELDS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("updated", lambda v: isinstance(v, str), "a date"),
     ("name", lambda v: isinstance(v, str), "a string"),
 )
-_REQUIRED = frozenset({"stage", "model", "hyper", "vocab", "corpus", "files", "sha256", "sizes", "step", "updated"})
+_REQUIRED = frozenset({"stage", "model", "hyper", "vocab", "files", "sha256", "sizes", "step", "updated"})
 
 
 def file_path(name: str, record: dict[str, Any], kind: str) -> Path:
