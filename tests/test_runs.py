@@ -127,7 +127,8 @@ def test_eval_scores_the_best_weights_by_default_and_the_last_on_request(cached)
 def test_eval_refuses_an_empty_name_a_missing_run_and_a_non_finite_loss(cached):
     assert_one_line_error(invoke("eval", ""), "invalid run name ''")
     assert_one_line_error(invoke("eval", "nope"), "no run named 'nope'")
-    (model,) = saved_run("nan", corpus.load().tokenizer.chars)
+    data = corpus.load()
+    (model,) = saved_run("nan", data.tokenizer.chars, corpus_sha=data.sha256)
     with torch.no_grad():
         next(model.parameters()).fill_(float("nan"))
     stored = checkpoint.read_record("nan")
