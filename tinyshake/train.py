@@ -287,7 +287,9 @@ def _attention_for_training(model: ModelConfig, device: torch.device, dtype: str
 
 def _lock(plan: Plan) -> contextlib.AbstractContextManager:
     """The run's exclusive lock for the whole session (see :mod:`tinyshake.runlock`)."""
-    return contextlib.nullcontext()  # TODO(ckpt): runlock.hold(plan.run, "train") once tinyshake/runlock.py lands
+    from tinyshake import runlock
+
+    return runlock.hold(plan.run, "train")
 
 
 def _check_still_new(plan: Plan) -> None:
@@ -394,7 +396,7 @@ def _train(plan: Plan, config: TrainConfig, corpus: Corpus, should_stop: Callabl
         extra = {"final": final} if final is not None else {}
         saved_path = str(checkpoint.save(config.run, model, dict(
             record, step=step, metrics=metrics, best_val=best_val, best_step=best_step, wall_time=elapsed(),
-            train_seconds=trained, **extra), state))  # TODO(ckpt): best=best
+            train_seconds=trained, **extra), state, best=best))
         return Saved(step, saved_path, best)
 
     def evaluate(step: int, final: bool = False) -> Iterator[Event]:
@@ -492,7 +494,7 @@ def _restore(plan: Plan, config: TrainConfig, model: nn.Module, optimizer: optim
     record = plan.resume or {}
     if ModelConfig.from_dict(record["model"]) != config.model:  # fields added since then take their defaults
         raise checkpoint.CheckpointError(f"run {config.run!r} has another model shape; resume with its own settings")
-    loaded = checkpoint.load(config.run, next(model.parameters()).device)  # TODO(ckpt): weights="last"
+    loaded = checkpoint.load(config.run, next(model.parameters()).device, weights="last")
     if loaded.record.get("sha256") != record.get("sha256"):
         raise UsageError(f"run {config.run!r} changed on disk while this command started; run it again")
     model.load_state_dict(loaded.model.state_dict())
