@@ -184,6 +184,7 @@ def test_gpt_on_cpu_warns_with_an_estimate_and_proceeds_without_a_terminal(cache
     result = train_cli("--model", "gpt", "--device", "cpu", "--max-iters", "1", "--eval-iters", "1",
                        "--block-size", "16", "--batch-size", "2", "--sample-chars", "0")
     assert re.search(r"^Warning: the gpt stage is slow on a CPU; this run needs roughly \d+ s here", result.stderr)
+    assert re.search(r"\d+ s of it in evaluations of 1 batches per split \(a smaller --eval-iters", result.stderr)
     assert eval_lines(result.stdout) == result.stdout.splitlines()  # stdout stays the lecture's log
 
 

@@ -14,7 +14,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
-from tinyshake import checkpoint, stages
+from tinyshake import checkpoint, runlock, stages
 from tinyshake.corpus import DEFAULT_CORPUS, validate_name
 from tinyshake.device import DeviceChoice, resolve
 from tinyshake.errors import UsageError
@@ -45,7 +45,8 @@ class EvalSteps:
             return False
         return step % self.interval == 0 or (self.last and step == self.max_iters - 1)
 
-    def __len__(self) -> int:
+    def count(self) -> int:
+        """How many steps evaluate (not ``len``: that cannot exceed ``sys.maxsize``)."""
         regular = -(-self.max_iters // self.interval)  # ceil: 0, interval, ... below max_iters
         return regular + int(self.last and self.max_iters > 0 and (self.max_iters - 1) % self.interval != 0)
 
@@ -275,6 +276,7 @@ def make_plan(stage: Optional[str] = None, run: Optional[str] = None, corpus: Op
         name = run if run is not None else stage if stage is not None else stages.DEFAULT_STAGE
         if not checkpoint.exists(name):
             raise UsageError(f"there is no run {name!r} to resume; start it without --resume")
+        _refuse_in_use(name)
         record = checkpoint.read_record(name)
         config = resume_config(record, stage=stage, **settings)
         corpus = corpus if corpus is not None else _stored_corpus(record) or DEFAULT_CORPUS
@@ -282,15 +284,24 @@ def make_plan(stage: Optional[str] = None, run: Optional[str] = None, corpus: Op
         config = make_config(stage if stage is not None else stages.DEFAULT_STAGE, run=run, **settings)
         if checkpoint.run_dir(config.run).exists() and not overwrite:
             if run is not None:
+                _refuse_in_use(config.run)
                 raise UsageError(f"run {config.run!r} already exists{_at_step(config.run)}; use --resume to continue "
                                  "it, --overwrite to replace it, or --run NAME for a new one")
             name = next_free_name(config.run)
             notices.append(f"run {config.run!r} exists, so this run is {name!r} (--run NAME chooses a name)")
             config = replace(config, run=name)
         corpus = corpus if corpus is not None else DEFAULT_CORPUS
+    _refuse_in_use(config.run)
     choice = resolve(config.device)
     dtype = resolve_dtype(choice.device, config.dtype, notices)
     return Plan(config, corpus, choice, dtype, record, overwrite, tuple(notices))
+
+
+def _refuse_in_use(run: str) -> None:
+    """A run another process holds is refused up front, naming it (train takes the lock itself when it starts)."""
+    pid = runlock.holder(run)
+    if pid is not None:
+        raise UsageError(f"run {run!r} is in use by process {pid or '(starting)'}; wait for it to end, or stop it first")
 
 
 def _at_step(run: str) -> str:

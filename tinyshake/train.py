@@ -97,6 +97,7 @@ class Interrupted:
     step: int
     path: Optional[str]
     saved_step: Optional[int]
+    during_evaluation: bool = False
 
 
 @dataclass(frozen=True)
@@ -425,8 +426,8 @@ def _train(plan: Plan, config: TrainConfig, corpus: Corpus, should_stop: Callabl
         yield save(step, final=row if final else None, best=improved)
         return event
 
-    def interrupted(step: int) -> Interrupted:
-        return Interrupted(step, saved_path, saved_step)
+    def interrupted(step: int, during_evaluation: bool = False) -> Interrupted:
+        return Interrupted(step, saved_path, saved_step, during_evaluation)
 
     step = start
     evaluated = {int(m["step"]) for m in metrics}
@@ -478,7 +479,7 @@ def _train(plan: Plan, config: TrainConfig, corpus: Corpus, should_stop: Callabl
     except EvaluationStopped:
         if finishing:  # the final evaluation ran on forked random streams: the trained state is whole
             yield save(step)
-        yield interrupted(step)
+        yield interrupted(step, during_evaluation=not finishing)
         return
     yield Finished(step, best_val, elapsed(), str(saved_path), model, best_step, last)
 
@@ -520,7 +521,7 @@ def evaluation_steps(config: TrainConfig) -> float:
 
     Counted, never enumerated: ``max_iters`` may be astronomically large.
     """
-    evaluations = len(config.eval_steps()) + (0 if config.eval_last else 1)  # stages without one get a final one
+    evaluations = config.eval_steps().count() + (0 if config.eval_last else 1)  # stages without one get a final one
     return evaluations * 2 * config.eval_iters / 3
 
 

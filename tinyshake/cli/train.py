@@ -385,7 +385,7 @@ def _summary(console: Console, event: core.Finished, params: int, run: str, budg
 
 
 def _interrupted(console: Console, event: core.Interrupted, run: str, code: int) -> typer.Exit:
-    if event.saved_step == event.step:
+    if not event.during_evaluation:
         console.print(f"Interrupted at step {event.step}; checkpoint saved in {event.path}", markup=False)
     elif event.saved_step is not None:
         console.print(f"Interrupted during the evaluation at step {event.step}; the checkpoint of step "
