@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tinyshake import device, train
+from tinyshake import device, plan
 from tinyshake.errors import UsageError
 
 
@@ -44,8 +44,22 @@ def test_a_device_that_is_not_there_is_a_usage_error(machine, requested, message
 def test_cuda_index_must_exist(machine):
     machine(cuda=True, gpus=2)
     assert device.resolve("cuda:1").device == torch.device("cuda:1")
-    for bad in ("cuda:2", "cuda:x"):
-        with pytest.raises(UsageError, match="not available"):
+    with pytest.raises(UsageError, match="not available"):
+        device.resolve("cuda:2")
+
+
+@pytest.mark.parametrize("bad", ["cuda:x", "cpu:abc", "cpu:", "mps:-1", "auto:0", "cuda:١"])
+def test_a_device_index_that_is_not_a_number_is_a_usage_error(machine, bad):
+    machine(cuda=True, mps=True, gpus=2)
+    with pytest.raises(UsageError, match=f"invalid device '{bad}'"):
+        device.resolve(bad)
+
+
+def test_cpu_and_mps_have_only_index_0(machine):
+    machine(cuda=False, mps=True)
+    assert device.resolve("cpu:0").device == torch.device("cpu:0")
+    for bad in ("cpu:1", "mps:3"):
+        with pytest.raises(UsageError, match="only index 0"):
             device.resolve(bad)
 
 
@@ -56,5 +70,5 @@ def test_cuda_index_must_exist(machine):
 )
 def test_precision_falls_back_with_one_notice_where_unsupported(kind, asked, used, noticed):
     notices: list[str] = []
-    assert train._resolve_dtype(torch.device(kind), asked, notices) == used
+    assert plan.resolve_dtype(torch.device(kind), asked, notices) == used
     assert len(notices) == int(noticed)

@@ -99,21 +99,41 @@ def weights(run: str) -> dict[str, torch.Tensor]:
 # -- the lecture's exact numbers -------------------------------------------------------
 
 
-def notebook_bigram_output(notebook: str) -> tuple[list[str], str]:
-    """The bigram cell's printed output: its ten evaluation lines, and the sample with its leading context."""
-    block = notebook[notebook.index("step 0: train loss 4.7305"):notebook.index("# Mathematical Trick")]
-    lines = eval_lines(block)
-    sample = block[len("\n".join(lines)) + 1:].rstrip("\n")  # print(decode(...)) of token 0 + 500 new tokens
-    assert len(lines) == 10 and len(sample) == 501 and sample.startswith("\nMARI"), "notebook block not found"
-    return lines, sample
+# The lecture notebook's bigram cell, as it printed: ten evaluations, then decode() of token 0 and 500 new tokens.
+NOTEBOOK_BIGRAM_LOG = [
+    "step 0: train loss 4.7305, val loss 4.7241",
+    "step 300: train loss 2.8110, val loss 2.8249",
+    "step 600: train loss 2.5434, val loss 2.5682",
+    "step 900: train loss 2.4932, val loss 2.5088",
+    "step 1200: train loss 2.4863, val loss 2.5035",
+    "step 1500: train loss 2.4665, val loss 2.4921",
+    "step 1800: train loss 2.4683, val loss 2.4936",
+    "step 2100: train loss 2.4696, val loss 2.4846",
+    "step 2400: train loss 2.4638, val loss 2.4879",
+    "step 2700: train loss 2.4738, val loss 2.4911",
+]
+NOTEBOOK_BIGRAM_SAMPLE = (
+    "\nMARI he avayokis erceller thour d, myono thishe me tord se by he me, Forder anen: at trselorinjulour t yoru "
+    "thrd wo ththathy IUShe bavidelanoby man ond be jus as g e atot Meste hrle s, ppat t JLENCOLIUS:\nOppid tes d "
+    "s o ged moer y pevehear soue maramapay fo t: bueyo malalyo!\nDuir.\nFl ke it I t l o'ddre d ondu s?\ncr, "
+    "havetrathackes w.\nPUpee meshancun, hrendspouthoulouren whel's'sesoread pe, s whure our heredinsethes; "
+    "sedsend r lo pamit,\nQUMIVIVIOfe m ne RDINid we tr ort; t:\nMINENXI l dintandore r"
+)
 
 
-def test_bigram_prints_the_notebooks_log_and_sample(cached, notebook, tmp_path):
-    lines, sample = notebook_bigram_output(notebook)
+def test_bigram_prints_the_notebooks_log_and_sample_then_evaluates_its_final_weights(cached, tmp_path):
+    assert len(NOTEBOOK_BIGRAM_SAMPLE) == 501 and len(NOTEBOOK_BIGRAM_LOG) == 10
     metrics = tmp_path / "metrics.jsonl"
     result = train_cli("--model", "bigram", "--device", "cpu", "--metrics", str(metrics))  # the lecture ran on a CPU
-    assert result.stdout == "\n".join(lines) + "\n" + sample + "\n"
-    assert as_lecture_lines([json.loads(line) for line in metrics.read_text().splitlines()]) == lines
+    assert result.stdout == "\n".join(NOTEBOOK_BIGRAM_LOG) + "\n" + NOTEBOOK_BIGRAM_SAMPLE + "\n"
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert as_lecture_lines(rows[:-1]) == NOTEBOOK_BIGRAM_LOG and "final" not in rows[0]
+    final = rows[-1]  # beyond the lecture: its last evaluation was at step 2700, 300 steps before the end
+    assert final["step"] == 3000 and final["final"] is True
+    assert f"final weights after step 3000: train loss {final['train']:.4f}, val loss {final['val']:.4f}" in result.stderr
+    record = checkpoint.read_record("bigram")
+    assert record["final"]["val"] == final["val"] and record["step"] == 3000
+    assert as_lecture_lines(record["metrics"]) == NOTEBOOK_BIGRAM_LOG  # the lecture's evaluations alone
 
 
 def test_head_stage_step0_is_the_lectures(cached):
@@ -164,6 +184,7 @@ def test_gpt_on_cpu_warns_with_an_estimate_and_proceeds_without_a_terminal(cache
     result = train_cli("--model", "gpt", "--device", "cpu", "--max-iters", "1", "--eval-iters", "1",
                        "--block-size", "16", "--batch-size", "2", "--sample-chars", "0")
     assert re.search(r"^Warning: the gpt stage is slow on a CPU; this run needs roughly \d+ s here", result.stderr)
+    assert re.search(r"\d+ s of it in evaluations of 1 batches per split \(a smaller --eval-iters", result.stderr)
     assert eval_lines(result.stdout) == result.stdout.splitlines()  # stdout stays the lecture's log
 
 
@@ -230,7 +251,7 @@ def test_sigint_saves_a_checkpoint_prints_how_to_resume_and_exits_130(cached, ho
     finally:
         proc.kill()
     assert proc.returncode == 130, out + err
-    assert "Stopping after this step" in err and "Traceback" not in err
+    assert "Ctrl-C: stopping after this step" in err and "Traceback" not in err
     step = int(re.search(r"^Interrupted at step (\d+); checkpoint saved in ", out, re.M).group(1))
     hint = re.search(r"^Resume with: (tinyshake train .*)$", out, re.M).group(1)
     loaded = checkpoint.load("sig")
@@ -326,7 +347,7 @@ def test_rich_view_on_a_terminal_draws_table_progress_summary_then_sample(cached
     text = visible(drawn)
     assert code == 0, text
     assert "\x1b[" in drawn  # it did render for a terminal
-    assert "mini · run tty" in text and "━━━━" in text and "30/30" in text and "Training mini (" in text
+    assert "mini · run tty" in text and "━━━━" in text and "30/30" in text and "Training run tty: mini (" in text
     for line in eval_lines(plain.stdout):  # the table holds the same numbers as the plain log
         step, train, val = re.findall(r"[\d.]+", line)
         assert re.search(rf"│ +{step} │ {train} │ {val} │", text), line

@@ -28,9 +28,11 @@ def mps_available() -> bool:
 
 def resolve(requested: str = "auto") -> DeviceChoice:
     """Turn ``auto|cpu|cuda[:N]|mps`` into a device that exists here, or a one-line error."""
-    kind = requested.split(":", 1)[0]
+    kind, colon, index = requested.partition(":")
     if kind not in CHOICES:
         raise UsageError(f"unknown device {requested!r}; choose one of {', '.join(CHOICES)}")
+    if colon and (kind == "auto" or not (index.isascii() and index.isdigit())):
+        raise UsageError(f"invalid device {requested!r}: an index is a number, as in cuda:1")
     if kind == "auto":
         if cuda_available():
             return DeviceChoice(torch.device("cuda"), f"auto: CUDA is available ({torch.cuda.get_device_name(0)})")
@@ -41,8 +43,8 @@ def resolve(requested: str = "auto") -> DeviceChoice:
         raise UsageError("device 'cuda' is not available here (torch sees no CUDA GPU); use --device cpu")
     if kind == "mps" and not mps_available():
         raise UsageError("device 'mps' is not available here; use --device cpu")
-    if kind == "cuda" and ":" in requested:
-        index = requested.split(":", 1)[1]
-        if not index.isdigit() or int(index) >= torch.cuda.device_count():
-            raise UsageError(f"device {requested!r} is not available here")
+    if kind == "cuda" and colon and int(index) >= torch.cuda.device_count():
+        raise UsageError(f"device {requested!r} is not available here")
+    if kind != "cuda" and colon and int(index) != 0:
+        raise UsageError(f"device {requested!r} is not available here; {kind} has only index 0")
     return DeviceChoice(torch.device(requested), "requested")

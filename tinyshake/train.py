@@ -19,153 +19,33 @@ front ends show them on rank 0 only.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional, Union
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from tinyshake import checkpoint, distributed, kernels, optim, stages
+from tinyshake import checkpoint, distributed, kernels, optim
 from tinyshake.corpus import Corpus
-from tinyshake.device import resolve
 from tinyshake.errors import UsageError
 from tinyshake.model import ModelConfig, build, count_parameters
+from tinyshake.plan import (  # noqa: F401 - the settings a run executes, re-exported for scripts and tests
+    DTYPES, OPTIMIZERS, Plan, TrainConfig, for_config, make_config, resume_config, validate, with_vocab,
+)
 
-DTYPES = ("float32", "bfloat16", "float16")
-OPTIMIZERS = ("adamw", "muon")
 EVAL_CHUNK_TOKENS = 1 << 12  # measured: chunks that stay in cache beat one huge pass on a CPU
+NONFINITE_CHECK_EVERY = 32  # steps between loss checks on an accelerator (each check waits for the device)
 
 
-@dataclass
-class TrainConfig:
-    """A stage's preset after the user's overrides: everything a run needs to be repeated."""
-
-    stage: str
-    run: str
-    model: ModelConfig
-    batch_size: int
-    learning_rate: float
-    max_iters: int
-    eval_interval: int
-    eval_iters: int = 200
-    eval_last: bool = False
-    seed: int = 1337
-    device: str = "auto"
-    dtype: str = "float32"
-    compile: bool = False
-    time_budget: Optional[float] = None  # seconds of training (evaluations excluded); the schedule follows it
-    optimizer: str = "adamw"  # "adamw" (the lecture) or "muon" (hidden matrices; AdamW for the rest)
-    muon_lr: float = 0.02
-    warmup: float = 0.0  # fraction of the run spent warming the rate up from 0
-    warmdown: float = 0.0  # fraction of the run at its end spent cooling the rate down to 0
-
-    @property
-    def block_size(self) -> int:
-        return self.model.block_size
-
-    def hyper(self) -> dict[str, Any]:
-        """The hyperparameters as stored in a run's config.json."""
-        data = asdict(self)
-        data.pop("model")
-        return data
-
-    def eval_steps(self) -> set[int]:
-        """Steps that evaluate before training: 0, every interval, and the last one from residual on."""
-        steps = set(range(0, self.max_iters, self.eval_interval))
-        if self.eval_last and self.max_iters > 0:
-            steps.add(self.max_iters - 1)
-        return steps
+class Diverged(UsageError):
+    """The loss became NaN or infinite: the settings (usually the learning rate) cannot train this model."""
 
 
-STAGE_KEYS = ("batch_size", "block_size", "learning_rate", "max_iters", "eval_interval",
-              "n_embd", "n_head", "n_layer", "dropout")
-# What a resumed run may change: how long and how it runs, never what it computes per step.
-SESSION_KEYS = ("max_iters", "eval_interval", "eval_iters", "device", "dtype", "compile", "time_budget")
-FIXED_KEYS = ("stage", "batch_size", "learning_rate", "seed", "block_size", "n_embd", "n_head", "n_layer", "dropout",
-              "optimizer", "muon_lr", "warmup", "warmdown")
-
-
-def make_config(stage_name: str, vocab_size: int = ModelConfig.vocab_size, run: Optional[str] = None,
-                **overrides: Any) -> TrainConfig:
-    """Merge a stage's preset with overrides (``None`` keeps the preset) and check that the sizes make sense.
-
-    ``vocab_size`` may be left out while the corpus is not loaded yet, so bad
-    flags are refused before anything is fetched; :func:`with_vocab` fills it in.
-    """
-    stage = stages.with_overrides(stages.get(stage_name), **{k: overrides.pop(k, None) for k in STAGE_KEYS})
-    config = TrainConfig(
-        stage=stage.name,
-        run=run or stage.name,
-        model=ModelConfig(vocab_size=vocab_size, block_size=stage.block_size, **stage.model),
-        batch_size=stage.batch_size,
-        learning_rate=stage.learning_rate,
-        max_iters=stage.max_iters,
-        eval_interval=stage.eval_interval,
-        eval_last=stage.eval_last,
-        **dict(stage.hyper, **{k: v for k, v in overrides.items() if v is not None}),
-    )
-    validate(config)
-    return config
-
-
-def with_vocab(config: TrainConfig, vocab_size: int) -> TrainConfig:
-    """The same config for a corpus with ``vocab_size`` distinct characters."""
-    return replace(config, model=replace(config.model, vocab_size=vocab_size))
-
-
-def resume_config(record: dict[str, Any], **given: Any) -> TrainConfig:
-    """A stored run's own settings, so ``--resume`` needs no flags to go on exactly as it started.
-
-    Given values (``None`` means not given) may change how long and where the
-    run goes on; one that would change the computation itself is refused, since
-    the optimizer state and the step's losses belong to the stored settings.
-    """
-    try:
-        model = ModelConfig.from_dict(record["model"])
-        names = {f.name for f in fields(TrainConfig)} - {"model"}
-        config = TrainConfig(model=model, **{k: v for k, v in record["hyper"].items() if k in names})
-        validate(config)  # a value of the wrong type fails here with a TypeError
-    except (KeyError, TypeError, AttributeError, UsageError):
-        raise checkpoint.CheckpointError(f"the settings stored for run {record.get('name')!r} are unreadable; "
-                                         "retrain it with --overwrite") from None
-    stored = dict(config.hyper(), **asdict(model))
-    for key in FIXED_KEYS:
-        if given.get(key) is not None and given[key] != stored[key]:
-            raise UsageError(f"run {config.run!r} was trained with {key} {stored[key]}; --resume keeps a run's "
-                             "settings (leave that option out, or start a new run with --run NAME)")
-    config = replace(config, **{k: given[k] for k in SESSION_KEYS if given.get(k) is not None})
-    validate(config)  # the new values
-    return config
-
-
-def validate(config: TrainConfig) -> None:
-    """Reject sizes that cannot train, with a one-line reason."""
-    m = config.model
-    positive = {"batch_size": config.batch_size, "block_size": m.block_size, "eval_interval": config.eval_interval,
-                "eval_iters": config.eval_iters}
-    if m.arch != "bigram":
-        positive.update(n_embd=m.n_embd, n_head=m.n_head, n_layer=m.n_layer)
-    for name, value in positive.items():
-        if value <= 0:
-            raise UsageError(f"{name} must be positive, got {value}")
-    if config.max_iters < 0:
-        raise UsageError(f"max_iters must be 0 or more, got {config.max_iters}")
-    if not config.learning_rate > 0:
-        raise UsageError(f"learning_rate must be positive, got {config.learning_rate}")
-    if not 0 <= m.dropout < 1:
-        raise UsageError(f"dropout must be in [0, 1), got {m.dropout}")
-    if m.arch != "bigram" and m.n_embd % m.n_head:
-        raise UsageError(f"n_embd ({m.n_embd}) must be divisible by n_head ({m.n_head})")
-    if config.dtype not in DTYPES:
-        raise UsageError(f"dtype must be one of {', '.join(DTYPES)}")
-    if config.time_budget is not None and config.time_budget <= 0:
-        raise UsageError("time budget must be positive")
-    if config.optimizer not in OPTIMIZERS:
-        raise UsageError(f"optimizer must be one of {', '.join(OPTIMIZERS)}")
-    if not (0 <= config.warmup <= 1 and 0 <= config.warmdown <= 1):
-        raise UsageError("warmup and warmdown are fractions of the run, between 0 and 1")
+class OutOfMemory(UsageError):
+    """The sizes asked for do not fit in this machine's (or GPU's) memory."""
 
 
 # --------------------------------------------------------------------------- events
@@ -187,6 +67,7 @@ class Stepped:
     step: int  # steps completed
     loss: torch.Tensor  # this step's training loss, not synchronised: call .item() only when showing it
     elapsed: float
+    trained: float = 0.0  # seconds of training alone (what --time-budget counts)
 
 
 @dataclass(frozen=True)
@@ -195,18 +76,28 @@ class Evaluated:
     train: float
     val: float
     elapsed: float
+    final: bool = False  # the evaluation of the final weights, beyond the lecture's own lines
 
 
 @dataclass(frozen=True)
 class Saved:
     step: int
     path: str
+    best: bool = False  # these weights are now the run's best
 
 
 @dataclass(frozen=True)
 class Interrupted:
+    """Training stopped on request at ``step``; ``saved_step`` is the checkpoint on disk (``None``: nothing saved).
+
+    A stop during an evaluation keeps the last saved state rather than saving
+    after half an evaluation, so ``saved_step`` may be earlier than ``step``.
+    """
+
     step: int
-    path: str
+    path: Optional[str]
+    saved_step: Optional[int]
+    during_evaluation: bool = False
 
 
 @dataclass(frozen=True)
@@ -216,6 +107,9 @@ class Finished:
     elapsed: float
     path: str
     model: nn.Module
+    best_step: Optional[int] = None
+    final: Optional[Evaluated] = None  # the last evaluation: the one at the last step, or of the final weights
+    budget_ended: bool = False  # the time budget, not max_iters, ended the run
 
 
 Event = Union[Started, Stepped, Evaluated, Saved, Interrupted, Finished]
@@ -246,6 +140,10 @@ def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextMana
     return torch.autocast(device.type, dtype=getattr(torch, dtype))
 
 
+class EvaluationStopped(Exception):
+    """``estimate_loss`` was asked to stop between two chunks; its partial result is thrown away."""
+
+
 @torch.inference_mode()
 def estimate_loss(
     model: nn.Module,
@@ -254,30 +152,79 @@ def estimate_loss(
     block_size: int,
     eval_iters: int,
     dtype: str = "float32",
+    should_stop: Optional[Callable[[], bool]] = None,
 ) -> dict[str, float]:
     """The lecture's estimate: the mean of ``eval_iters`` random-batch losses per split, in eval mode.
 
-    The indices are drawn batch by batch in the lecture's order; the forward
-    passes then run in chunks of many batches at once.
+    The indices are drawn batch by batch in the lecture's order, a chunk of
+    batches at a time, and each chunk runs as one forward pass; the forward
+    passes draw no random numbers in eval mode, so the order of draws is the
+    lecture's and memory does not grow with ``eval_iters``. ``should_stop`` is
+    asked before each chunk, so a long evaluation stops within one chunk
+    (:class:`EvaluationStopped`).
     """
     was_training = model.training
     model.eval()
     out = {}
     per_chunk = max(1, EVAL_CHUNK_TOKENS // (batch_size * block_size))
     device = next(model.parameters()).device
-    for split, data in splits.items():
-        starts = torch.cat([draw_indices(data, batch_size, block_size) for _ in range(eval_iters)])
-        losses = []
-        for first in range(0, eval_iters, per_chunk):
-            chunk = starts[first * batch_size:(first + per_chunk) * batch_size]
-            x, y = windows(data, chunk, block_size)
-            with autocast(device, dtype):
-                logits, _ = model(x)
-            token_losses = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none")
-            losses.append(token_losses.view(-1, batch_size * block_size).mean(dim=1))
-        out[split] = torch.cat(losses).cpu().mean().item()
-    model.train(was_training)
+    try:
+        for split, data in splits.items():
+            losses = []
+            for first in range(0, eval_iters, per_chunk):
+                if should_stop is not None and should_stop():
+                    raise EvaluationStopped
+                count = min(per_chunk, eval_iters - first)
+                chunk = torch.cat([draw_indices(data, batch_size, block_size) for _ in range(count)])
+                x, y = windows(data, chunk, block_size)
+                with autocast(device, dtype):
+                    logits, _ = model(x)
+                token_losses = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none")
+                losses.append(token_losses.view(-1, batch_size * block_size).mean(dim=1))
+            out[split] = torch.cat(losses).cpu().mean().item()
+    finally:
+        model.train(was_training)
     return out
+
+
+# --------------------------------------------------------------------------- memory and divergence
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for the ways torch and Python say an allocation failed (CPU allocator, CUDA, MPS, Python)."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and any(
+        needle in text for needle in ("can't allocate memory", "out of memory", "not enough memory"))
+
+
+@contextlib.contextmanager
+def _memory_for(what: str, lower: str) -> Iterator[None]:
+    """Turn an allocation failure inside the block into one line: what ran out, and what to lower."""
+    try:
+        yield
+    except (RuntimeError, MemoryError) as exc:
+        if not is_out_of_memory(exc):
+            raise
+        raise OutOfMemory(f"not enough memory for {what}; lower {lower}") from None
+
+
+def _building(model: ModelConfig) -> contextlib.AbstractContextManager:
+    if model.arch == "bigram":
+        return _memory_for(f"the model (a {model.vocab_size}-character vocabulary)", "the corpus's vocabulary")
+    return _memory_for(f"the model (n_embd {model.n_embd}, n_layer {model.n_layer}, block_size {model.block_size})",
+                       "--n-embd, --n-layer or --block-size")
+
+
+def _diverged(step: int, what: str, config: TrainConfig, saved_step: Optional[int]) -> Diverged:
+    """Stop a run whose loss is no longer a number, before a NaN model can be saved."""
+    rates = f"--lr (now {config.learning_rate:g})"
+    if config.optimizer == "muon":
+        rates += f" or --muon-lr (now {config.muon_lr:g})"
+    kept = f"; the checkpoint of step {saved_step} is kept" if saved_step is not None else "; nothing was saved"
+    return Diverged(f"training diverged at step {step}: {what} is NaN or infinite; lower {rates} and train "
+                    f"again{kept}")
 
 
 # --------------------------------------------------------------------------- the loop
@@ -287,6 +234,21 @@ def _check_fits(config: TrainConfig, corpus: Corpus) -> None:
     shortest = min(len(corpus.train), len(corpus.val))
     if config.block_size >= shortest:
         raise UsageError(f"block_size ({config.block_size}) must be below the shortest split's length ({shortest})")
+
+
+def _check_corpus(plan: Plan, corpus: Corpus) -> None:
+    """``--resume`` goes on with the text the run was trained on, or not at all."""
+    if plan.resume is None:
+        return
+    if plan.resume["vocab"] != corpus.tokenizer.chars:
+        raise checkpoint.CheckpointError(f"run {plan.run!r} was trained on another vocabulary than corpus "
+                                         f"{corpus.name!r}")
+    stored = plan.resume.get("corpus")
+    if not isinstance(stored, dict) or "sha256" not in stored or stored["sha256"] == corpus.sha256:
+        return
+    raise UsageError(f"run {plan.run!r} was trained on corpus {stored.get('name')!r} (SHA-256 "
+                     f"{str(stored['sha256'])[:12]}…), but corpus {corpus.name!r} holds other text (SHA-256 "
+                     f"{corpus.sha256[:12]}…); --resume needs the run's own corpus")
 
 
 def _maybe_compile(model: nn.Module, config: TrainConfig, device: torch.device, notices: list[str],
@@ -324,58 +286,78 @@ def _attention_for_training(model: ModelConfig, device: torch.device, dtype: str
                                       getattr(torch, dtype), notices)
 
 
-def _resolve_dtype(device: torch.device, dtype: str, notices: list[str]) -> str:
-    if dtype == "float32":
-        return dtype
-    if device.type == "mps" and dtype == "bfloat16":
-        notices.append("bfloat16 autocast is not supported on MPS here; using float32")
-        return "float32"
-    if device.type == "cpu" and dtype == "float16":
-        notices.append("float16 autocast is slow or missing on CPUs; using bfloat16")
-        return "bfloat16"
-    return dtype
+def _lock(plan: Plan) -> contextlib.AbstractContextManager:
+    """The run's exclusive lock for the whole session (see :mod:`tinyshake.runlock`)."""
+    from tinyshake import runlock
+
+    return runlock.hold(plan.run, "train")
+
+
+def _check_still_new(plan: Plan) -> None:
+    """Under the lock: a run that another process created since planning is not replaced silently."""
+    if plan.resume is None and not plan.overwrite and checkpoint.exists(plan.run):
+        raise UsageError(f"run {plan.run!r} was created by another process meanwhile; use --run NAME for a new one")
 
 
 def train(
-    config: TrainConfig,
+    plan: Union[Plan, TrainConfig],
     corpus: Corpus,
-    resume: bool = False,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> Iterator[Event]:
-    """Train ``config`` on ``corpus``, yielding events; checkpoints go to ``<home>/runs/<run>/``.
+    """Execute ``plan`` on ``corpus``, yielding events; checkpoints go to ``<home>/runs/<run>/``.
 
+    The run's lock is held from the first event to the last (rank 0 of a
+    data-parallel job holds it for all ranks). A bare :class:`TrainConfig` is
+    planned as a new run that may replace its namesake (:func:`for_config`).
     Under torchrun this process joins the job first and leaves it when the
     generator ends; if another rank dies, this one stops with a one-line
     :class:`~tinyshake.distributed.WorkerFailed`.
     """
+    if isinstance(plan, TrainConfig):
+        plan = for_config(plan, corpus.name)
+    config = plan.config if plan.resume is not None else with_vocab(plan.config, corpus.tokenizer.vocab_size)
     validate(config)
     _check_fits(config, corpus)
-    choice = resolve(config.device)
+    _check_corpus(plan, corpus)
     owns_group = not distributed.active()
-    dist = distributed.init(choice.device.type)
+    dist = distributed.init(plan.device.device.type)
     try:
-        with distributed.peer_failures(config.run):
-            yield from _train(config, corpus, resume, should_stop, dist, distributed.device_for(dist, choice.device))
+        with (_lock(plan) if dist.is_main else contextlib.nullcontext()), distributed.peer_failures(config.run):
+            _check_still_new(plan)
+            yield from _train(plan, config, corpus, should_stop, dist, distributed.device_for(dist, plan.device.device))
     finally:
         if owns_group:
             distributed.shutdown()  # _train's frame, and with it the DDP wrapper, is gone by now
 
 
-def _train(config: TrainConfig, corpus: Corpus, resume: bool, should_stop: Callable[[], bool],
+def _stored_best(stored: dict[str, Any], metrics: list[dict[str, Any]]) -> tuple[Optional[int], Optional[float]]:
+    """The best (step, val) a resumed run already has: its record's, or the lowest of its evaluations."""
+    if isinstance(stored.get("best_val"), (int, float)) and isinstance(stored.get("best_step"), int):
+        return stored["best_step"], float(stored["best_val"])
+    best = min(metrics, key=lambda m: m["val"], default=None)
+    return (int(best["step"]), float(best["val"])) if best else (None, None)
+
+
+def _train(plan: Plan, config: TrainConfig, corpus: Corpus, should_stop: Callable[[], bool],
            dist: distributed.Dist, device: torch.device) -> Iterator[Event]:
-    notices: list[str] = []
-    dtype = _resolve_dtype(device, config.dtype, notices)
+    notices = list(plan.notices)
+    dtype = plan.dtype
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
     torch.manual_seed(config.seed)
-    model = build(config.model).to(device)
-    optimizer = optim.make(model, config.optimizer, config.learning_rate, config.muon_lr)
+    with _building(config.model):
+        model = build(config.model).to(device)
+        optimizer = optim.make(model, config.optimizer, config.learning_rate, config.muon_lr)
     if dist.enabled:
         torch.manual_seed(config.seed + dist.rank)  # own batches per rank; DDP gives every rank rank 0's weights
-    start, stored, elapsed_before = _restore(config, corpus, model, optimizer, dist) if resume else (0, {}, 0.0)
-    metrics: list[dict[str, float]] = list(stored.get("metrics", []))
+    stored: dict[str, Any] = dict(plan.resume or {})
+    start, elapsed_before = _restore(plan, config, model, optimizer, dist) if plan.resume else (0, 0.0)
+    metrics: list[dict[str, Any]] = list(stored.get("metrics", []))
+    best_step, best_val = _stored_best(stored, metrics)
+    saved_step: Optional[int] = start if plan.resume else None
+    saved_path: Optional[str] = str(checkpoint.run_dir(config.run)) if plan.resume else None
     attention = _attention_for_training(config.model, device, dtype, notices)
     forward = _maybe_compile(distributed.wrap(model, dist, device), config, device, notices, attention)
     splits = {"train": corpus.train.to(device), "val": corpus.val.to(device)}
@@ -389,6 +371,7 @@ def _train(config: TrainConfig, corpus: Corpus, resume: bool, should_stop: Calla
     clock = time.perf_counter()
     trained = float(stored.get("train_seconds", 0.0))  # training time alone: what --time-budget counts
     scheduled = config.warmup > 0 or config.warmdown > 0
+    check_every = 1 if device.type == "cpu" else NONFINITE_CHECK_EVERY  # on a CPU the check costs nothing
 
     def elapsed() -> float:
         return elapsed_before + time.perf_counter() - clock
@@ -396,73 +379,127 @@ def _train(config: TrainConfig, corpus: Corpus, resume: bool, should_stop: Calla
     def progress(step: int) -> float:
         return trained / config.time_budget if config.time_budget else step / max(config.max_iters, 1)
 
-    def save(step: int) -> str:
+    def stop_vote() -> bool:
+        return distributed.any_true(should_stop())  # every rank stops at the same place
+
+    def save(step: int, final: Optional[dict[str, Any]] = None, best: bool = False) -> Saved:
         """Called on every rank (each rank's RNG state is gathered); rank 0 alone writes."""
+        nonlocal saved_step, saved_path
         rng = checkpoint.rng_state()
         rng_ranks = distributed.gather(rng) if dist.enabled else None
+        saved_step = step
         if not dist.is_main:
-            return str(checkpoint.run_dir(config.run))
-        best = min((m["val"] for m in metrics), default=None)
+            saved_path = str(checkpoint.run_dir(config.run))
+            return Saved(step, saved_path, best)
         state = {"step": step, "optimizer": optimizer.state_dict(), "rng": rng, "elapsed": elapsed()}
         if rng_ranks is not None:
             state["rng_ranks"] = rng_ranks
-        folder = checkpoint.save(config.run, model, dict(record, step=step, metrics=metrics, best_val=best,
-                                                         wall_time=elapsed(), train_seconds=trained), state)
-        return str(folder)
+        extra = {"final": final} if final is not None else {}
+        saved_path = str(checkpoint.save(config.run, model, dict(
+            record, step=step, metrics=metrics, best_val=best_val, best_step=best_step, wall_time=elapsed(),
+            train_seconds=trained, **extra), state, best=best))
+        return Saved(step, saved_path, best)
 
-    evaluated = {int(m["step"]) for m in metrics}
-    eval_steps = config.eval_steps()
+    def evaluate(step: int, final: bool = False) -> Iterator[Event]:
+        """One estimate, shown and saved; the final one draws from a fork of the random streams.
 
-    def evaluate(step: int) -> Iterator[Event]:
-        losses = estimate_loss(forward, splits, config.batch_size, config.block_size, config.eval_iters, dtype)
+        Forking keeps the final evaluation from moving the stream that the
+        sample (and a later ``--resume``) draws from, so both stay the lecture's.
+        """
+        nonlocal best_step, best_val
+        rng = torch.random.fork_rng(devices=[]) if final else contextlib.nullcontext()
+        with rng, _memory_for(f"an evaluation at batch_size {config.batch_size} × block_size {config.block_size}",
+                              "--batch-size or --block-size"):
+            losses = estimate_loss(forward, splits, config.batch_size, config.block_size, config.eval_iters, dtype,
+                                   should_stop=stop_vote)
         losses = {split: distributed.mean(loss) for split, loss in losses.items()}  # over every rank's batches
-        metrics.append({"step": step, "train": losses["train"], "val": losses["val"], "elapsed": elapsed()})
-        yield Evaluated(step, losses["train"], losses["val"], elapsed())
-        yield Saved(step, save(step))
+        if not all(math.isfinite(value) for value in losses.values()):
+            raise _diverged(step, "the evaluated loss", config, saved_step)
+        event = Evaluated(step, losses["train"], losses["val"], elapsed(), final)
+        row = {"step": step, "train": event.train, "val": event.val, "elapsed": event.elapsed}
+        if not final:
+            metrics.append(row)
+        improved = best_val is None or event.val < best_val
+        if improved:
+            best_step, best_val = step, event.val
+        yield event
+        yield save(step, final=row if final else None, best=improved)
+        return event
+
+    def interrupted(step: int, during_evaluation: bool = False) -> Interrupted:
+        return Interrupted(step, saved_path, saved_step, during_evaluation)
 
     step = start
-    while step < config.max_iters:
-        if step in eval_steps and step not in evaluated:
-            yield from evaluate(step)
-        began = time.perf_counter()
-        if scheduled:
-            optimizer.scale_lr(optim.lr_factor(progress(step), config.warmup, config.warmdown))
-        xb, yb = get_batch(splits["train"], config.batch_size, config.block_size)
-        with autocast(device, dtype), attention():
-            _, loss = forward(xb, yb)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        step += 1
-        spent = time.perf_counter() - began
-        # one clock for all ranks, so the budget and the schedule decide the same on each
-        trained += distributed.mean(spent) if config.time_budget is not None else spent
-        yield Stepped(step, loss.detach(), elapsed())
-        if distributed.any_true(should_stop()):  # every rank stops at the same step
-            yield Interrupted(step, save(step))
-            return
-        if config.time_budget is not None and trained >= config.time_budget and step < config.max_iters:
-            yield from evaluate(step)  # show where the budget ended
-            break
-    best = min((m["val"] for m in metrics), default=None)
-    yield Finished(step, best, elapsed(), save(step), model)
+    evaluated = {int(m["step"]) for m in metrics}
+    eval_steps = config.eval_steps()
+    last = (Evaluated(int(metrics[-1]["step"]), metrics[-1]["train"], metrics[-1]["val"], metrics[-1]["elapsed"])
+            if metrics else None)  # a resumed run's last evaluation
+    finishing = False
+    pending = torch.zeros((), dtype=torch.bool, device=device)  # a non-finite loss seen since the last check
+    try:
+        while step < config.max_iters:
+            if step in eval_steps and step not in evaluated:
+                last = yield from evaluate(step)
+            began = time.perf_counter()
+            if scheduled:
+                optimizer.scale_lr(optim.lr_factor(progress(step), config.warmup, config.warmdown))
+            with _memory_for(f"a training step at batch_size {config.batch_size} × block_size {config.block_size}",
+                             "--batch-size or --block-size"):
+                xb, yb = get_batch(splits["train"], config.batch_size, config.block_size)
+                with autocast(device, dtype), attention():
+                    _, loss = forward(xb, yb)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            step += 1
+            pending |= ~torch.isfinite(loss.detach())
+            if step % check_every == 0 and distributed.any_true(bool(pending)):
+                raise _diverged(step, "the training loss", config, saved_step)
+            spent = time.perf_counter() - began
+            # one clock for all ranks, so the budget and the schedule decide the same on each
+            trained += distributed.mean(spent) if config.time_budget is not None else spent
+            yield Stepped(step, loss.detach(), elapsed(), trained)
+            if stop_vote():
+                if distributed.any_true(bool(pending)):
+                    raise _diverged(step, "the training loss", config, saved_step)
+                yield save(step)
+                yield interrupted(step)
+                return
+            if config.time_budget is not None and trained >= config.time_budget and step < config.max_iters:
+                last = yield from evaluate(step)  # show where the budget ended
+                yield Finished(step, best_val, elapsed(), str(saved_path), model, best_step, last, budget_ended=True)
+                return
+        if distributed.any_true(bool(pending)):
+            raise _diverged(step, "the training loss", config, saved_step)
+        finishing = True
+        if last is None or last.step < step - 1:  # the last lecture evaluation was not at the last step
+            last = yield from evaluate(step, final=True)
+        else:
+            yield save(step)
+    except EvaluationStopped:
+        if finishing:  # the final evaluation ran on forked random streams: the trained state is whole
+            yield save(step)
+        yield interrupted(step, during_evaluation=not finishing)
+        return
+    yield Finished(step, best_val, elapsed(), str(saved_path), model, best_step, last)
 
 
-def _restore(config: TrainConfig, corpus: Corpus, model: nn.Module, optimizer: optim.Combined,
-             dist: distributed.Dist = distributed.Dist()) -> tuple[int, dict[str, Any], float]:
-    """Load a run's weights, optimizer and RNG so training goes on exactly where it stopped.
+def _restore(plan: Plan, config: TrainConfig, model: nn.Module, optimizer: optim.Combined,
+             dist: distributed.Dist = distributed.Dist()) -> tuple[int, float]:
+    """Load a run's latest weights, optimizer and RNG so training goes on exactly where it stopped.
 
-    Returns the step to go on from, the stored record (its metrics and creation
-    time carry over) and the wall time already spent.
+    The plan read the record before this process held the run's lock; the
+    checkpoint loaded here, under the lock, must be that same one. Returns the
+    step to go on from and the wall time already spent.
     """
-    record = checkpoint.read_record(config.run)
-    if record["vocab"] != corpus.tokenizer.chars:
-        raise checkpoint.CheckpointError(f"run {config.run!r} was trained on another vocabulary than corpus {corpus.name!r}")
+    record = plan.resume or {}
     if ModelConfig.from_dict(record["model"]) != config.model:  # fields added since then take their defaults
         raise checkpoint.CheckpointError(f"run {config.run!r} has another model shape; resume with its own settings")
-    loaded = checkpoint.load(config.run, next(model.parameters()).device)
+    loaded = checkpoint.load(config.run, next(model.parameters()).device, weights="last")
+    if loaded.record.get("sha256") != record.get("sha256"):
+        raise UsageError(f"run {config.run!r} changed on disk while this command started; run it again")
     model.load_state_dict(loaded.model.state_dict())
-    state = checkpoint.load_state(config.run, record)
+    state = checkpoint.load_state(config.run, loaded.record)
     try:
         optimizer.load_state_dict(state["optimizer"])
     except (KeyError, ValueError, TypeError, RuntimeError) as exc:  # another optimizer's state
@@ -476,11 +513,18 @@ def _restore(config: TrainConfig, corpus: Corpus, model: nn.Module, optimizer: o
         torch.manual_seed(config.seed + dist.rank + dist.world_size * int(state["step"]))
     else:
         checkpoint.set_rng_state(state["rng"])
-    return int(state["step"]), record, float(state.get("elapsed", 0.0))
+    return int(state["step"]), float(state.get("elapsed", 0.0))
+
+
+def evaluation_steps(config: TrainConfig) -> float:
+    """A whole run's evaluations in training steps: each is 2 x eval_iters forwards, a third of a step each.
+
+    Counted, never enumerated: ``max_iters`` may be astronomically large.
+    """
+    evaluations = config.eval_steps().count() + (0 if config.eval_last else 1)  # stages without one get a final one
+    return evaluations * 2 * config.eval_iters / 3
 
 
 def estimate_seconds(config: TrainConfig, seconds_per_step: float) -> float:
-    """Rough wall time of a whole run from a measured step time (evaluations cost about 2 x eval_iters forwards)."""
-    evals = len(config.eval_steps())
-    return config.max_iters * seconds_per_step + evals * 2 * config.eval_iters * seconds_per_step / 3
-
+    """Rough wall time of a whole run from a measured step time, evaluations included."""
+    return (config.max_iters + evaluation_steps(config)) * seconds_per_step

@@ -1,4 +1,9 @@
-"""``tinyshake train``: train one stage of the ladder with live progress, then stream a sample."""
+"""``tinyshake train``: train one stage of the ladder with live progress, then stream a sample.
+
+The core decides (:func:`tinyshake.plan.make_plan`) and trains
+(:func:`tinyshake.train.train`); this module renders both. It imports no torch
+at module level, so ``tinyshake train --help`` answers at once.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,8 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Optional, Protocol
 
-import torch
 import typer
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -18,16 +22,22 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from tinyshake import checkpoint, corpus, device, distributed, sampling, stages, train as core
+from tinyshake import paths, stages
 from tinyshake.atomic import write_bytes
 from tinyshake.cli._output import handle_errors, make_console, use_rich
-from tinyshake.cli.fetch import ensure_corpus
 from tinyshake.errors import TinyshakeError, UsageError
-from tinyshake.model import flops_per_token
+
+if TYPE_CHECKING:
+    import torch
+
+    from tinyshake import corpus
+    from tinyshake import train as core
+    from tinyshake.plan import Plan
 
 CPU_FLOPS_GUESS = 60e9  # sustained training FLOP/s on a laptop CPU, for the gpt stage's warning only
 ASK_ABOVE_SECONDS = 30 * 60  # a gpt run on a CPU this long asks before it starts (on a terminal)
 INTERRUPT_EXIT = 130  # what shells report for a process stopped by Ctrl-C
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 def _say_now(text: str) -> None:
@@ -47,28 +57,47 @@ class View(Protocol):
     def stepped(self, event: core.Stepped) -> None: ...
     def evaluated(self, event: core.Evaluated) -> None: ...
     def saved(self, event: core.Saved) -> None: ...
-    def stopping(self) -> None: ...
+    def stopping(self, why: str) -> None: ...
 
 
 class StopFlag:
-    """The first Ctrl-C asks the loop to finish its step and save; a second one stops at once.
+    """Ctrl-C, SIGTERM or SIGHUP asks the loop to finish its step and save; a second one stops at once.
 
-    Once that checkpoint is saved, more presses are ignored: all that is left
-    is printing how to resume, and cutting that short would help no one.
+    Batch schedulers send SIGTERM (and a closed terminal SIGHUP) before they
+    kill, so those save exactly like Ctrl-C. The exit code is the shell's for
+    the first signal: 130, 143 or 129. Once that checkpoint is saved, more
+    signals are ignored: all that is left is printing how to resume.
     """
 
     def __init__(self, view: View) -> None:
-        self.requested = False
+        self.signum: Optional[int] = None
         self.saved = False
         self.view = view
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.signum or signal.SIGINT)
 
     def __call__(self, signum: int, frame: Any) -> None:
         if self.saved:
             return
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
-        self.view.stopping()
+        self.signum = signum
+        self.view.stopping("Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name)
+
+
+def _refuse_data_home(path: Path) -> None:
+    """A metrics file must not land among the runs or corpora, where it could replace a checkpoint."""
+    where = path.resolve()
+    for root in (paths.runs_root(), paths.corpus_root()):
+        if where == root.resolve() or root.resolve() in where.parents:
+            raise UsageError(f"cannot write metrics to {path}: it is inside tinyshake's data folder {root}; "
+                             "choose a path elsewhere")
 
 
 class MetricsLog:
@@ -76,6 +105,7 @@ class MetricsLog:
 
     The whole file is rewritten atomically at each evaluation (there are few),
     so a crash never leaves half a line; a bad path is refused before training.
+    The evaluation of the final weights, beyond the lecture's, carries ``"final": true``.
     """
 
     def __init__(self, path: Optional[Path], resume: bool) -> None:
@@ -85,6 +115,7 @@ class MetricsLog:
             return
         if path.is_dir() or not path.parent.is_dir():
             raise UsageError(f"cannot write metrics to {path}: its folder does not exist or it is a folder")
+        _refuse_data_home(path)
         if resume and path.is_file():
             try:
                 self.lines = path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
@@ -94,8 +125,11 @@ class MetricsLog:
     def write(self, event: core.Evaluated) -> None:
         if self.path is None:
             return
-        self.lines.append(json.dumps({"step": event.step, "train": event.train, "val": event.val,
-                                      "elapsed": round(event.elapsed, 3)}) + "\n")
+        row: dict[str, Any] = {"step": event.step, "train": event.train, "val": event.val,
+                               "elapsed": round(event.elapsed, 3)}
+        if event.final:
+            row["final"] = True
+        self.lines.append(json.dumps(row) + "\n")
         write_bytes(self.path, "".join(self.lines).encode())
 
 
@@ -104,8 +138,24 @@ def lecture_line(event: core.Evaluated) -> str:
     return f"step {event.step}: train loss {event.train:.4f}, val loss {event.val:.4f}"
 
 
+def training_line(event: core.Started) -> str:
+    """What trains where, e.g. ``Training run mini-2: mini (209,729 parameters) on cpu``."""
+    resuming = f", resuming at step {event.start_step}" if event.start_step else ""
+    where = f"{event.device} × {event.world_size} processes" if event.world_size > 1 else event.device
+    return f"Training run {event.config.run}: {event.config.stage} ({event.parameters:,} parameters) on {where}{resuming}"
+
+
+def final_line(event: core.Evaluated) -> str:
+    """The final weights' evaluation, worded so that it can never be mistaken for a lecture line."""
+    return f"final weights after step {event.step}: train loss {event.train:.4f}, val loss {event.val:.4f}"
+
+
+def budget_line(finished: core.Finished, budget: float) -> str:
+    return f"the time budget ({budget:g} s of training) ended the run at step {finished.step}"
+
+
 class PlainView:
-    """Non-TTY output (and --quiet): the lecture's lines and nothing else; notes go to stderr."""
+    """Non-TTY output (and --quiet): the lecture's lines and nothing else on stdout; notes go to stderr."""
 
     def __init__(self, console: Console, quiet: bool) -> None:
         self.console, self.quiet = console, quiet
@@ -119,19 +169,25 @@ class PlainView:
     def started(self, event: core.Started) -> None:
         for notice in event.notices:
             print(f"note: {notice}", file=sys.stderr)
+        if not self.quiet:  # on stderr: stdout stays the lecture's log
+            print(training_line(event), file=sys.stderr, flush=True)
 
     def stepped(self, event: core.Stepped) -> None:
         return None
 
     def evaluated(self, event: core.Evaluated) -> None:
-        if not self.quiet:
+        if self.quiet:
+            return
+        if event.final:  # stdout stays exactly the lecture's log
+            print(final_line(event), file=sys.stderr)
+        else:
             self.console.print(lecture_line(event), markup=False)
 
     def saved(self, event: core.Saved) -> None:
         return None
 
-    def stopping(self) -> None:
-        _say_now("Stopping after this step and saving a checkpoint (Ctrl-C again to abort)...\n")
+    def stopping(self, why: str) -> None:
+        _say_now(f"{why}: stopping after this step and saving a checkpoint (press Ctrl-C again to abort)...\n")
 
 
 class SilentView(PlainView):
@@ -143,26 +199,30 @@ class SilentView(PlainView):
     def started(self, event: core.Started) -> None:
         return None
 
-    def stopping(self) -> None:
+    def stopping(self, why: str) -> None:
         return None
 
 
 class RichView:
     """TTY output: a loss table that grows above a progress bar with speed and the recent loss.
 
-    The live region shows only as many table rows as fit the terminal (a taller
-    one could not be redrawn in place); when training ends it is replaced by
-    the whole table, which then stays in the scrollback.
+    The bar counts steps out of max_iters, or with a time budget the seconds of
+    training out of the budget, since that is what ends such a run. The live
+    region shows only as many table rows as fit the terminal (a taller one could
+    not be redrawn in place); when training ends it is replaced by the whole
+    table, which then stays in the scrollback.
     """
 
     def __init__(self, console: Console, config: core.TrainConfig) -> None:
         self.console, self.config = console, config
+        budget = config.time_budget
+        counter = TextColumn("{task.completed:.0f}/{task.total:.0f} s") if budget else MofNCompleteColumn()
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("[bold]{task.description}"), BarColumn(), counter,
             TextColumn("{task.fields[its]:>7.1f} it/s"), TextColumn("{task.fields[tps]:>9,.0f} tok/s"),
             TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console,
         )
-        self.task = self.progress.add_task(config.stage, total=config.max_iters, its=0.0, tps=0.0, loss="-")
+        self.task = self.progress.add_task(config.stage, total=budget or config.max_iters, its=0.0, tps=0.0, loss="-")
         self.rows: list[tuple[str, ...]] = []
         self.last_val: Optional[float] = None
         self.window: Optional[torch.Tensor] = None  # sum of the losses since the bar last showed one
@@ -205,12 +265,10 @@ class RichView:
         self.begun = True
         for notice in event.notices:
             self.console.print(Text.assemble(("note: ", "yellow"), notice))
-        resuming = f", resuming at step {event.start_step}" if event.start_step else ""
         self.world_size = event.world_size
-        where = f"{event.device} × {event.world_size} processes" if event.world_size > 1 else event.device
-        self.console.print(f"Training [bold]{event.config.stage}[/] ({event.parameters:,} parameters) "
-                           f"on {where}{resuming}")
-        self.progress.update(self.task, completed=event.start_step)
+        self.console.print(training_line(event), markup=False)
+        if not self.config.time_budget:
+            self.progress.update(self.task, completed=event.start_step)
         self.mark = (event.start_step, time.perf_counter())
 
     def stepped(self, event: core.Stepped) -> None:
@@ -228,21 +286,23 @@ class RichView:
         self.window, self.window_steps = None, 0
         steps, seconds = event.step - self.mark[0], now - self.mark[1]
         its = steps / seconds if seconds > 0 else 0.0
-        self.progress.update(self.task, completed=event.step, its=its, loss=f"{loss:.4f}",
+        done = min(event.trained, self.config.time_budget) if self.config.time_budget else event.step
+        self.progress.update(self.task, completed=done, its=its, loss=f"{loss:.4f}",
                              tps=its * self.config.batch_size * self.config.block_size * self.world_size)
         self.last_show = now
 
     def evaluated(self, event: core.Evaluated) -> None:
         delta = "" if self.last_val is None else f"{event.val - self.last_val:+.4f}"
-        self.rows.append((str(event.step), f"{event.train:.4f}", f"{event.val:.4f}", delta, f"{event.elapsed:.1f}s"))
+        step = f"final {event.step}" if event.final else str(event.step)
+        self.rows.append((step, f"{event.train:.4f}", f"{event.val:.4f}", delta, f"{event.elapsed:.1f}s"))
         self.last_val = event.val
 
     def saved(self, event: core.Saved) -> None:
         """Measure speed from here: evaluating and saving are not training."""
         self.mark = (event.step, time.perf_counter())
 
-    def stopping(self) -> None:
-        self.progress.update(self.task, description=f"{self.config.stage} [yellow]stopping…[/]")
+    def stopping(self, why: str) -> None:
+        self.progress.update(self.task, description=f"{self.config.stage} [yellow]stopping ({why})…[/]")
 
 
 def _duration(seconds: float) -> str:
@@ -254,14 +314,24 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _confirm_slow_run(config: core.TrainConfig, yes: bool) -> None:
-    """Warn (on stderr) before the gpt stage on a CPU, with an estimate; ask on a terminal if it is long."""
-    if config.stage != "gpt" or device.resolve(config.device).device.type != "cpu":
+def _confirm_slow_run(plan: Plan, yes: bool) -> None:
+    """Warn (on stderr) before the gpt stage on a CPU, with an estimate; ask on a terminal if it is long.
+
+    On a CPU the gpt stage's evaluations (2 x 200 batches each) can cost more
+    than its training steps, so the warning says how much and how to cut it.
+    """
+    from tinyshake import train as core
+    from tinyshake.model import flops_per_token
+
+    config = plan.config
+    if config.stage != "gpt" or plan.device.device.type != "cpu":
         return
     per_step = flops_per_token(config.model) * config.batch_size * config.block_size / CPU_FLOPS_GUESS
     seconds = core.estimate_seconds(config, per_step)
-    print(f"Warning: the gpt stage is slow on a CPU; this run needs roughly {_duration(seconds)} here "
-          "(try --model mini, or a GPU).", file=sys.stderr)
+    evals = core.evaluation_steps(config) * per_step
+    print(f"Warning: the gpt stage is slow on a CPU; this run needs roughly {_duration(seconds)} here, "
+          f"{_duration(evals)} of it in evaluations of {config.eval_iters} batches per split (a smaller "
+          "--eval-iters, such as 20, makes them cheaper; or try --model mini, or a GPU).", file=sys.stderr)
     if yes or seconds < ASK_ABOVE_SECONDS or not (sys.stdin.isatty() and sys.stdout.isatty()):
         return
     if not typer.confirm("Train it anyway?", default=False):
@@ -272,34 +342,21 @@ def _resume_hint(run: str) -> str:
     return f"tinyshake train --run {run} --resume"
 
 
-def _plan(stage: Optional[str], run: Optional[str], corpus_name: Optional[str], resume: bool, overwrite: bool,
-          settings: dict[str, Any]) -> tuple[core.TrainConfig, str]:
-    """This session's config and corpus name, checked before anything is fetched or written.
+def _complete(plan: Plan) -> None:
+    """``--resume`` of a run that has trained all its steps: nothing to do, which is a success (exit 0).
 
-    A new run merges the stage's preset with the flags (its vocabulary size is
-    filled in once the corpus is loaded); a resumed run takes its stored
-    settings and, unless told otherwise, its own corpus.
+    A scheduler that requeues a finished job with ``--resume`` must not see it fail.
     """
-    if resume:
-        name = run or stage or stages.DEFAULT_STAGE
-        if stage is not None:
-            stages.get(stage)
-        if not checkpoint.exists(name):
-            raise UsageError(f"there is no run {name!r} to resume; start it without --resume")
-        record = checkpoint.read_record(name)
-        stored = record.get("corpus")
-        stored_name = stored.get("name") if isinstance(stored, dict) else None
-        return core.resume_config(record, stage=stage, **settings), corpus_name or stored_name or corpus.DEFAULT_CORPUS
-    config = core.make_config(stage or stages.DEFAULT_STAGE, run=run, **settings)
-    if checkpoint.exists(config.run) and not overwrite:
-        record = checkpoint.read_record(config.run)
-        raise UsageError(f"run {config.run!r} already exists (step {record.get('step')}); use --resume to continue "
-                         "it, --overwrite to replace it, or --run NAME for a new one")
-    return config, corpus_name or corpus.DEFAULT_CORPUS
+    more = max(2 * plan.start_step, plan.start_step + 1)
+    print(f"run {plan.run!r} is complete: it has trained {plan.start_step} of {plan.config.max_iters} steps; "
+          f"to train it further, give a larger --max-iters ({_resume_hint(plan.run)} --max-iters {more})",
+          file=sys.stderr)
 
 
 def stream_sample(model: Any, tokenizer: corpus.CharTokenizer, chars: int, out: Any = None) -> None:
     """Stream ``chars`` sampled characters from a context of token 0, printing the context as the lecture does."""
+    from tinyshake import sampling
+
     out = out or sys.stdout
     context = [sampling.START_TOKEN]
     out.write(tokenizer.decode(context))
@@ -310,42 +367,60 @@ def stream_sample(model: Any, tokenizer: corpus.CharTokenizer, chars: int, out: 
     out.flush()
 
 
-def _summary(console: Console, event: core.Finished, params: int, run: str) -> None:
+def _summary(console: Console, event: core.Finished, params: int, run: str, budget: Optional[float]) -> None:
     table = Table(show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column()
-    best = f"{event.best_val:.4f}" if event.best_val is not None else "-"
-    for key, value in (("parameters", f"{params:,}"), ("steps", str(event.step)), ("wall time", f"{event.elapsed:.1f}s"),
-                       ("best val", best), ("checkpoint", event.path), ("chat", f"tinyshake chat --run {run}")):
+    rows = [("parameters", f"{params:,}"), ("steps", str(event.step)), ("wall time", f"{event.elapsed:.1f}s")]
+    if event.budget_ended and budget:
+        rows.append(("ended by", budget_line(event, budget)))
+    if event.final is not None:
+        rows.append(("final val", f"{event.final.val:.4f} (step {event.final.step})"))
+    if event.best_val is not None:
+        rows.append(("best val", f"{event.best_val:.4f} (step {event.best_step})"))
+    rows += [("checkpoint", event.path), ("chat", f"tinyshake chat --run {run}")]
+    for key, value in rows:
         table.add_row(key, Text(value))
     console.print(table)
 
 
-def _interrupted(console: Console, event: core.Interrupted, run: str) -> typer.Exit:
-    console.print(f"Interrupted at step {event.step}; checkpoint saved in {event.path}", markup=False)
-    console.print(f"Resume with: {_resume_hint(run)}", markup=False)
-    return typer.Exit(INTERRUPT_EXIT)
+def _interrupted(console: Console, event: core.Interrupted, run: str, code: int) -> typer.Exit:
+    if not event.during_evaluation:
+        console.print(f"Interrupted at step {event.step}; checkpoint saved in {event.path}", markup=False)
+    elif event.saved_step is not None:
+        console.print(f"Interrupted during the evaluation at step {event.step}; the checkpoint of step "
+                      f"{event.saved_step} in {event.path} is kept", markup=False)
+    else:
+        console.print(f"Interrupted during the evaluation at step {event.step}; nothing was saved", markup=False)
+    if event.saved_step is not None:
+        console.print(f"Resume with: {_resume_hint(run)}", markup=False)
+    return typer.Exit(code)
 
 
 def _aborted(run: str) -> typer.Exit:
     """A second Ctrl-C: say what is left on disk, then exit as an interrupted program does."""
+    from tinyshake import checkpoint
+
     kept = f"; run {run!r} keeps its last checkpoint ({_resume_hint(run)})" if checkpoint.exists(run) else ""
     print(f"\nAborted{kept}", file=sys.stderr)
     return typer.Exit(INTERRUPT_EXIT)
 
 
-def run_training(config: core.TrainConfig, data: corpus.Corpus, resume: bool, view: View, console: Console,
-                 metrics: MetricsLog) -> tuple[core.Finished, int]:
-    """Drive the core loop and render its events; return the Finished event and the parameter count.
+def run_training(plan: Plan, data: corpus.Corpus, view: View, console: Console,
+                 metrics: MetricsLog) -> tuple[core.Finished, int, StopFlag]:
+    """Drive the core loop and render its events; return the Finished event, the parameter count and the flag.
 
-    Ctrl-C once saves a checkpoint at the end of the step and exits 130; twice aborts at once.
+    A stop signal once saves a checkpoint at the end of the step and exits with
+    the shell's code for it; twice aborts at once.
     """
+    from tinyshake import train as core
+
     flag = StopFlag(view)
-    previous = signal.signal(signal.SIGINT, flag)
+    previous = {sig: signal.signal(sig, flag) for sig in STOP_SIGNALS}
     params, main = 0, True
     try:
         with view:
-            for event in core.train(config, data, resume=resume, should_stop=lambda: flag.requested):
+            for event in core.train(plan, data, should_stop=lambda: flag.requested):
                 if isinstance(event, core.Started):
                     params, main = event.parameters, event.rank == 0
                     view.started(event)
@@ -359,23 +434,47 @@ def run_training(config: core.TrainConfig, data: corpus.Corpus, resume: bool, vi
                 elif isinstance(event, core.Interrupted):
                     flag.saved = True
                     view.__exit__()
-                    raise _interrupted(console, event, config.run) if main else typer.Exit(INTERRUPT_EXIT)
+                    raise _interrupted(console, event, plan.run, flag.exit_code) if main else typer.Exit(flag.exit_code)
                 elif isinstance(event, core.Finished):
-                    return event, params
+                    flag.saved = True
+                    return event, params, flag
     except KeyboardInterrupt:
-        raise _aborted(config.run) from None
+        raise _aborted(plan.run) from None
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     raise TinyshakeError("training ended without finishing")  # pragma: no cover - the core always finishes
+
+
+def _after_training(console: Console, plan: Plan, data: corpus.Corpus, rich: bool, quiet: bool,
+                    sample_chars: int, finished: core.Finished, params: int, flag: StopFlag) -> None:
+    """The summary, the budget's line and the sample; a stop signal during the last save skips the sample."""
+    budget = plan.config.time_budget
+    if rich:
+        _summary(console, finished, params, plan.run, budget)
+    elif finished.budget_ended and budget and not quiet:
+        print(f"note: {budget_line(finished, budget)}", file=sys.stderr)
+    if flag.requested:
+        console.print(f"Interrupted after the last step; checkpoint saved in {finished.path} (sample skipped)",
+                      markup=False)
+        raise typer.Exit(flag.exit_code)
+    if sample_chars:
+        console.file.flush()
+        try:
+            stream_sample(finished.model, data.tokenizer, sample_chars)
+        except KeyboardInterrupt:
+            print(file=sys.stdout)
+            raise typer.Exit(INTERRUPT_EXIT) from None
 
 
 @handle_errors
 def train(
     model: Annotated[Optional[str], typer.Option(
         "--model", "-m", help=f"Stage: {', '.join(stages.STAGES)} (default {stages.DEFAULT_STAGE}).")] = None,
-    run: Annotated[Optional[str], typer.Option(help="Run name (default: the stage's name).")] = None,
+    run: Annotated[Optional[str], typer.Option(
+        help="Run name (default: the stage's name, or the next free one: bigram-2, ...).")] = None,
     corpus_name: Annotated[Optional[str], typer.Option(
-        "--corpus", help=f"Cached corpus to train on (default {corpus.DEFAULT_CORPUS}, or a resumed run's).")] = None,
+        "--corpus", help="Cached corpus to train on (default tiny Shakespeare, or a resumed run's own).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Sequences per batch.")] = None,
     block_size: Annotated[Optional[int], typer.Option(help="Context length.")] = None,
     n_embd: Annotated[Optional[int], typer.Option(help="Embedding width.")] = None,
@@ -398,7 +497,7 @@ def train(
     time_budget: Annotated[Optional[float], typer.Option(
         help="Seconds of training (evaluations excluded); a warmup/warmdown schedule ends exactly then.")] = None,
     resume: Annotated[bool, typer.Option(
-        "--resume", help="Continue the run from its last checkpoint, with its own settings.")] = False,
+        "--resume", help="Continue the run from its latest checkpoint, with its own settings.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run of the same name.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Don't ask before a very long run.")] = False,
     sample_chars: Annotated[int, typer.Option(help="Characters to sample at the end (0 to skip).", min=0)] = 500,
@@ -408,42 +507,49 @@ def train(
         help="Train data-parallel in N processes on this machine (runs torchrun for you).", min=1)] = None,
 ) -> None:
     """Train a stage of the lecture's model ladder, save a checkpoint, and stream a sample."""
-    console = make_console()
-    dist = distributed.Dist.from_env()
-    if nproc is not None and dist.enabled:
-        raise UsageError("--nproc starts torchrun itself; leave it out when running under torchrun")
     settings = dict(batch_size=batch_size, block_size=block_size, n_embd=n_embd, n_head=n_head, n_layer=n_layer,
                     dropout=dropout, learning_rate=lr, max_iters=max_iters, eval_interval=eval_interval,
                     eval_iters=eval_iters, seed=seed, device=device_name, dtype=dtype, compile=compile_model,
                     time_budget=time_budget, optimizer=optimizer, muon_lr=muon_lr, warmup=warmup, warmdown=warmdown)
-    config, corpus_name = _plan(model, run, corpus_name, resume, overwrite, settings)
-    chosen = device.resolve(config.device).device
+    try:
+        _train(model, run, corpus_name, resume, overwrite, yes, sample_chars, quiet, metrics, nproc, settings)
+    except KeyboardInterrupt:  # before training's own handler is in place: importing, fetching, loading
+        print("\nInterrupted before training started; nothing was written", file=sys.stderr)
+        raise typer.Exit(INTERRUPT_EXIT) from None
+
+
+def _train(stage: Optional[str], run: Optional[str], corpus_name: Optional[str], resume: bool, overwrite: bool,
+           yes: bool, sample_chars: int, quiet: bool, metrics: Optional[Path], nproc: Optional[int],
+           settings: dict[str, Any]) -> None:
+    from tinyshake import corpus, distributed
+    from tinyshake.cli.fetch import ensure_corpus
+    from tinyshake.plan import make_plan
+
+    console = make_console()
+    dist = distributed.Dist.from_env()
+    if nproc is not None and dist.enabled:
+        raise UsageError("--nproc starts torchrun itself; leave it out when running under torchrun")
+    plan = make_plan(stage, run, corpus_name, resume, overwrite, **settings)
+    if plan.complete:
+        _complete(plan)
+        return
     if nproc is not None and nproc > 1:
-        distributed.check_launch(nproc, chosen)
+        distributed.check_launch(nproc, plan.device.device)
     log = MetricsLog(metrics if dist.is_main else None, resume)
     if dist.is_main:
-        _confirm_slow_run(config, yes or dist.enabled)  # workers under torchrun cannot ask
-    ensure_corpus(corpus_name, make_console(stderr=True))  # fetch progress must not mix with the log on stdout
+        _confirm_slow_run(plan, yes or dist.enabled)  # workers under torchrun cannot ask
+    ensure_corpus(plan.corpus, make_console(stderr=True))  # fetch progress must not mix with the log on stdout
     if nproc is not None and nproc > 1:  # everything is checked and fetched: now the workers do the rest
         code = distributed.launch(nproc, sys.argv[1:])
         if code == distributed.INTERRUPTED:
             raise typer.Exit(INTERRUPT_EXIT)
-        distributed.check_exit(code, config.run)
+        distributed.check_exit(code, plan.run)
         return
-    data = corpus.load(corpus_name)
-    if not resume:
-        config = core.with_vocab(config, data.tokenizer.vocab_size)
+    data = corpus.load(plan.corpus)
     rich = use_rich() and not quiet and dist.is_main
-    view: View = RichView(console, config) if rich else PlainView(console, quiet)
+    view: View = RichView(console, plan.config) if rich else PlainView(console, quiet)
     if not dist.is_main:
         view = SilentView(console)  # rank 0 alone shows the run
-    finished, params = run_training(config, data, resume, view, console, log)
-    if rich:
-        _summary(console, finished, params, config.run)
-    if sample_chars and dist.is_main:
-        console.file.flush()
-        try:
-            stream_sample(finished.model, data.tokenizer, sample_chars)
-        except KeyboardInterrupt:
-            print(file=sys.stdout)
-            raise typer.Exit(INTERRUPT_EXIT) from None
+    finished, params, flag = run_training(plan, data, view, console, log)
+    if dist.is_main:
+        _after_training(console, plan, data, rich, quiet, sample_chars, finished, params, flag)

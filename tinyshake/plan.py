@@ -1,0 +1,309 @@
+"""What a training run will do, decided once: its settings, corpus, device, name and stored state.
+
+``tinyshake train`` used to resolve the device in three places and read a
+resumed run's record in four. :func:`make_plan` now makes every such decision
+in one place, before anything is fetched or written, and returns a frozen
+:class:`Plan`: the CLI renders it, :func:`tinyshake.train.train` executes it
+(holding the run's lock while it does), and a ladder of runs can make one plan
+per stage the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any, Mapping, Optional
+
+from tinyshake import checkpoint, runlock, stages
+from tinyshake.corpus import DEFAULT_CORPUS, validate_name
+from tinyshake.device import DeviceChoice, resolve
+from tinyshake.errors import UsageError
+from tinyshake.model import ModelConfig
+
+if TYPE_CHECKING:
+    import torch
+
+DTYPES = ("float32", "bfloat16", "float16")
+OPTIMIZERS = ("adamw", "muon")
+TORCH_INT_MAX = 2**63 - 1  # sizes and seeds end up in int64 tensors or torch's seed
+
+
+@dataclass(frozen=True)
+class EvalSteps:
+    """The steps that evaluate before training: 0, every interval, and the last one from residual on.
+
+    A predicate, not a set: ``max_iters`` may be astronomically large with a
+    time budget, and nothing may grow with it.
+    """
+
+    max_iters: int
+    interval: int
+    last: bool
+
+    def __contains__(self, step: object) -> bool:
+        if not isinstance(step, int) or not 0 <= step < self.max_iters:
+            return False
+        return step % self.interval == 0 or (self.last and step == self.max_iters - 1)
+
+    def count(self) -> int:
+        """How many steps evaluate (not ``len``: that cannot exceed ``sys.maxsize``)."""
+        regular = -(-self.max_iters // self.interval)  # ceil: 0, interval, ... below max_iters
+        return regular + int(self.last and self.max_iters > 0 and (self.max_iters - 1) % self.interval != 0)
+
+
+@dataclass
+class TrainConfig:
+    """A stage's preset after the user's overrides: everything a run needs to be repeated."""
+
+    stage: str
+    run: str
+    model: ModelConfig
+    batch_size: int
+    learning_rate: float
+    max_iters: int
+    eval_interval: int
+    eval_iters: int = 200
+    eval_last: bool = False
+    seed: int = 1337
+    device: str = "auto"
+    dtype: str = "float32"
+    compile: bool = False
+    time_budget: Optional[float] = None  # seconds of training (evaluations excluded); the schedule follows it
+    optimizer: str = "adamw"  # "adamw" (the lecture) or "muon" (hidden matrices; AdamW for the rest)
+    muon_lr: float = 0.02
+    warmup: float = 0.0  # fraction of the run spent warming the rate up from 0
+    warmdown: float = 0.0  # fraction of the run at its end spent cooling the rate down to 0
+
+    @property
+    def block_size(self) -> int:
+        return self.model.block_size
+
+    def hyper(self) -> dict[str, Any]:
+        """The hyperparameters as stored in a run's config.json."""
+        data = asdict(self)
+        data.pop("model")
+        return data
+
+    def eval_steps(self) -> EvalSteps:
+        """Steps that evaluate before training (see :class:`EvalSteps`); ``step in config.eval_steps()`` is O(1)."""
+        return EvalSteps(self.max_iters, self.eval_interval, self.eval_last)
+
+
+STAGE_KEYS = ("batch_size", "block_size", "learning_rate", "max_iters", "eval_interval",
+              "n_embd", "n_head", "n_layer", "dropout")
+# What a resumed run may change: how long and how it runs, never what it computes per step.
+SESSION_KEYS = ("max_iters", "eval_interval", "eval_iters", "device", "dtype", "compile", "time_budget")
+FIXED_KEYS = ("stage", "batch_size", "learning_rate", "seed", "block_size", "n_embd", "n_head", "n_layer", "dropout",
+              "optimizer", "muon_lr", "warmup", "warmdown")
+
+
+def make_config(stage_name: str, vocab_size: int = ModelConfig.vocab_size, run: Optional[str] = None,
+                **overrides: Any) -> TrainConfig:
+    """Merge a stage's preset with overrides (``None`` keeps the preset) and check that the sizes make sense.
+
+    ``vocab_size`` may be left out while the corpus is not loaded yet, so bad
+    flags are refused before anything is fetched; :func:`with_vocab` fills it in.
+    An empty run name is a name (and an invalid one), not a missing one.
+    """
+    stage = stages.with_overrides(stages.get(stage_name), **{k: overrides.pop(k, None) for k in STAGE_KEYS})
+    config = TrainConfig(
+        stage=stage.name,
+        run=stage.name if run is None else run,
+        model=ModelConfig(vocab_size=vocab_size, block_size=stage.block_size, **stage.model),
+        batch_size=stage.batch_size,
+        learning_rate=stage.learning_rate,
+        max_iters=stage.max_iters,
+        eval_interval=stage.eval_interval,
+        eval_last=stage.eval_last,
+        **dict(stage.hyper, **{k: v for k, v in overrides.items() if v is not None}),
+    )
+    validate(config)
+    return config
+
+
+def with_vocab(config: TrainConfig, vocab_size: int) -> TrainConfig:
+    """The same config for a corpus with ``vocab_size`` distinct characters."""
+    return replace(config, model=replace(config.model, vocab_size=vocab_size))
+
+
+def resume_config(record: Mapping[str, Any], **given: Any) -> TrainConfig:
+    """A stored run's own settings, so ``--resume`` needs no flags to go on exactly as it started.
+
+    Given values (``None`` means not given) may change how long and where the
+    run goes on; one that would change the computation itself is refused, since
+    the optimizer state and the step's losses belong to the stored settings.
+    """
+    try:
+        model = ModelConfig.from_dict(record["model"])
+        names = {f.name for f in fields(TrainConfig)} - {"model"}
+        config = TrainConfig(model=model, **{k: v for k, v in record["hyper"].items() if k in names})
+        validate(config)  # a value of the wrong type fails here with a TypeError
+    except (KeyError, TypeError, AttributeError, UsageError):
+        raise checkpoint.CheckpointError(f"the settings stored for run {record.get('name')!r} are unreadable; "
+                                         "retrain it with --overwrite") from None
+    stored = dict(config.hyper(), **asdict(model))
+    for key in FIXED_KEYS:
+        if given.get(key) is not None and given[key] != stored[key]:
+            raise UsageError(f"run {config.run!r} was trained with {key} {stored[key]}; --resume keeps a run's "
+                             "settings (leave that option out, or start a new run with --run NAME)")
+    config = replace(config, **{k: given[k] for k in SESSION_KEYS if given.get(k) is not None})
+    validate(config)  # the new values
+    return config
+
+
+def _finite_positive(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise UsageError(f"{name} must be a positive finite number, got {value}")
+
+
+def validate(config: TrainConfig) -> None:
+    """Reject values that cannot train, with a one-line reason, before torch ever sees them."""
+    m = config.model
+    positive = {"batch_size": config.batch_size, "block_size": m.block_size, "eval_interval": config.eval_interval,
+                "eval_iters": config.eval_iters}
+    if m.arch != "bigram":
+        positive.update(n_embd=m.n_embd, n_head=m.n_head, n_layer=m.n_layer)
+    for name, value in positive.items():
+        if value <= 0:
+            raise UsageError(f"{name} must be positive, got {value}")
+        if name != "eval_interval" and value > TORCH_INT_MAX:
+            raise UsageError(f"{name} {value} is too large (at most {TORCH_INT_MAX})")
+    if config.max_iters < 0:
+        raise UsageError(f"max_iters must be 0 or more, got {config.max_iters}")
+    if not 0 <= config.seed <= TORCH_INT_MAX:
+        raise UsageError(f"seed must be between 0 and {TORCH_INT_MAX}, got {config.seed}")
+    _finite_positive("learning_rate", config.learning_rate)
+    if config.optimizer == "muon":
+        _finite_positive("muon_lr", config.muon_lr)
+    if not 0 <= m.dropout < 1:
+        raise UsageError(f"dropout must be in [0, 1), got {m.dropout}")
+    if m.arch != "bigram" and m.n_embd % m.n_head:
+        raise UsageError(f"n_embd ({m.n_embd}) must be divisible by n_head ({m.n_head})")
+    if config.dtype not in DTYPES:
+        raise UsageError(f"dtype must be one of {', '.join(DTYPES)}")
+    if config.time_budget is not None:
+        _finite_positive("time budget", config.time_budget)
+    if config.optimizer not in OPTIMIZERS:
+        raise UsageError(f"optimizer must be one of {', '.join(OPTIMIZERS)}")
+    if not (0 <= config.warmup <= 1 and 0 <= config.warmdown <= 1):
+        raise UsageError("warmup and warmdown are fractions of the run, between 0 and 1")
+
+
+def resolve_dtype(device: torch.device, dtype: str, notices: list[str]) -> str:
+    """The autocast dtype this device can use for ``dtype``, with a notice where it falls back."""
+    kind = device.type
+    if kind == "mps" and dtype == "bfloat16":
+        notices.append("bfloat16 autocast is not supported on MPS here; using float32")
+        return "float32"
+    if kind == "cpu" and dtype == "float16":
+        notices.append("float16 autocast is slow or missing on CPUs; using bfloat16")
+        return "bfloat16"
+    return dtype
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One training session, decided: run it with :func:`tinyshake.train.train`.
+
+    ``resume`` is the stored record of the run that goes on (read once, here),
+    or ``None`` for a new run. A new run's vocabulary size is filled in from the
+    corpus when training starts, because the corpus is fetched after planning.
+    """
+
+    config: TrainConfig
+    corpus: str
+    device: DeviceChoice
+    dtype: str  # the autocast dtype actually used on this device
+    resume: Optional[Mapping[str, Any]] = None
+    overwrite: bool = False
+    notices: tuple[str, ...] = field(default=())
+
+    @property
+    def run(self) -> str:
+        return self.config.run
+
+    @property
+    def start_step(self) -> int:
+        return int(self.resume["step"]) if self.resume is not None else 0
+
+    @property
+    def complete(self) -> bool:
+        """A resumed run that has already trained all its steps: there is nothing left to do."""
+        return self.resume is not None and self.start_step >= self.config.max_iters
+
+
+def next_free_name(base: str) -> str:
+    """``base``, or ``base-2``, ``base-3``, ...: the first name no run folder uses yet."""
+    name, n = base, 1
+    while checkpoint.run_dir(name).exists():
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
+def for_config(config: TrainConfig, corpus: str = DEFAULT_CORPUS, overwrite: bool = True) -> Plan:
+    """A plan for a config built by hand (scripts, benchmarks, tests): a new run that may replace its namesake."""
+    choice = resolve(config.device)
+    notices: list[str] = []
+    return Plan(config, corpus, choice, resolve_dtype(choice.device, config.dtype, notices), None, overwrite, tuple(notices))
+
+
+def _stored_corpus(record: Mapping[str, Any]) -> Optional[str]:
+    stored = record.get("corpus")
+    name = stored.get("name") if isinstance(stored, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def make_plan(stage: Optional[str] = None, run: Optional[str] = None, corpus: Optional[str] = None,
+              resume: bool = False, overwrite: bool = False, **settings: Any) -> Plan:
+    """Decide a training session from the user's choices (``None`` means not given), or refuse it in one line.
+
+    A new run merges the stage's preset with ``settings``; without ``run`` it
+    takes the stage's name, or the next free one (``bigram-2``, ...) with a
+    notice, so re-running a stage never fails. An explicit ``run`` that exists
+    is refused unless ``overwrite``. A resumed run takes its stored settings
+    and, unless told otherwise, its own corpus.
+    """
+    if resume and overwrite:
+        raise UsageError("--resume continues a run and --overwrite replaces it; choose one")
+    if stage is not None:
+        stages.get(stage)
+    if corpus is not None:
+        validate_name(corpus)
+    notices: list[str] = []
+    record: Optional[dict[str, Any]] = None
+    if resume:
+        name = run if run is not None else stage if stage is not None else stages.DEFAULT_STAGE
+        if not checkpoint.exists(name):
+            raise UsageError(f"there is no run {name!r} to resume; start it without --resume")
+        _refuse_in_use(name)
+        record = checkpoint.read_record(name)
+        config = resume_config(record, stage=stage, **settings)
+        corpus = corpus if corpus is not None else _stored_corpus(record) or DEFAULT_CORPUS
+    else:
+        config = make_config(stage if stage is not None else stages.DEFAULT_STAGE, run=run, **settings)
+        if checkpoint.run_dir(config.run).exists() and not overwrite:
+            if run is not None:
+                _refuse_in_use(config.run)
+                raise UsageError(f"run {config.run!r} already exists{_at_step(config.run)}; use --resume to continue "
+                                 "it, --overwrite to replace it, or --run NAME for a new one")
+            name = next_free_name(config.run)
+            notices.append(f"run {config.run!r} exists, so this run is {name!r} (--run NAME chooses a name)")
+            config = replace(config, run=name)
+        corpus = corpus if corpus is not None else DEFAULT_CORPUS
+    _refuse_in_use(config.run)
+    choice = resolve(config.device)
+    dtype = resolve_dtype(choice.device, config.dtype, notices)
+    return Plan(config, corpus, choice, dtype, record, overwrite, tuple(notices))
+
+
+def _refuse_in_use(run: str) -> None:
+    """A run another process holds is refused up front, naming it (train takes the lock itself when it starts)."""
+    pid = runlock.holder(run)
+    if pid is not None:
+        raise UsageError(f"run {run!r} is in use by process {pid or '(starting)'}; wait for it to end, or stop it first")
+
+
+def _at_step(run: str) -> str:
+    """`` (step N)`` for a run with a record; a damaged record is reported as such (it says to use --overwrite)."""
+    return f" (step {checkpoint.read_record(run).get('step')})" if checkpoint.exists(run) else ""
