@@ -74,7 +74,7 @@ def test_a_damaged_checkpoint_is_a_one_line_error_on_resume(cached, home, target
     assert snapshot(home) == before
     if target != "config":
         with pytest.raises(checkpoint.CheckpointError, match="run|checkpoint"):
-            checkpoint.load_state("c", checkpoint.read_record("c")) if target == "state" else checkpoint.load("c")
+            checkpoint.load_state("c", checkpoint.read_record("c")) if target == "state" else checkpoint.load("c", weights="last")
 
 
 def test_overwrite_replaces_a_damaged_run(cached):
@@ -108,7 +108,7 @@ def finished_model(run: str, max_iters: int) -> torch.nn.Module:
 
 def test_a_checkpoint_loads_back_the_trained_weights_and_its_vocabulary(cached):
     model = finished_model("rt", 3)
-    loaded = checkpoint.load("rt")
+    loaded = checkpoint.load("rt", weights="last")
     assert loaded.config == model.config
     mine = model.state_dict()
     assert all(torch.equal(mine[k], v) for k, v in loaded.model.state_dict().items())
