@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import safetensors.torch
 import torch
+from typer.testing import CliRunner, Result
 
+from conftest import subprocess_env
 from tinyshake import checkpoint, inspection
+from tinyshake.cli import _render, app
 from tinyshake.errors import UsageError
 from tinyshake.corpus import CharTokenizer
 from tinyshake.model import ModelConfig, build
@@ -196,3 +203,118 @@ def test_nearest_neighbours_by_cosine_similarity() -> None:
     assert found[0][1] == pytest.approx(2 / math.sqrt(4.01)) and found[2][1] == pytest.approx(-1.0)
     with pytest.raises(UsageError, match="not in the vocabulary"):
         inspection.nearest(table, list("abcd"), "z")
+
+
+# -- the commands -----------------------------------------------------------------------------------------
+
+runner = CliRunner()
+
+
+def invoke(*args: str) -> Result:
+    result = runner.invoke(app, ["inspect", *args])
+    assert "\x1b" not in result.output
+    return result
+
+
+def test_inspect_attention_json_is_every_layer_and_head_of_the_latest_run() -> None:
+    save_run("old", tiny(arch="bigram"))
+    save_run("new", tiny(**LADDER["layernorm"]))  # the most recent: the default
+    result = invoke("attention", "--prompt", "O Romeo,\\nRomeo", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert set(data) == {"run", "weights", "tokens", "attention"}
+    assert data["run"] == "new" and data["weights"] in ("best", "last")
+    assert data["tokens"] == list("o,\nRomeo")  # the last block_size (8) characters, with the newline
+    loaded = checkpoint.load("new")
+    expected = inspection.attention_maps(loaded.model, loaded.tokenizer, "O Romeo,\nRomeo").weights
+    assert torch.allclose(torch.tensor(data["attention"]), expected, atol=1e-6)
+
+
+def test_inspect_attention_draws_labelled_heatmaps_and_picks_layers_and_heads() -> None:
+    save_run("r", tiny(**LADDER["layernorm"]))
+    out = invoke("attention", "r", "--prompt", "to be or").stdout
+    assert all(f"layer {layer} \u00b7 head {head}" in out for layer in range(2) for head in range(2))
+    assert "  t o \u00b7 b e \u00b7 o r" in out  # the keys, spaces shown as dots
+    maps = inspection.attention_maps(checkpoint.load("r").model, VOCAB, "to be or")
+    single = [line.rstrip() for line in invoke("attention", "r", "--prompt", "to be or", "--layer", "1",
+                                                "--head", "0").stdout.splitlines()]
+    rows = single[single.index("layer 1 \u00b7 head 0") + 2:][:8]
+    for query, (label, row) in enumerate(zip("to\u00b7be\u00b7or", rows)):
+        cells = "".join(_render.shade(float(w)) * 2 for w in maps.weights[1, 0, query, : query + 1])
+        assert row == f"{label} {cells}".rstrip()  # nothing drawn above the diagonal
+    one = invoke("attention", "r", "--prompt", "to be or", "--layer", "1", "--head", "mean").stdout
+    assert "layer 1 \u00b7 mean of 2 heads" in one and "layer 0" not in one and "head 0" not in one
+    assert invoke("attention", "r", "--prompt", "to be or", "--head", "1").stdout.count("head 1") == 2
+
+
+def test_a_long_prompt_shows_its_last_part(monkeypatch: pytest.MonkeyPatch) -> None:
+    save_run("r", tiny(block_size=32, n_layer=1))
+    monkeypatch.setenv("COLUMNS", "24")  # room for 10 keys
+    out = invoke("attention", "r", "--prompt", "abcdefghijklmnopqrstuvwxyz0123456789".replace("0123456789", "ABCDEFGHIJ"),
+                 "--head", "0").stdout
+    assert "the model sees only the last 32 characters" in out and "showing the last 10 positions" in out
+    assert "  A B C D E F G H I J" in out and "\nz " not in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--layer", "2"], "--layer must be between 0 and 1"),
+    (["--head", "7"], "--head must be between 0 and 1"),
+    (["--head", "most"], "--head must be a head's number or `mean`"),
+    (["--prompt", "caf\u00e9"], "not in the vocabulary"),
+    (["--json", "--layer", "0"], "--json prints every layer and head"),
+])
+def test_inspect_attention_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None:
+    save_run("r", tiny())
+    result = invoke("attention", "r", *args)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1 and message in result.stderr
+
+
+def test_inspect_without_runs_says_how_to_train_one() -> None:
+    result = invoke("next")
+    assert result.exit_code == 2 and "tinyshake train" in result.stderr
+
+
+def test_inspect_next_json_and_bars() -> None:
+    save_run("b", tiny(arch="bigram"))
+    loaded = checkpoint.load("b")
+    data = json.loads(invoke("next", "b", "--prompt", "Th", "--json").stdout)
+    assert set(data) == {"run", "weights", "tokens", "next", "entropy_bits"} and data["tokens"] == ["T", "h"]
+    with torch.no_grad():
+        expected = loaded.model(torch.tensor([VOCAB.encode("Th")]))[0][0, -1].softmax(-1)
+    assert len(data["next"]) == 65
+    assert [row["p"] for row in data["next"]] == sorted(expected.tolist(), reverse=True)
+    assert [row["char"] for row in data["next"]][0] == VOCAB.chars[int(expected.argmax())]
+    assert data["entropy_bits"] == pytest.approx(-(expected * expected.log2()).sum().item(), abs=1e-5)
+    assert len(json.loads(invoke("next", "b", "--prompt", "Th", "--json", "--top-k", "3").stdout)["next"]) == 3
+    out = invoke("next", "b", "--prompt", "Th", "--top-k", "4").stdout
+    top = data["next"][0]
+    assert f"  {_render.visible(top['char'])} {top['p']:.4f} {'#' * round(top['p'] * 40)}".rstrip() in out
+    assert "the other 61 characters" in out and f"entropy {data['entropy_bits']:.2f} bits" in out
+
+
+def test_inspect_embeddings_scatter_neighbours_and_the_bigram_table() -> None:
+    save_run("g", tiny(n_embd=32))
+    out = invoke("embeddings", "g").stdout
+    assert "principal components" in out
+    assert sum(out.count(c) for c in "AZaez") >= 5
+    data = json.loads(invoke("embeddings", "g", "--char", "e", "--json").stdout)
+    table = inspection.embedding_table(checkpoint.load("g").model)
+    assert torch.allclose(torch.tensor(data["points"]), independent_pca(table), atol=1e-4)
+    assert [n["char"] for n in data["neighbours"]] == [c for c, _ in inspection.nearest(table, VOCAB.chars, "e")]
+    assert "nearest e's" in invoke("embeddings", "g", "--char", "e").stdout
+    save_run("b", tiny(arch="bigram"))
+    bigram = invoke("embeddings", "b").stdout.splitlines()
+    assert bigram[1] == "  \u23ce\u00b7!$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+    assert len(bigram) >= 2 + 65 and all(len(line) == 67 for line in bigram[2:67])
+    probs = json.loads(invoke("embeddings", "b", "--json").stdout)["next_probabilities"]
+    assert torch.allclose(torch.tensor(probs).sum(-1), torch.ones(65), atol=1e-4)
+
+
+def test_installed_entry_point_bigram_attention_is_one_line_exit_2(home: Path) -> None:
+    save_run("b", tiny(arch="bigram"))
+    command = Path(sys.executable).with_name("tinyshake")
+    result = subprocess.run([str(command), "inspect", "attention", "--prompt", "hi"], capture_output=True, text=True,
+                            env=subprocess_env(home), timeout=120)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "no attention" in result.stderr
