@@ -28,7 +28,8 @@ from typer.testing import CliRunner
 from tinyshake import checkpoint, corpus, sampling
 from tinyshake import train as core
 from tinyshake.cli import app
-from tinyshake.cli.chat import PROMPT, Session, Unknown, apply_setting, parse_stops, sigint_flag, write_reply
+from tinyshake.cli.chat import (PROMPT, Session, Unknown, apply_setting, parse_stops, sigint_flag, text_writer,
+                                write_reply)
 from tinyshake.errors import UsageError
 
 RUN = "tiny"
@@ -165,9 +166,28 @@ def test_unknown_characters_are_one_line_errors_unless_dropped(run_home):
 
 def test_without_runs_it_says_how_to_train_one(home):
     result = invoke("-p", "hi")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "tinyshake train" in lines[0] and "Traceback" not in result.output
+
+
+def test_tiny_temperatures_are_greedy_and_bad_input_is_one_line(run_home):
+    greedy = invoke("-p", "ROMEO:", "-t", "0", "--max-new-tokens", "40", "--stop", "")
+    assert invoke("-p", "ROMEO:", "-t", "1e-45", "--max-new-tokens", "40", "--stop", "").stdout == greedy.stdout
+    for value in ("inf", "nan"):
+        bad = invoke("-p", "x", "-t", value)
+        assert bad.exit_code == 2 and len(bad.stderr.strip().splitlines()) == 1, value
+    done = subprocess.run([TINYSHAKE, "chat"], input=b"ROMEO\xff:", capture_output=True, timeout=60,
+                          env=subprocess_env(run_home))
+    assert done.returncode == 2 and done.stderr.decode().strip() == "Error: input is not UTF-8 (byte 0xff at character 5)"
+
+
+def test_probs_in_a_pipe_are_one_character_and_probability_per_line(run_home):
+    lines = invoke("-p", "ROMEO:", "--seed", "3", "--max-new-tokens", "30", "--stop", "", "--probs").stdout.splitlines()
+    assert len(lines) == 30
+    text = "".join(line.split("\t")[0].replace("\\n", "\n") for line in lines)
+    assert text == expected("ROMEO:", 3, max_new_tokens=30)
+    assert all(0 < float(line.split("\t")[1]) <= 1 for line in lines)
 
 
 def test_a_missing_run_or_bad_setting_is_a_one_line_usage_error(run_home):
@@ -227,7 +247,7 @@ def test_an_interrupted_reply_stops_between_characters_and_shows_what_was_held(r
                       torch.device("cpu"), seed=6)
     out, calls = io.StringIO(), []
     stream = session.start(session.encode("ROMEO:\n")[0])
-    stats = write_reply(stream, out, lambda: calls.append(1) or len(calls) >= 30)
+    stats = write_reply(stream, text_writer(out), lambda: calls.append(1) or len(calls) >= 30)
     assert stats.ended == "interrupted" and len(calls) == 30 and stats.chars < 1000
     assert out.getvalue() == session.loaded.tokenizer.decode(stream.ids)  # a held newline is shown too
     assert session.loaded.model.training  # the sampler was closed, which restores the model's mode

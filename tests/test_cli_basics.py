@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -74,3 +75,60 @@ def test_info_lists_verified_and_corrupt_corpora(cached, corpus_file):
     assert result.exit_code == 0, result.output
     assert "tinyshakespeare (verified)" in result.output
     assert "mine (CORRUPT" in result.output
+
+
+# -- the entry point: -h, Typer's usage errors, dead outputs, Ctrl-C (issue #11) and no torch for help (#12) --------
+
+from pathlib import Path  # noqa: E402
+
+from test_train import TINYSHAKE  # noqa: E402
+
+from tinyshake.cli import run  # noqa: E402
+
+COMMANDS = sorted(c.name for c in app.registered_commands) + sorted(g.name for g in app.registered_groups)
+
+
+@pytest.mark.parametrize("command", [[], *([c] for c in COMMANDS)], ids=["root", *COMMANDS])
+def test_dash_h_is_help_everywhere(command):
+    assert invoke(*command, "-h").output == invoke(*command, "--help").output
+    assert invoke(*command, "-h").exit_code == 0
+
+
+def test_typers_usage_errors_are_one_line_when_stderr_is_not_a_terminal(capsys):
+    assert run(["train", "--batch-size", "abc"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Error: Invalid value for '--batch-size'") and len(err.strip().splitlines()) == 1
+
+
+def installed(home: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([TINYSHAKE, *args], env=subprocess_env(home), capture_output=True, text=True, timeout=120,
+                          **kwargs)
+
+
+@pytest.mark.parametrize("args", [["--version"], ["--help"], ["runs"]], ids=["version", "help", "runs"])
+def test_a_full_disk_is_one_line_and_exit_1(home, args):
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([TINYSHAKE, *args], env=subprocess_env(home), stdout=full, stderr=subprocess.PIPE,
+                              text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == ["Error: cannot write the output: No space left on device"]
+
+
+@pytest.mark.parametrize("args", [["--version"], ["--help"], ["runs"]], ids=["version", "help", "runs"])
+def test_a_closed_pipe_is_silent(home, args):
+    read, write = os.pipe()
+    proc = subprocess.Popen([TINYSHAKE, *args], env=subprocess_env(home), stdout=write, stderr=subprocess.PIPE,
+                            text=True)
+    os.close(write)
+    os.close(read)  # the reader is gone before anything is written
+    _, err = proc.communicate(timeout=120)
+    assert err == "" and proc.returncode in (141, 1)
+
+
+def test_help_and_version_import_no_torch(home):
+    """Fails while any module under tinyshake/cli still imports torch at module level (other helpers' branches)."""
+    for args in (["--version"], ["--help"], ["train", "--help"], ["chat", "-h"]):
+        done = subprocess.run([TINYSHAKE, *args], env=subprocess_env(home, PYTHONPROFILEIMPORTTIME="1"),
+                              capture_output=True, text=True, timeout=120)
+        imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line}
+        assert done.returncode == 0 and "torch" not in imported, args

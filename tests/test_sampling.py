@@ -234,7 +234,7 @@ def test_text_stream_keeps_every_id_and_closes_the_sampler():
 
     def tokens():
         try:
-            yield from [1, 2, 0, 0, 3, 4]
+            yield from [(t, None) for t in [1, 2, 0, 0, 3, 4]]
         finally:
             closed.append(True)
 
@@ -246,7 +246,7 @@ def test_text_stream_keeps_every_id_and_closes_the_sampler():
 
 
 def test_text_held_back_at_the_end_of_a_stream_is_shown():
-    stream = TextStream((t for t in [1, 0]), lambda ids: "a" if ids == [1] else "\n", ["\n\n"])
+    stream = TextStream(((t, None) for t in [1, 0]), lambda ids: "a" if ids == [1] else "\n", ["\n\n"])
     assert list(stream) == ["a", "\n"] and stream.stopped is None
 
 
@@ -266,3 +266,31 @@ def test_small_models_sample_on_one_cpu_thread_and_the_count_comes_back(model):
     with sampling.sampling_threads(model, torch.device("cpu")):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == 2
+
+
+def test_temperatures_too_small_to_divide_by_act_as_greedy(model):
+    """1e-45 overflowed the logits to inf and the sampler died on NaNs; now it is the argmax."""
+    greedy = sample(model, [1, 2], 5, temperature=0, max_new_tokens=20)
+    assert sample(model, [1, 2], 5, temperature=1e-45, max_new_tokens=20) == greedy
+    assert sample(model, [1, 2], 5, temperature=sampling.GREEDY_BELOW / 2, max_new_tokens=20) == greedy
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf")])
+def test_non_finite_temperatures_are_refused(bad):
+    with pytest.raises(UsageError, match="finite"):
+        SamplingSettings(temperature=bad).validate()
+
+
+def test_the_stream_records_the_models_probability_of_each_id_only_when_asked(model):
+    settings = SamplingSettings(max_new_tokens=12, temperature=0.7, top_k=5)
+    asked = sampling.stream_text(model, [3], settings, str, generator=torch.Generator().manual_seed(2), with_probs=True)
+    list(asked)
+    plain = sampling.stream_text(model, [3], settings, str, generator=torch.Generator().manual_seed(2))
+    list(plain)
+    assert asked.ids == plain.ids and plain.probs == [] and len(asked.probs) == 12
+    context = [3]
+    for token, p in zip(asked.ids, asked.probs):
+        with torch.no_grad():
+            logits = model(torch.tensor([context[-BLOCK:]]))[0][0, -1]
+        assert p == pytest.approx(float(F.softmax(logits, dim=-1)[token]), abs=1e-6)  # before temperature, top-k
+        context.append(token)

@@ -18,6 +18,7 @@ positions; ``overflow`` then chooses between the lecture's exact semantics
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import secrets
 from dataclasses import dataclass
@@ -34,6 +35,9 @@ OVERFLOW_MODES = ("crop", "refill")
 START_TOKEN = 0  # the lecture's generate starts from a (1, 1) tensor of zeros: a newline in tiny Shakespeare
 SMALL_MODEL = 1_000_000  # parameters: about 4 MB of float32 weights, which stay in a CPU's cache
 CPU_THREADS = 4  # for bigger models on idle cores: past a few threads, syncing them costs more than it saves
+# Temperatures below this act as 0 (greedy): their distribution is one-hot but for near-ties, and dividing the
+# logits by a temperature near float32's smallest (1e-45) overflows them to inf, a distribution of NaNs.
+GREEDY_BELOW = 1e-6
 
 
 @dataclass
@@ -56,8 +60,8 @@ class SamplingSettings:
 
     def validate(self) -> "SamplingSettings":
         """Reject settings that cannot sample, with a one-line reason (the CLI shows it as is)."""
-        if not self.temperature >= 0:
-            raise UsageError("temperature must be 0 (greedy) or more")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise UsageError(f"temperature must be a finite number, 0 (greedy) or more, not {self.temperature:g}")
         if self.top_k is not None and self.top_k < 1:
             raise UsageError("top_k must be at least 1")
         if self.top_p is not None and not 0 < self.top_p <= 1:
@@ -81,11 +85,11 @@ def make_generator(device: torch.device | str, seed: Optional[int] = None) -> tu
 def pick(logits: torch.Tensor, settings: SamplingSettings, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Choose the next token from last-position logits (B, V); returns (B, 1).
 
-    Temperature 0 is argmax and draws no random number. Otherwise this is the
-    lecture's softmax + multinomial, after the optional temperature, top-k and
-    top-p (nucleus) filters.
+    Temperature 0 (or under :data:`GREEDY_BELOW`) is argmax and draws no random
+    number. Otherwise this is the lecture's softmax + multinomial, after the
+    optional temperature, top-k and top-p (nucleus) filters.
     """
-    if settings.temperature == 0:
+    if settings.temperature < GREEDY_BELOW:
         return logits.argmax(dim=-1, keepdim=True)
     if settings.temperature != 1.0:
         logits = logits / settings.temperature
@@ -146,18 +150,23 @@ class _Context:
         return self._prefill(max(1, self.block_size // 2))
 
 
+Step = tuple[int, Optional[float]]  # a sampled id, and the model's probability of it when asked for
+
+
 @torch.inference_mode()
-def generate(
+def _steps(
     model: nn.Module,
     context: list[int],
     settings: SamplingSettings,
-    generator: Optional[torch.Generator] = None,
-) -> Generator[int, None, None]:
-    """Yield ``settings.max_new_tokens`` sampled ids continuing ``context`` (empty means token 0).
+    generator: Optional[torch.Generator],
+    with_probs: bool,
+) -> Generator[Step, None, None]:
+    """The sampling loop behind :func:`generate` and :func:`stream_text`.
 
-    Without a ``generator`` it draws from torch's global random stream, as the
-    lecture does. Closing the iterator early (a stop string, Ctrl-C) puts the
-    model back in the training mode it had.
+    With ``with_probs`` each id comes with the probability that the model gave
+    it: the softmax of its logits, before temperature, top-k or top-p, so that
+    it says what the model thinks whatever the settings. Without, no
+    probability is computed at all.
     """
     settings.validate()
     was_training = model.training
@@ -171,11 +180,29 @@ def generate(
         logits = state.first_logits()
         for i in range(settings.max_new_tokens):
             token = pick(logits, settings, generator)
-            yield int(token.item())
+            chosen = int(token.item())
+            yield chosen, float(F.softmax(logits[0], dim=-1)[chosen]) if with_probs else None
             if i + 1 < settings.max_new_tokens:
                 logits = state.next_logits(token)
     finally:
         model.train(was_training)
+
+
+def generate(
+    model: nn.Module,
+    context: list[int],
+    settings: SamplingSettings,
+    generator: Optional[torch.Generator] = None,
+) -> Generator[int, None, None]:
+    """Yield ``settings.max_new_tokens`` sampled ids continuing ``context`` (empty means token 0).
+
+    Without a ``generator`` it draws from torch's global random stream, as the
+    lecture does. Closing the iterator early (a stop string, Ctrl-C) puts the
+    model back in the training mode it had.
+    """
+    with contextlib.closing(_steps(model, context, settings, generator, with_probs=False)) as steps:
+        for token, _ in steps:
+            yield token
 
 
 class StopMatcher:
@@ -226,24 +253,28 @@ class TextStream:
     """One continuation as text: iterate it for the pieces to show, as soon as each is sampled.
 
     ``ids`` collects every sampled id, a matched stop string included, so a
-    conversation can keep exactly what the model wrote; ``stopped`` names the
-    stop string that ended it, if one did.
+    conversation can keep exactly what the model wrote; ``probs`` holds the
+    model's probability of each (when the steps carry them); ``stopped`` names
+    the stop string that ended it, if one did.
     """
 
-    def __init__(self, tokens: Generator[int, None, None], decode: Callable[[list[int]], str],
+    def __init__(self, steps: Generator[Step, None, None], decode: Callable[[list[int]], str],
                  stops: Sequence[str] = ()) -> None:
-        self._tokens = tokens
+        self._tokens = steps
         self._decode = decode
         self._matcher = StopMatcher(stops)
         self.ids: list[int] = []
+        self.probs: list[float] = []
 
     @property
     def stopped(self) -> Optional[str]:
         return self._matcher.stopped
 
     def __iter__(self) -> Iterator[str]:
-        for token in self._tokens:
+        for token, p in self._tokens:
             self.ids.append(token)
+            if p is not None:
+                self.probs.append(p)
             shown = self._matcher.feed(self._decode([token]))
             if shown:
                 yield shown
@@ -292,15 +323,21 @@ def stream_text(
     decode: Callable[[list[int]], str],
     stops: Sequence[str] = (),
     generator: Optional[torch.Generator] = None,
+    with_probs: bool = False,
 ) -> TextStream:
-    """Sample a continuation of ``context`` as a :class:`TextStream` of text pieces, ending at any of ``stops``."""
-    return TextStream(generate(model, context, settings.validate(), generator), decode, stops)
+    """Sample a continuation of ``context`` as a :class:`TextStream` of text pieces, ending at any of ``stops``.
+
+    ``with_probs`` also records the model's probability of each sampled id in ``TextStream.probs``.
+    """
+    return TextStream(_steps(model, context, settings.validate(), generator, with_probs), decode, stops)
 
 
 __all__ = [
+    "GREEDY_BELOW",
     "OVERFLOW_MODES",
     "START_TOKEN",
     "SamplingSettings",
+    "Step",
     "StopMatcher",
     "TextStream",
     "cpu_threads",

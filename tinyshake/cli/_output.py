@@ -1,11 +1,17 @@
 """How the CLI talks to people: Rich on a terminal, plain text everywhere else.
 
-Plain text (no escape codes at all) is used when ``NO_COLOR`` is set, when
-``TERM=dumb``, or when the stream is not a terminal (piped, redirected, tests).
+Three cases, decided here for every command:
+
+- a terminal: Rich, with live progress and colour;
+- a terminal with ``NO_COLOR`` set: the same Rich output (live bars and
+  tables stay) without colour, as https://no-color.org asks;
+- piped, redirected, ``TERM=dumb`` (or tests): plain text, no escape codes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import os
 import sys
@@ -13,6 +19,7 @@ from typing import Callable, TextIO, TypeVar
 
 import typer
 from rich.console import Console
+from rich.panel import Panel
 from rich.text import Text
 
 from tinyshake.errors import TinyshakeError
@@ -21,32 +28,83 @@ F = TypeVar("F", bound=Callable[..., object])
 PLAIN_WIDTH = 160
 
 
+def no_color() -> bool:
+    """``NO_COLOR`` set to anything but the empty string: no colour, but terminal features stay."""
+    return os.environ.get("NO_COLOR", "") != ""
+
+
 def use_rich(stream: TextIO | None = None) -> bool:
-    """True when ``stream`` (stdout by default) is a colour-capable terminal."""
+    """True when ``stream`` (stdout by default) is a terminal that can show Rich's live displays.
+
+    ``NO_COLOR`` does not change this (it takes the colour away, see
+    :func:`make_console`); ``TERM=dumb`` and anything that is not a terminal do.
+    """
     stream = stream or sys.stdout
-    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+    if os.environ.get("TERM") == "dumb":
         return False
     isatty = getattr(stream, "isatty", None)
-    return bool(isatty and isatty())
+    try:
+        return bool(isatty and isatty())
+    except ValueError:  # a closed stream
+        return False
+
+
+class _Console(Console):
+    """Rich's Console, except that a closed pipe ends the command as every other write to one does.
+
+    Rich's own answer (stdout to the null device, then exit 1) would make
+    ``tinyshake runs | head -c1`` end differently from ``tinyshake --version | head -c1``;
+    the entry point ends both (see :func:`tinyshake.cli.run`).
+    """
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError(errno.EPIPE, "the reader of the output has gone")
 
 
 def make_console(stderr: bool = False) -> Console:
-    """A Console that renders Rich on a terminal and emits no escape codes otherwise."""
+    """A Console that renders Rich on a terminal (uncoloured with ``NO_COLOR``) and no escape codes otherwise."""
     stream = sys.stderr if stderr else sys.stdout
     if use_rich(stream):
-        return Console(file=stream, highlight=False)
+        return _Console(file=stream, highlight=False, no_color=no_color())
     width = int(os.environ.get("COLUMNS", "0") or 0) or PLAIN_WIDTH  # tables must not be squeezed into 80 columns
-    return Console(file=stream, force_terminal=False, color_system=None, highlight=False, soft_wrap=True, width=width)
+    return _Console(file=stream, force_terminal=False, color_system=None, highlight=False, soft_wrap=True, width=width)
 
 
 def error_line(message: str) -> None:
-    """Print one line ``Error: message`` to stderr."""
+    """Print one line ``Error: message`` to stderr (and nothing, not a traceback, if stderr itself is dead)."""
     message = " ".join(str(message).split())
-    if use_rich(sys.stderr):
-        line = Text.assemble(("Error:", "bold red"), " ", message)
-        Console(file=sys.stderr, highlight=False).print(line, soft_wrap=True)
-    else:
-        print(f"Error: {message}", file=sys.stderr, flush=True)
+    with contextlib.suppress(OSError):
+        if use_rich(sys.stderr):
+            line = Text.assemble(("Error:", "bold red"), " ", message)
+            make_console(stderr=True).print(line, soft_wrap=True)
+        else:
+            print(f"Error: {message}", file=sys.stderr, flush=True)
+
+
+def usage_error(exc: BaseException) -> bool:
+    """Show an error of Typer's command-line parser (a bad value, an unknown option); False for other errors.
+
+    Typer's own rendering is a six-line box wherever stderr goes. Piped, it is
+    one ``Error:`` line like every other error here; on a terminal, the usage,
+    a hint and the message in a panel. Typer's parser errors are known by what
+    they carry (a message and an exit code), because Typer keeps their classes private.
+    """
+    format_message = getattr(exc, "format_message", None)
+    if not callable(format_message) or not isinstance(getattr(exc, "exit_code", None), int):
+        return False
+    message = format_message()
+    ctx = getattr(exc, "ctx", None)
+    if not message:  # a bare command group: its help was already printed
+        return True
+    if not use_rich(sys.stderr):
+        error_line(message)
+        return True
+    console = make_console(stderr=True)
+    with contextlib.suppress(OSError):
+        if ctx is not None:
+            console.print(Text(ctx.get_usage()), Text(f"Try '{ctx.command_path} --help' for help.", style="dim"))
+        console.print(Panel(Text(message), title="Error", title_align="left", border_style="red"))
+    return True
 
 
 def handle_errors(func: F) -> F:

@@ -10,23 +10,29 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import re
 import signal
 import sys
 import time
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Annotated, Callable, Iterator, Optional, TextIO
+from typing import TYPE_CHECKING, Annotated, Callable, Iterator, Optional, Sequence, TextIO
 
-import torch
 import typer
 from rich.console import Console
 from rich.text import Text
 
-from tinyshake import checkpoint, device, paths, sampling
-from tinyshake.cli._output import error_line, handle_errors, make_console
+from tinyshake import paths, record
+from tinyshake.cli import _render
+from tinyshake.cli._output import error_line, handle_errors, make_console, use_rich
+from tinyshake.cli.inspect import Weights
 from tinyshake.errors import TinyshakeError, UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+    from tinyshake import sampling
+    from tinyshake.checkpoint import LoadedRun
 
 PROMPT = ">>> "
 DEFAULT_STOP = "\n\n"  # a blank line: the end of a speech in tiny Shakespeare
@@ -34,8 +40,10 @@ OFF = ("off", "none")
 ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
 HELP = """\
 /set NAME VALUE  change a setting live: {names}
-                 (top_k, top_p and seed take 'off'; stop takes \\n for a newline, 'off' for none)
+                 (top_k, top_p and seed take 'off'; stop takes \\n for a newline, 'off' for none;
+                 probs on colours each character by how sure the model was)
 /show            the run and the current settings
+/probs           the likeliest next characters now, with their probabilities
 /reset           forget the conversation so far
 /help            this list
 /bye             leave (Ctrl-D works too)
@@ -99,7 +107,21 @@ SAMPLING_FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
     "overflow": ("overflow", lambda v: Overflow(v.lower()).value),
     "cache": ("use_cache", _on_off),
 }
-SESSION_FIELDS = ("seed", "stop", "unknown")
+SESSION_FIELDS = ("seed", "stop", "unknown", "probs")
+NOT_UTF8 = re.compile("[\udc80-\udcff]")  # how Python keeps the bytes of invalid UTF-8 it was given (surrogateescape)
+
+
+def check_utf8(text: str, where: str = "input") -> str:
+    """``text`` unless it carries undecodable bytes, which are a usage error saying so (not unknown characters)."""
+    bad = NOT_UTF8.search(text)
+    if bad:
+        raise UsageError(f"{where} is not UTF-8 (byte 0x{ord(bad.group()) - 0xDC00:02x} at character {bad.start()})")
+    return text
+
+
+def read_stdin() -> str:
+    """All of stdin as UTF-8 whatever the locale says; other bytes are kept for :func:`check_utf8` to report."""
+    return sys.stdin.buffer.read().decode("utf-8", errors="surrogateescape")
 
 
 # --------------------------------------------------------------------------- the conversation
@@ -110,15 +132,17 @@ class Session:
     """A conversation with one model: its settings, its random stream and the text so far, as ids.
 
     One generator serves the whole session, so the same seed and the same
-    inputs replay the same conversation.
+    inputs replay the same conversation. ``probs`` shows how sure the model was
+    of each character it writes.
     """
 
-    loaded: checkpoint.LoadedRun
+    loaded: LoadedRun
     settings: sampling.SamplingSettings
     stops: list[str]
     unknown: Unknown
     device: torch.device
     seed: Optional[int] = None  # None draws a fresh seed, which /show displays
+    probs: bool = False
     generator: torch.Generator = field(init=False)
     history: list[int] = field(default_factory=list)
 
@@ -130,21 +154,25 @@ class Session:
         return self.loaded.config.block_size
 
     def reseed(self, seed: Optional[int]) -> None:
+        from tinyshake import sampling
+
         self.generator, self.seed = sampling.make_generator(self.device, seed)
 
     def encode(self, text: str) -> tuple[list[int], list[str]]:
         """Ids of ``text`` and the unknown characters dropped from it; with ``--unknown error`` those raise."""
         tokenizer = self.loaded.tokenizer
-        missing = tokenizer.unknown(text)
+        missing = tokenizer.unknown(check_utf8(text))
         if missing and self.unknown is Unknown.drop:
             text = "".join(ch for ch in text if ch in tokenizer.stoi)
         return tokenizer.encode(text), missing
 
     def start(self, new_ids: list[int]) -> sampling.TextStream:
         """Add ``new_ids`` to the conversation and start the model's reply to all of it."""
+        from tinyshake import sampling
+
         self.history = ((self.history + new_ids) or [sampling.START_TOKEN])[-self.block_size:]
         return sampling.stream_text(self.loaded.model, self.history, self.settings, self.loaded.tokenizer.decode,
-                                    self.stops, self.generator)
+                                    self.stops, self.generator, with_probs=self.probs)
 
     def keep(self, stream: sampling.TextStream) -> None:
         """The reply joins the conversation as sampled (a stop string too), cropped to the block size."""
@@ -157,7 +185,8 @@ class Session:
         return [("temperature", f"{s.temperature:g}"), ("top_k", str(s.top_k or "off")),
                 ("top_p", str(s.top_p or "off")), ("max_new_tokens", str(s.max_new_tokens)),
                 ("seed", str(self.seed)), ("stop", stops),
-                ("overflow", s.overflow), ("cache", "on" if s.use_cache else "off"), ("unknown", self.unknown.value)]
+                ("overflow", s.overflow), ("cache", "on" if s.use_cache else "off"), ("unknown", self.unknown.value),
+                ("probs", "on" if self.probs else "off")]
 
 
 def apply_setting(session: Session, name: str, value: str) -> str:
@@ -173,14 +202,60 @@ def apply_setting(session: Session, name: str, value: str) -> str:
             session.stops = [] if value.lower() in OFF else parse_stops([value])
         elif name == "unknown":
             session.unknown = Unknown(value.lower())
+        elif name == "probs":
+            session.probs = _on_off(value)
         else:
             raise UsageError(f"unknown setting {name!r}; settings: {', '.join([*SAMPLING_FIELDS, *SESSION_FIELDS])}")
-    except ValueError:
+    except (ValueError, OverflowError):
         raise UsageError(f"{value!r} is not a valid value for {name}") from None
     return dict(session.describe())[name]
 
 
+# --------------------------------------------------------------------------- confidence (--probs, /probs)
+
+# Bands of the model's probability for a sampled character, likeliest first: (lowest p, style, legend label).
+# Colour tells them apart; the low bands are also italic and underlined, which survive NO_COLOR.
+BANDS = ((0.8, "green", "80% or more"), (0.5, "yellow", "50-80%"), (0.2, "dark_orange italic", "20-50%"),
+         (0.0, "red underline", "under 20%"))
+TOP_CANDIDATES = 10
+
+
+def band_style(p: float) -> str:
+    """The style of a character the model gave probability ``p``."""
+    return next(style for low, style, _ in BANDS if p >= low)
+
+
+def probs_legend() -> Text:
+    """What the colours of ``--probs`` mean, shown once."""
+    parts: list[str | tuple[str, str]] = ["colour = the model's probability of each character: "]
+    for index, (_, style, label) in enumerate(BANDS):
+        parts += [(label, style), ", " if index < len(BANDS) - 1 else ""]
+    return Text.assemble(*parts, ("  (before temperature, top-k and top-p)", "dim"))
+
+
+def probs_line(char: str, p: float) -> str:
+    """One sampled character and the model's probability of it, for ``--probs`` in a pipe: ``e<TAB>0.9312``."""
+    return f"{show_escapes(char)}\t{p:.4f}\n"
+
+
+def top_candidates(session: Session, console: Console) -> None:
+    """``/probs``: the likeliest next characters after the conversation so far, as bars, and the entropy."""
+    from tinyshake import inspection, sampling
+
+    tokenizer = session.loaded.tokenizer
+    dist = inspection.next_distribution(session.loaded.model, tokenizer,
+                                        tokenizer.decode(session.history or [sampling.START_TOKEN]))
+    top = dist[:TOP_CANDIDATES]
+    fancy = use_rich(console.file)
+    console.print(Text(f"the next character after the {len(session.history)} characters so far:", style="dim"))
+    console.print(_render.bars([f"  {_render.visible(c)}" for c, _ in top], [p for _, p in top], fancy))
+    console.print(Text(f"entropy {inspection.entropy_bits(dist):.2f} bits", style="dim"))
+
+
 # --------------------------------------------------------------------------- streaming
+
+
+Show = Callable[[str, Sequence[float]], None]  # writes a piece of a reply, given the model's probability of each character
 
 
 @dataclass
@@ -218,18 +293,51 @@ def sigint_flag() -> Iterator[Callable[[], bool]]:
         signal.signal(signal.SIGINT, previous)
 
 
-def write_reply(stream: sampling.TextStream, out: TextIO, interrupted: Callable[[], bool]) -> ReplyStats:
-    """Write each piece of ``stream`` the moment it is sampled, flushed, until it ends or ``interrupted()``."""
-    start = time.perf_counter()
-    last, ended = "\n", "limit"
-    for piece in stream:
+def text_writer(out: TextIO) -> Show:
+    """Each piece as it is, flushed at once: the plain way to stream a reply."""
+    def show(piece: str, probs: Sequence[float]) -> None:
         out.write(piece)
         out.flush()
+    return show
+
+
+def probs_text_writer(out: TextIO) -> Show:
+    """``--probs`` in a pipe or a script: one line per character, the character (escaped) and its probability."""
+    def show(piece: str, probs: Sequence[float]) -> None:
+        out.write("".join(probs_line(char, p) for char, p in zip(piece, probs)))
+        out.flush()
+    return show
+
+
+def probs_colour_writer(console: Console) -> Show:
+    """``--probs`` on a terminal: each character in the colour of the model's probability of it."""
+    def show(piece: str, probs: Sequence[float]) -> None:
+        console.print(Text.assemble(*((char, band_style(p)) for char, p in zip(piece, probs))), end="", soft_wrap=True)
+        console.file.flush()
+    return show
+
+
+def write_reply(stream: sampling.TextStream, show: Show, interrupted: Callable[[], bool]) -> ReplyStats:
+    """Show each piece of ``stream`` the moment it is sampled, until it ends or ``interrupted()``.
+
+    A character-level tokenizer gives one character per id, so the n-th
+    character shown has the n-th probability in ``stream.probs``.
+    """
+    start = time.perf_counter()
+    last, ended, shown = "\n", "limit", 0
+
+    def emit(piece: str) -> None:
+        nonlocal shown
+        show(piece, stream.probs[shown: shown + len(piece)])
+        shown += len(piece)
+
+    for piece in stream:
+        emit(piece)
         last = piece
         if interrupted():
             ended, rest = "interrupted", stream.close()
-            out.write(rest)  # held back as a possible stop string, but the reply ends here
-            out.flush()
+            if rest:
+                emit(rest)  # held back as a possible stop string, but the reply ends here
             last += rest
             break
     if stream.stopped is not None:
@@ -251,11 +359,15 @@ def stats_text(stats: ReplyStats) -> Text:
 
 
 def continue_once(session: Session, text: str, out: TextIO) -> None:
-    """Non-interactive mode: stream one continuation of ``text`` to ``out``, and nothing else."""
+    """Non-interactive mode: stream one continuation of ``text`` to ``out``, and nothing else.
+
+    With ``--probs`` the continuation comes as one ``character<TAB>probability`` line per character.
+    """
     ids, _ = session.encode(text)
+    show = probs_text_writer(out) if session.probs else text_writer(out)
     with sigint_flag() as interrupted:
-        stats = write_reply(session.start(ids), out, interrupted)
-    if out.isatty() and not stats.at_line_start:
+        stats = write_reply(session.start(ids), show, interrupted)
+    if out.isatty() and not (stats.at_line_start or session.probs):
         out.write("\n")  # leave the shell's prompt on a line of its own; pipes get the text exactly
     out.flush()
     if stats.ended == "interrupted":
@@ -268,9 +380,10 @@ def reply(session: Session, line: str, console: Console) -> None:
     if dropped:
         console.print(Text(f"dropped {', '.join(map(repr, dropped))} (not in the vocabulary)", style="dim"))
     out = console.file
+    show = probs_colour_writer(console) if session.probs else text_writer(out)
     with sigint_flag() as interrupted:
         stream = session.start(ids)
-        stats = write_reply(stream, out, interrupted)
+        stats = write_reply(stream, show, interrupted)
     session.keep(stream)
     if not stats.at_line_start:
         out.write("\n")
@@ -287,15 +400,20 @@ def run_command(session: Session, line: str, console: Console) -> bool:
         names = ", ".join([*SAMPLING_FIELDS, *SESSION_FIELDS])
         console.print(Text(HELP.format(names=names, block=session.block_size)))
     elif command == "/show":
-        rows = [("run", session.loaded.name), ("device", str(session.device)),
+        rows = [("run", session.loaded.name), ("weights", session.loaded.weights), ("device", str(session.device)),
                 ("context", f"{len(session.history)} of {session.block_size} characters"), *session.describe()]
         console.print(Text("\n".join(f"{k:<15} {v}" for k, v in rows)))
     elif command == "/reset":
         session.history = []
         console.print(Text("Conversation cleared.", style="dim"))
+    elif command == "/probs":
+        top_candidates(session, console)
     elif command == "/set" and len(args) == 2:
+        was = session.probs
         value = apply_setting(session, args[0], args[1])
         console.print(Text(f"{args[0]} = {value}", style="dim"))
+        if session.probs and not was:
+            console.print(probs_legend())
     elif command == "/set":
         raise UsageError("usage: /set NAME VALUE, e.g. /set temperature 0.8 (see /help)")
     else:
@@ -309,14 +427,31 @@ def _line_editing() -> None:
         import readline  # noqa: F401
 
 
+def _loss(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "?"
+
+
+def evaluations(loaded: LoadedRun) -> str:
+    """The val losses a learner wants next to a model: of the weights loaded, and the run's final evaluation."""
+    rec = loaded.record
+    if loaded.weights == "best" and isinstance(rec.get("best_val"), (int, float)):
+        facts = [f"best val {_loss(rec['best_val'])} (step {loaded.step})"]
+    else:
+        rows = [m for m in rec.get("metrics", []) if m.get("step") == loaded.step]
+        facts = [f"val {_loss(rows[-1]['val'])}"] if rows else []
+    final = rec.get("final")
+    if isinstance(final, dict) and isinstance(final.get("val"), (int, float)):
+        facts.append(f"final val {_loss(final['val'])} (step {final.get('step', '?')})")
+    return " · ".join(facts)
+
+
 def banner(session: Session) -> Text:
-    """What the user is talking to (run, stage, training, size) and how to get help or leave."""
-    record = session.loaded.record
-    params = sum(p.numel() for p in session.loaded.model.parameters())
-    best = record.get("best_val")
-    facts = [session.loaded.name, f"stage {record.get('stage', '?')}", f"step {record.get('step', '?')}",
-             f"val loss {best:.4f}" if isinstance(best, (int, float)) else "", f"block {session.block_size}",
-             f"{params:,} parameters", str(session.device)]
+    """What the user is talking to (run, weights, stage, training, size) and how to get help or leave."""
+    loaded = session.loaded
+    params = sum(p.numel() for p in loaded.model.parameters())
+    facts = [loaded.name, f"{loaded.weights} weights", f"stage {loaded.record.get('stage', '?')}",
+             f"step {loaded.step}", evaluations(loaded), f"block {session.block_size}", f"{params:,} parameters",
+             str(session.device)]
     return Text.assemble(("Chatting with ", "dim"), (" · ".join(f for f in facts if f), "bold"),
                          ("\nType text and the model continues it. /help for commands, Ctrl-D or /bye to exit.", "dim"))
 
@@ -325,6 +460,8 @@ def interactive(session: Session, console: Console) -> None:
     """The terminal loop: read a line, run a command or stream a reply; errors are one line and the loop goes on."""
     _line_editing()
     console.print(banner(session))
+    if session.probs:
+        console.print(probs_legend())
     while True:
         try:
             line = input(PROMPT)
@@ -350,34 +487,27 @@ def interactive(session: Session, console: Console) -> None:
 def pick_run(name: Optional[str]) -> str:
     """The run to load: ``name``, or the most recently trained one; with none, how to train one."""
     if name is None:
-        latest = checkpoint.latest()
+        latest = record.latest()
         if latest is None:
-            raise TinyshakeError(f"there are no trained runs in {paths.runs_root()} yet; "
-                                 "train one first: tinyshake train --model mini")
+            raise UsageError(f"there are no trained runs in {paths.runs_root()} yet; "
+                             "train one first: tinyshake train --model mini")
         return latest
-    if not checkpoint.exists(name):
-        known = [r["name"] for r in checkpoint.list_runs() if not r.get("corrupt")]
+    if not record.exists(name):
+        known = [r["name"] for r in record.list_runs() if r.get("damaged") is None and "updated" in r]
         hint = f"runs: {', '.join(known)}" if known else "train one first: tinyshake train --model mini"
         raise UsageError(f"there is no run named {name!r}; {hint}")
     return name
 
 
-def _quiet_broken_pipe() -> None:
-    """The reader went away (``| head``): stop quietly, as Unix tools do, without a traceback at exit."""
-    with contextlib.suppress(OSError):
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    raise typer.Exit(141)
-
-
 @handle_errors
 def chat(
     run: Annotated[Optional[str], typer.Option(
-        "--run", "-r", help="Run to chat with (default: the latest trained).")] = None,
+        "--run", "-r", help="Run to chat with (default: the one trained most recently).")] = None,
     prompt: Annotated[Optional[str], typer.Option(
         "--prompt", "-p", help="Continue this text once, print only the continuation, and exit.")] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Most characters in one reply.")] = 500,
     temperature: Annotated[float, typer.Option(
-        "--temperature", "-t", help="0 is greedy (argmax); above 1 is wilder.")] = 1.0,
+        "--temperature", "-t", help="0 is greedy (argmax), as is anything under 1e-6; above 1 is wilder.")] = 1.0,
     top_k: Annotated[Optional[int], typer.Option(help="Sample only from the k likeliest characters.")] = None,
     top_p: Annotated[Optional[float], typer.Option(
         help="Sample only from the likeliest characters that make up this much probability.")] = None,
@@ -392,22 +522,28 @@ def chat(
              "or crop and recompute every step (the lecture's exact semantics).")] = Overflow.refill,
     no_cache: Annotated[bool, typer.Option(
         "--no-cache", help="Recompute the whole context for every character (the reference path, slow).")] = False,
+    weights: Annotated[Weights, typer.Option(
+        help="The run's best weights (lowest val loss) or its last saved ones.")] = Weights.best,
+    probs: Annotated[bool, typer.Option(
+        "--probs", help="Show how sure the model was of each character: coloured on a terminal; "
+                        "piped, one 'character<TAB>probability' line per character.")] = False,
     device_name: Annotated[str, typer.Option(
         "--device", help="cpu (fastest for one stream of characters), auto, cuda or mps.")] = "cpu",
 ) -> None:
     """Chat with a trained run: type text and watch the model continue it, character by character."""
+    from tinyshake import checkpoint, device, sampling
+
     settings = sampling.SamplingSettings(temperature=temperature, top_k=top_k, top_p=top_p,
                                          max_new_tokens=max_new_tokens, use_cache=not no_cache,
                                          overflow=overflow.value).validate()
+    if prompt is not None:
+        check_utf8(prompt, "--prompt")
     name = pick_run(run)
     dev = device.resolve(device_name).device
-    session = Session(checkpoint.load(name, dev), settings, parse_stops(stop), unknown, dev, seed)
+    session = Session(checkpoint.load(name, dev, weights=weights.value), settings, parse_stops(stop), unknown, dev,
+                      seed, probs)
     with sampling.sampling_threads(session.loaded.model, dev):
         if prompt is None and sys.stdin.isatty():
             interactive(session, make_console())
             return
-        text = prompt if prompt is not None else sys.stdin.read()
-        try:
-            continue_once(session, text, sys.stdout)
-        except BrokenPipeError:
-            _quiet_broken_pipe()
+        continue_once(session, prompt if prompt is not None else read_stdin(), sys.stdout)
