@@ -318,3 +318,20 @@ def test_installed_entry_point_bigram_attention_is_one_line_exit_2(home: Path) -
                             env=subprocess_env(home), timeout=120)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.count("\n") == 1 and "no attention" in result.stderr
+
+
+def test_the_inspect_and_demo_commands_import_no_torch_until_they_run() -> None:
+    """``--help`` must stay fast: the modules load torch inside their commands (the package's __init__ aside)."""
+    code = (
+        "import importlib, pathlib, sys, types\n"
+        "import tinyshake\n"
+        "package = types.ModuleType('tinyshake.cli')\n"
+        "package.__path__ = [str(pathlib.Path(tinyshake.__file__).parent / 'cli')]\n"
+        "sys.modules['tinyshake.cli'] = package\n"
+        "for name in ('inspect', 'demo', '_render'):\n"
+        "    importlib.import_module('tinyshake.cli.' + name)\n"
+        "print('torch' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
