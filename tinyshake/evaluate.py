@@ -3,7 +3,8 @@
 Training reports the lecture's estimate (random batches), which is noisy and
 depends on the seed. ``tinyshake eval`` needs a number to compare runs by, so
 it cuts the split into consecutive windows of ``block_size`` and scores every
-target character exactly once.
+target character exactly once. It is shown as the "full val loss", so that it
+is never taken for training's estimate.
 """
 
 from __future__ import annotations
@@ -11,11 +12,24 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from tinyshake.errors import TinyshakeError, UsageError
+from tinyshake.record import CheckpointError
+
+if TYPE_CHECKING:
+    from tinyshake.checkpoint import LoadedRun
+    from tinyshake.corpus import Corpus
+
 WINDOWS_PER_PASS = 256
+
+
+class NonFiniteLoss(TinyshakeError):
+    """The model's loss is NaN or infinite: its weights have diverged. A failure (exit 1), never a score."""
 
 
 @dataclass(frozen=True)
@@ -31,8 +45,19 @@ class SplitLoss:
 @torch.inference_mode()
 def split_loss(model: nn.Module, data: torch.Tensor, block_size: int) -> SplitLoss:
     """Mean next-character cross-entropy over all ``len(data) - 1`` targets of ``data``."""
+    if len(data) < 2:
+        raise UsageError("the split is too short to score (it needs at least two characters)")
     was_training = model.training
     model.eval()
+    try:
+        total, count = _summed_loss(model, data, block_size)
+    finally:
+        model.train(was_training)
+    return SplitLoss(total / count, count)
+
+
+def _summed_loss(model: nn.Module, data: torch.Tensor, block_size: int) -> tuple[float, int]:
+    """The summed cross-entropy and the number of targets; a non-finite sum stops at once."""
     device = next(model.parameters()).device
     inputs, targets = data[:-1], data[1:]
     total, count = 0.0, 0
@@ -48,5 +73,24 @@ def split_loss(model: nn.Module, data: torch.Tensor, block_size: int) -> SplitLo
             losses = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum")
             total += losses.item()
             count += y.numel()
-    model.train(was_training)
-    return SplitLoss(total / count, count)
+            if not math.isfinite(total):
+                raise NonFiniteLoss(f"the loss is {total} by position {count:,}: the weights give non-finite "
+                                    "logits (a diverged run); retrain it with a lower --lr")
+    return total, count
+
+
+def corpus_notice(loaded: "LoadedRun", corpus: "Corpus") -> str | None:
+    """Whether ``corpus`` is the text the run was trained on: None if so, a one-line notice if not.
+
+    A corpus with other characters cannot be scored (the ids would mean other
+    characters): that is refused. Other text with the same characters can be,
+    but the user is told which text it is.
+    """
+    stored = loaded.record["corpus"]
+    if corpus.tokenizer.chars != loaded.tokenizer.chars:
+        raise CheckpointError(f"run {loaded.name!r} has another vocabulary than corpus {corpus.name!r}; "
+                              "it can only score text with its own characters")
+    if corpus.sha256 == stored["sha256"]:
+        return None
+    return (f"scoring on corpus {corpus.name!r} (SHA-256 {corpus.sha256[:12]}), not the text run {loaded.name!r} "
+            f"was trained on (corpus {stored['name']!r}, SHA-256 {stored['sha256'][:12]})")

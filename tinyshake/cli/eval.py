@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+import sys
+from enum import Enum
 from typing import Annotated, Optional
 
 import typer
 
-from tinyshake import checkpoint, corpus, device
+from tinyshake import record
 from tinyshake.cli._output import handle_errors, make_console
 from tinyshake.errors import UsageError
-from tinyshake.evaluate import split_loss
 
 SPLITS = ("train", "val")
 
 
+class Weights(str, Enum):
+    best = "best"
+    last = "last"
+
+
 def resolve_run(name: Optional[str]) -> str:
-    """The named run, or the most recent one; with no runs at all, say how to make one."""
-    name = name or checkpoint.latest()
+    """The named run, or the most recent one; with no runs at all, say how to make one. '' is a name, and invalid."""
     if name is None:
-        raise UsageError("no trained runs yet; train one with `tinyshake train --model mini`")
+        name = record.latest()
+        if name is None:
+            raise UsageError("no trained runs yet; train one with `tinyshake train --model mini`")
+    elif not record.exists(name):
+        raise record.missing(name)
     return name
 
 
@@ -26,18 +35,31 @@ def resolve_run(name: Optional[str]) -> str:
 def eval_run(
     run: Annotated[Optional[str], typer.Argument(help="Run to evaluate (default: the most recent).")] = None,
     split: Annotated[str, typer.Option(help="train or val.")] = "val",
+    weights: Annotated[Weights, typer.Option(
+        help="The run's best weights (lowest val estimate during training) or its last.")] = Weights.best,
+    corpus_name: Annotated[Optional[str], typer.Option(
+        "--corpus", help="Score on this cached corpus (default: the run's own; same characters needed).")] = None,
     device_name: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")] = "auto",
 ) -> None:
-    """Score a run on every position of a split (deterministic), in nats and bits per character."""
+    """Score a run on every position of a split (deterministic): the full split's loss, in nats and bits per character.
+
+    Training's "val" is an estimate from random batches; this is the whole
+    split, every position once, so it is called "full val loss".
+    """
     if split not in SPLITS:
         raise UsageError(f"unknown split {split!r}; choose train or val")
     name = resolve_run(run)
-    loaded = checkpoint.load(name, device.resolve(device_name).device)
-    corpus_name = loaded.record.get("corpus", {}).get("name", corpus.DEFAULT_CORPUS)
-    data = corpus.load(corpus_name)
-    if data.tokenizer.chars != loaded.tokenizer.chars:
-        raise checkpoint.CheckpointError(f"run {name!r} has another vocabulary than corpus {corpus_name!r}")
+    from tinyshake import checkpoint, corpus, device  # torch: only once there is something to score
+    from tinyshake.evaluate import corpus_notice, split_loss
+
+    loaded = checkpoint.load(name, device.resolve(device_name).device, weights.value)
+    data = corpus.load(corpus_name or loaded.record["corpus"]["name"])
+    notice = corpus_notice(loaded, data)
+    if notice:
+        print(f"Note: {notice}", file=sys.stderr, flush=True)
     result = split_loss(loaded.model, getattr(data, split), loaded.config.block_size)
     make_console().print(
-        f"{name}: {split} loss {result.loss:.4f} ({result.bits_per_char:.4f} bits/char) over {result.positions:,} positions"
+        f"{name} ({loaded.weights} weights, step {loaded.step}): full {split} loss {result.loss:.4f} "
+        f"({result.bits_per_char:.4f} bits/char) over {result.positions:,} positions of corpus {data.name!r}",
+        markup=False,
     )

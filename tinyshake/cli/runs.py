@@ -1,52 +1,73 @@
-"""``tinyshake runs``: list trained runs; ``tinyshake runs rm NAME`` deletes one."""
+"""``tinyshake runs``: list trained runs; ``tinyshake runs rm NAME`` deletes one.
+
+Both read records through the torch-free :mod:`tinyshake.record`, so they start
+without loading torch.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from tinyshake import checkpoint, paths
+from tinyshake import paths, record
 from tinyshake.cli._output import handle_errors, make_console
 
 app = typer.Typer(help="List trained runs, or delete one.", no_args_is_help=False)
+COLUMNS = ("name", "stage", "parameters", "steps", "best val", "date", "status")
 
 
-def _row(record: dict) -> tuple[str, ...]:
-    if record.get("corrupt"):
-        return record["name"], "?", "-", "-", "-", "corrupt"
-    best = record.get("best_val")
+def _status(run: dict[str, Any]) -> str:
+    pid = run["holder"]
+    held = f"in use by process {pid}" if pid else "in use" if pid is not None else ""
+    if run["damaged"]:
+        return f"damaged: {run['damaged']}" + (f" ({held})" if held else "")
+    if "step" not in run:
+        return f"no checkpoint yet ({held})"
+    return held or "ok"
+
+
+def _row(run: dict[str, Any]) -> tuple[str, ...]:
+    if "step" not in run:  # damaged, or a training before its first save: nothing in it can be trusted
+        return run["name"], "-", "-", "-", "-", "-", _status(run)
+    best, at = run.get("best_val"), run.get("best_step")
     return (
-        record["name"],
-        record.get("stage", "?"),
-        f"{record.get('parameters', 0):,}",
-        f"{record.get('step', 0)}/{record.get('max_iters', '?')}",
-        f"{best:.4f}" if isinstance(best, (int, float)) else "-",
-        str(record.get("updated", ""))[:16].replace("T", " "),
+        run["name"],
+        run["stage"],
+        f"{run['parameters']:,}" if "parameters" in run else "-",
+        f"{run['step']}/{run.get('max_iters', '?')}",
+        (f"{best:.4f}" + (f" @{at}" if at is not None else "")) if best is not None else "-",
+        run["updated"][:16].replace("T", " "),
+        _status(run),
     )
 
 
 @app.callback(invoke_without_command=True)
 @handle_errors
 def runs(ctx: typer.Context) -> None:
-    """List trained runs: name, stage, parameters, steps, best val and date."""
+    """List trained runs: name, stage, parameters, steps, best val (train's estimate, at its step), date, status.
+
+    A run whose record or files are damaged is listed with the reason; one in
+    use by a training shows that process.
+    """
     if ctx.invoked_subcommand is not None:
         return
     console = make_console()
-    records = checkpoint.list_runs()
-    if not records:
-        console.print(f"No runs in {paths.runs_root()} yet; train one with `tinyshake train --model mini`.")
+    found = record.list_runs()
+    if not found:
+        console.print(f"No runs in {paths.runs_root()} yet; train one with `tinyshake train --model mini`.",
+                      markup=False)
         return
-    table = Table("name", "stage", "parameters", "steps", "best val", "date")
-    for record in records:
-        table.add_row(*_row(record))
+    table = Table(*COLUMNS)
+    for run in found:
+        table.add_row(*_row(run))
     console.print(table)
 
 
 @app.command("rm")
 @handle_errors
 def rm(name: Annotated[str, typer.Argument(help="Run to delete.")]) -> None:
-    """Delete a trained run and its checkpoints."""
-    checkpoint.remove(name)
-    make_console().print(f"Deleted run {name}")
+    """Delete a trained run and its checkpoints (refused while a training holds it)."""
+    record.remove(name)
+    make_console().print(f"Deleted run {name}", markup=False)
