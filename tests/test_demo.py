@@ -15,38 +15,80 @@ from torch import nn
 from typer.testing import CliRunner
 
 from conftest import subprocess_env
-from tinyshake import demos
+from tinyshake import corpus, demos
 from tinyshake.cli import app
 from tinyshake.cli.demo import render
 
 runner = CliRunner()
 
 
+# -- the lecture notebook's printed numbers (cells In [9] to In [42]), as torch printed them ----------
+
+BOW_X0 = """\
+tensor([[ 0.1808, -0.0700],
+        [-0.3596, -0.9152],
+        [ 0.6258,  0.0255],
+        [ 0.9545,  0.0643],
+        [ 0.3612,  1.1679],
+        [-1.3499, -0.5102],
+        [ 0.2360, -0.2398],
+        [-0.9211,  1.5433]])"""
+BOW_XBOW0 = """\
+tensor([[ 0.1808, -0.0700],
+        [-0.0894, -0.4926],
+        [ 0.1490, -0.3199],
+        [ 0.3504, -0.2238],
+        [ 0.3525,  0.0545],
+        [ 0.0688, -0.0396],
+        [ 0.0927, -0.0682],
+        [-0.0341,  0.1332]])"""
+ONES = """\
+tensor([[1., 1., 1.],
+        [1., 1., 1.],
+        [1., 1., 1.]])"""
+MATMUL_B = """\
+tensor([[2., 7.],
+        [6., 4.],
+        [6., 5.]])"""
+SUMS = """\
+tensor([[14., 16.],
+        [14., 16.],
+        [14., 16.]])"""
+TRIL = """\
+tensor([[1., 0., 0.],
+        [1., 1., 0.],
+        [1., 1., 1.]])"""
+RUNNING_SUMS = """\
+tensor([[ 2.,  7.],
+        [ 8., 11.],
+        [14., 16.]])"""
+TRIL_AVERAGE = """\
+tensor([[1.0000, 0.0000, 0.0000],
+        [0.5000, 0.5000, 0.0000],
+        [0.3333, 0.3333, 0.3333]])"""
+RUNNING_AVERAGES = """\
+tensor([[2.0000, 7.0000],
+        [4.0000, 5.5000],
+        [4.6667, 5.3333]])"""
+WEI0 = """\
+tensor([[1.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000],
+        [0.1574, 0.8426, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000],
+        [0.2088, 0.1646, 0.6266, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000],
+        [0.5792, 0.1187, 0.1889, 0.1131, 0.0000, 0.0000, 0.0000, 0.0000],
+        [0.0294, 0.1052, 0.0469, 0.0276, 0.7909, 0.0000, 0.0000, 0.0000],
+        [0.0176, 0.2689, 0.0215, 0.0089, 0.6812, 0.0019, 0.0000, 0.0000],
+        [0.1691, 0.4066, 0.0438, 0.0416, 0.1048, 0.2012, 0.0329, 0.0000],
+        [0.0210, 0.0843, 0.0555, 0.2297, 0.0573, 0.0709, 0.2423, 0.2391]])"""
+K_VAR = "tensor(1.0449)"
+Q_VAR = "tensor(1.0700)"
+RAW_VAR = "tensor(17.4690)"
+SCALED_VAR = "tensor(1.0918)"
+SOFTMAX = "tensor([0.1951, 0.1446, 0.2384, 0.1308, 0.2911])"
+SOFTMAX_SHARP = "tensor([0.0327, 0.0030, 0.1618, 0.0013, 0.8013])"
+ATTENTION_SHAPE = "torch.Size([4, 8, 16])"
+
+
 # -- helpers -------------------------------------------------------------------
-
-
-def cell_output(notebook: str, cell: int) -> str:
-    """The text of notebook cell ``In [cell]`` up to the next cell."""
-    start = notebook.index(f"In [{cell}]:")
-    end = notebook.find("\nIn [", start + 1)
-    return notebook[start : end if end != -1 else None]
-
-
-def printed_tensors(text: str) -> list[str]:
-    """Every ``tensor(...)`` the text prints, as torch printed it (a grad_fn suffix dropped)."""
-    found = []
-    for match in re.finditer(r"(?<![\w.])tensor\(", text):  # not the source's torch.tensor(...)
-        depth = 0
-        for end in range(match.start() + len("tensor"), len(text)):
-            depth += {"(": 1, ")": -1}.get(text[end], 0)
-            if depth == 0:
-                break
-        found.append(re.sub(r",\s*grad_fn=<\w+>\)$", ")", text[match.start() : end + 1]))
-    return found
-
-
-def notebook_tensors(notebook: str, *cells: int) -> list[str]:
-    return [t for cell in cells for t in printed_tensors(cell_output(notebook, cell))]
 
 
 def assert_in_order(output: str, expected: list[str]) -> None:
@@ -73,45 +115,114 @@ def shown(label: str, value: object) -> str:
 # -- the notebook's numbers with the default seeds -------------------------------------
 
 
-def test_notebook_parsing_finds_the_printed_tensors(notebook: str) -> None:
-    assert printed_tensors(cell_output(notebook, 9))[0].startswith("tensor([[ 0.1808, -0.0700],")
-    assert len(notebook_tensors(notebook, 11, 12, 13)) == 9
-    assert "grad_fn" not in notebook_tensors(notebook, 26)[0]
-
-
-def test_bow_prints_the_notebooks_x_and_xbow_and_agrees_three_ways(notebook: str) -> None:
+def test_bow_prints_the_notebooks_x_and_xbow_and_agrees_three_ways() -> None:
     out = demo_output("bow")
-    assert_in_order(out, notebook_tensors(notebook, 9, 10))
+    assert_in_order(out, [BOW_X0, BOW_XBOW0])
     assert shown("torch.allclose(xbow, xbow2, atol=1e-6)", True) in out
     assert shown("torch.allclose(xbow, xbow3, atol=1e-6)", True) in out
 
 
-def test_matmul_prints_a_b_c_for_each_form_as_the_notebook(notebook: str) -> None:
-    assert_in_order(demo_output("matmul"), notebook_tensors(notebook, 11, 12, 13))
+def test_matmul_prints_a_b_c_for_each_form_as_the_notebook() -> None:
+    assert_in_order(demo_output("matmul"), [ONES, MATMUL_B, SUMS, TRIL, MATMUL_B, RUNNING_SUMS,
+                                            TRIL_AVERAGE, MATMUL_B, RUNNING_AVERAGES])
 
 
-def test_attention_prints_the_notebooks_weights_and_shape(notebook: str) -> None:
-    out = demo_output("attention")
-    wei0 = notebook_tensors(notebook, 26)[0]
-    assert wei0.startswith("tensor([[1.0000, 0.0000") and "[0.1574, 0.8426, 0.0000" in wei0
-    shape = re.search(r"torch\.Size\(\[[\d, ]+\]\)", cell_output(notebook, 27))
-    assert shape is not None and shape.group() == "torch.Size([4, 8, 16])"
-    assert_in_order(out, [wei0, "t=0", shape.group()])  # the numbers, the heatmap, the shape
+def test_attention_prints_the_notebooks_weights_and_shape() -> None:
+    assert_in_order(demo_output("attention"), [WEI0, "t=0", ATTENTION_SHAPE])  # the numbers, the heatmap, the shape
 
 
-def test_scaling_prints_the_notebooks_variances(notebook: str) -> None:
-    k_var, q_var, raw_var = notebook_tensors(notebook, 29, 30, 31)
-    scaled_var = notebook_tensors(notebook, 38)[-1]
-    assert (raw_var, scaled_var) == ("tensor(17.4690)", "tensor(1.0918)")
+def test_scaling_prints_the_notebooks_variances() -> None:
     out = demo_output("scaling")
-    assert_in_order(out, [shown("k.var()", k_var), shown("q.var()", q_var), raw_var, scaled_var])
+    assert_in_order(out, [shown("k.var()", K_VAR), shown("q.var()", Q_VAR), RAW_VAR, SCALED_VAR])
     assert "saturates" in out
 
 
-def test_softmax_prints_the_notebooks_weights_with_bars(notebook: str) -> None:
-    plain, sharp = notebook_tensors(notebook, 40, 42)
-    out = demo_output("softmax")
-    assert_in_order(out, [plain, "0.2911 " + "#" * round(0.2911 * 40), sharp, "0.8013 " + "#" * 32])
+def test_softmax_prints_the_notebooks_weights_with_bars() -> None:
+    assert_in_order(demo_output("softmax"), [SOFTMAX, "0.2911 " + "#" * round(0.2911 * 40), SOFTMAX_SHARP,
+                                             "0.8013 " + "#" * 32])
+
+
+# -- the lecture's first half, from the cached corpus --------------------------------------------------
+
+CHARS = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+FIRST_BLOCK = "tensor([18, 47, 56, 57, 58,  1, 15, 47, 58])"
+LESSONS = [
+    "when input is [18] the target: 47",
+    "when input is [18, 47] the target: 56",
+    "when input is [18, 47, 56] the target: 57",
+    "when input is [18, 47, 56, 57] the target: 58",
+    "when input is [18, 47, 56, 57, 58] the target: 1",
+    "when input is [18, 47, 56, 57, 58, 1] the target: 15",
+    "when input is [18, 47, 56, 57, 58, 1, 15] the target: 47",
+    "when input is [18, 47, 56, 57, 58, 1, 15, 47] the target: 58",
+]
+XB = """\
+tensor([[24, 43, 58,  5, 57,  1, 46, 43],
+        [44, 53, 56,  1, 58, 46, 39, 58],
+        [52, 58,  1, 58, 46, 39, 58,  1],
+        [25, 17, 27, 10,  0, 21,  1, 54]])"""
+YB = """\
+tensor([[43, 58,  5, 57,  1, 46, 43, 39],
+        [53, 56,  1, 58, 46, 39, 58,  1],
+        [58,  1, 58, 46, 39, 58,  1, 46],
+        [17, 27, 10,  0, 21,  1, 54, 39]])"""  # the lecture's first batch (torch.manual_seed(1337), 4 x 8)
+
+
+def test_tokens_shows_the_65_characters_and_encodes_hii_there(cached: Path) -> None:
+    out = demo_output("tokens")
+    assert_in_order(out, [shown("len(text)", 1115394), "First Citizen:\nBefore we proceed",
+                          shown("print(''.join(chars))", CHARS), shown("vocab_size", 65),
+                          shown('encode("hii there")', [46, 47, 47, 1, 58, 46, 43, 56, 43]),
+                          shown('print(decode(encode("hii there")))', "hii there")])
+
+
+def test_batch_shows_the_split_the_first_block_its_lessons_and_the_lectures_batch(cached: Path) -> None:
+    out = demo_output("batch")
+    assert_in_order(out, [shown("data.shape, data.dtype", "(torch.Size([1115394]), torch.int64)"),
+                          shown("len(train_data), len(val_data)", (1003854, 111540)),
+                          shown("train_data[:block_size+1]", FIRST_BLOCK), "\n".join(LESSONS),
+                          "torch.manual_seed(1337)", shown("xb", XB), shown("yb", YB)])
+
+
+def test_batch_with_another_seed_is_the_training_codes_draw(cached: Path) -> None:
+    data = corpus.load()
+    torch.manual_seed(8)
+    starts = torch.randint(len(data.train) - 8, (4,))
+    xb = torch.stack([data.train[i : i + 8] for i in starts])
+    yb = torch.stack([data.train[i + 1 : i + 9] for i in starts])
+    out = demo_output("batch", "--seed", "8")
+    assert_in_order(out, [FIRST_BLOCK, shown("xb", xb), shown("yb", yb)])
+
+
+def test_loss_shows_the_uniform_loss_the_lectures_first_loss_and_the_step_0_estimate(cached: Path) -> None:
+    out = demo_output("loss")
+    assert_in_order(out, [shown("-torch.log(torch.tensor(1/65))", "tensor(4.1744)"),
+                          shown("loss", "tensor(4.8786)"),  # the lecture's bigram on its first batch
+                          shown("m.token_embedding_table.weight.std()", "tensor(0.9989)"),
+                          shown("F.cross_entropy(torch.zeros(32, 65), yb.flatten())", "tensor(4.1744)"),
+                          "{'train': 4.7305, 'val': 4.7241}"])  # the bigram script's step 0 line
+    assert "grad_fn" not in out
+
+
+def test_the_first_half_needs_the_corpus() -> None:
+    result = runner.invoke(app, ["demo", "tokens"])
+    assert result.exit_code == 1 and "tinyshake fetch" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["bow", "--seed", "1180591620717411303424"], "--seed must be a whole number from 0 to 2**64 - 1"),
+    (["softmax", "--seed", "18446744073709551616"], "--seed must be a whole number from 0 to 2**64 - 1"),
+    (["batch", "--seed", "-1"], "--seed must be a whole number from 0 to 2**64 - 1"),
+    (["tokens", "--seed", "3"], "--seed does not apply to the tokens demo"),
+])
+def test_a_bad_seed_is_one_line_and_exit_2(args: list[str], message: str) -> None:
+    result = runner.invoke(app, ["demo", *args])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1 and message in result.stderr
+
+
+def test_the_largest_seed_works() -> None:
+    assert "torch.manual_seed(18446744073709551615)" in demo_output("bow", "--seed", str(2**64 - 1))
 
 
 def test_layernorm_normalises_rows_and_batchnorm_columns() -> None:
@@ -163,18 +274,18 @@ def _independent_weights(seed: int, causal: bool) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("causal", [True, False])
-def test_attention_with_another_seed_and_mask_choice(causal: bool, notebook: str) -> None:
+def test_attention_with_another_seed_and_mask_choice(causal: bool) -> None:
     out = demo_output("attention", "--seed", "11", *([] if causal else ["--no-mask"]))
     assert str(_independent_weights(11, causal)) in out
-    assert notebook_tensors(notebook, 26)[0] not in out
+    assert WEI0 not in out
 
 
-def test_attention_without_mask_lets_every_token_see_every_other(notebook: str) -> None:
+def test_attention_without_mask_lets_every_token_see_every_other() -> None:
     out = demo_output("attention", "--no-mask")
     weights = _independent_weights(1337, causal=False)
     assert bool((weights > 0).all())
     assert str(weights) in out and "encoder" in out
-    assert notebook_tensors(notebook, 26)[0] not in out
+    assert WEI0 not in out
 
 
 def test_scaling_with_another_seed() -> None:
@@ -205,7 +316,7 @@ def test_layernorm_and_positions_with_another_seed() -> None:
     assert_in_order(demo_output("positions", "--seed", "21"), [shown("idx", idx), shown("idx[perm]", idx[perm])])
 
 
-def test_demos_leave_the_callers_random_stream_alone() -> None:
+def test_demos_leave_the_callers_random_stream_alone(cached: Path) -> None:
     torch.manual_seed(0)
     expected = torch.randn(3)
     torch.manual_seed(0)
@@ -217,7 +328,8 @@ def test_demos_leave_the_callers_random_stream_alone() -> None:
 # -- the command ------------------------------------------------------------------
 
 
-def test_all_runs_every_demo_in_order() -> None:
+def test_all_runs_every_demo_in_order(cached: Path) -> None:
+    assert list(demos.DEMOS)[:4] == ["tokens", "batch", "loss", "bow"]  # the lecture's order
     out = demo_output("all")
     assert_in_order(out, [f"== {name}: " for name in demos.DEMOS])
 

@@ -61,12 +61,17 @@ def test_entropy_in_bits() -> None:
 # -- attention: the captured weights against a plain per-head recomputation from the saved weights ----------
 
 
-def save_run(name: str, model: torch.nn.Module, stage: str = "test") -> None:
+EVALUATED = [{"step": 1, "train": 2.0, "val": 2.0}]  # one evaluation, at step 1
+
+
+def save_run(name: str, model: torch.nn.Module, stage: str = "test", step: int = 1, best: bool = False,
+             metrics: list[dict[str, float]] | None = None) -> None:
     """Store ``model`` as a trained run, as training would (a record, weights, a training state)."""
     record = {"name": name, "stage": stage, "model": model.config.to_dict(), "hyper": {}, "vocab": VOCAB.chars,
-              "step": 1, "metrics": []}
-    state = {"step": 1, "optimizer": {}, "rng": checkpoint.rng_state()}
-    checkpoint.save(name, model, record, state)
+              "corpus": {"name": "tinyshakespeare", "sha256": "0" * 64}, "step": step, "metrics": metrics or [],
+              "best_val": 2.0 if metrics else None}
+    state = {"step": step, "optimizer": {}, "rng": checkpoint.rng_state()}
+    checkpoint.save(name, model, record, state, best=best)
 
 
 def saved_weights(name: str) -> dict[str, torch.Tensor]:
@@ -217,15 +222,15 @@ def invoke(*args: str) -> Result:
 
 
 def test_inspect_attention_json_is_every_layer_and_head_of_the_latest_run() -> None:
-    save_run("old", tiny(arch="bigram"))
-    save_run("new", tiny(**LADDER["layernorm"]))  # the most recent: the default
+    save_run("a-old", tiny(arch="bigram"))
+    save_run("b-new", tiny(**LADDER["layernorm"]))  # the most recent (or, in the same second, last by name)
     result = invoke("attention", "--prompt", "O Romeo,\\nRomeo", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert set(data) == {"run", "weights", "tokens", "attention"}
-    assert data["run"] == "new" and data["weights"] in ("best", "last")
+    assert data["run"] == "b-new" and data["weights"] in ("best", "last")
     assert data["tokens"] == list("o,\nRomeo")  # the last block_size (8) characters, with the newline
-    loaded = checkpoint.load("new")
+    loaded = checkpoint.load("b-new")
     expected = inspection.attention_maps(loaded.model, loaded.tokenizer, "O Romeo,\nRomeo").weights
     assert torch.allclose(torch.tensor(data["attention"]), expected, atol=1e-6)
 
@@ -318,3 +323,36 @@ def test_installed_entry_point_bigram_attention_is_one_line_exit_2(home: Path) -
                             env=subprocess_env(home), timeout=120)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.count("\n") == 1 and "no attention" in result.stderr
+
+
+def test_the_inspect_and_demo_commands_import_no_torch_until_they_run() -> None:
+    """``--help`` must stay fast: the modules load torch inside their commands (the package's __init__ aside)."""
+    code = (
+        "import importlib, pathlib, sys, types\n"
+        "import tinyshake\n"
+        "package = types.ModuleType('tinyshake.cli')\n"
+        "package.__path__ = [str(pathlib.Path(tinyshake.__file__).parent / 'cli')]\n"
+        "sys.modules['tinyshake.cli'] = package\n"
+        "for name in ('inspect', 'demo', '_render'):\n"
+        "    importlib.import_module('tinyshake.cli.' + name)\n"
+        "print('torch' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
+def test_inspect_reads_the_best_or_the_last_weights() -> None:
+    first, later = tiny(), tiny(n_embd=16)
+    with torch.no_grad():
+        later.lm_head.bias += torch.arange(65.0)  # a very different distribution: 'z' (64) likeliest
+    save_run("r", first, step=1, best=True, metrics=EVALUATED)
+    save_run("r", later, step=2, metrics=EVALUATED)
+    best = json.loads(invoke("next", "r", "--prompt", "ab", "--json").stdout)
+    last = json.loads(invoke("next", "r", "--prompt", "ab", "--json", "--weights", "last").stdout)
+    assert (best["weights"], last["weights"]) == ("best", "last")
+    expected = {c: p for c, p in inspection.next_distribution(first, VOCAB, "ab")}
+    assert all(row["p"] == pytest.approx(expected[row["char"]], abs=1e-6) for row in best["next"])
+    assert last["next"][0]["char"] == "z" != best["next"][0]["char"]
+    save_run("fresh", first)  # no evaluation yet, so no best: the last weights, and it says so
+    assert json.loads(invoke("attention", "fresh", "--json").stdout)["weights"] == "last"

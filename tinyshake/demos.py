@@ -11,6 +11,7 @@ nor Typer.
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 from typing import Callable, Iterator, Literal, NamedTuple, Union
 
@@ -18,16 +19,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tinyshake import corpus as corpora
 from tinyshake.errors import UsageError
+from tinyshake.model import ModelConfig, build
+from tinyshake.train import estimate_loss, get_batch
 
 View = Literal["value", "heatmap", "bars"]
-Value = Union[torch.Tensor, torch.Size, bool, float]
+Value = Union[torch.Tensor, torch.Size, bool, float, int, str, list, tuple, dict]
 
 NOTEBOOK_SEED = 1337
 MATMUL_SEED = 42
 SOFTMAX_LOGITS = (0.1, -0.2, 0.3, -0.3, 0.5)
 SHARPEN = 8
 HEAD_SIZE = 16
+SEEDS = range(2**64)  # what torch.manual_seed accepts
+LECTURE_BATCH, LECTURE_BLOCK = 4, 8  # the lecture's first look at a batch
+SCRIPT_BATCH, SCRIPT_EVAL_ITERS = 32, 200  # the bigram script's batches and loss estimate
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,123 @@ def _seeded(seed: int) -> Iterator[None]:
 
 def _causal_mask(size: int) -> torch.Tensor:
     return torch.tril(torch.ones(size, size))
+
+
+# -- the lecture's first half: tokens, batches, the loss to expect ---------------------
+
+
+def _corpus() -> corpora.Corpus:
+    """The cached tiny Shakespeare, verified: these demos show the lecture's numbers from the real text."""
+    return corpora.load(corpora.DEFAULT_CORPUS)
+
+
+def tokens(seed: int | None = None) -> Demo:
+    """The character vocabulary and the encode/decode pair that turn text into integers and back."""
+    data = _corpus()
+    chars, encode = data.tokenizer.chars, data.tokenizer.encode
+    steps = (
+        Step("len(text)", len(data.text), "with open('input.txt', 'r', encoding='utf-8') as f:\n    text = f.read()"),
+        Step("print(text[:100])", data.text[:100]),
+        Step("print(''.join(chars))", "".join(chars), "chars = sorted(list(set(text)))\nvocab_size = len(chars)"),
+        Step("vocab_size", len(chars)),
+        Step(
+            'encode("hii there")', encode("hii there"),
+            "stoi = { ch:i for i,ch in enumerate(chars) }\nitos = { i:ch for i,ch in enumerate(chars) }\n"
+            "encode = lambda s: [stoi[c] for c in s]\ndecode = lambda l: ''.join([itos[i] for i in l])",
+        ),
+        Step('print(decode(encode("hii there")))', data.tokenizer.decode(encode("hii there"))),
+    )
+    explanation = (
+        f"The model reads characters. The vocabulary is every distinct character of the text, sorted: "
+        f"{len(chars)} of them, from the newline and the space to 'z'. A character's number is its place in that "
+        "list, so encoding is a lookup and decoding the reverse lookup. Real tokenizers (GPT-2's has 50,257 "
+        "sub-word tokens) trade a bigger vocabulary for shorter sequences; characters keep both the code and the "
+        "model tiny."
+    )
+    return Demo("tokens", "Characters to integers and back", explanation, steps, None)
+
+
+def _lessons(x: torch.Tensor, y: torch.Tensor) -> str:
+    """What one block teaches: each prefix of the input, and the character that follows it."""
+    return "\n".join(f"when input is {x[: t + 1].tolist()} the target: {int(y[t])}" for t in range(len(x)))
+
+
+def batch(seed: int | None = None) -> Demo:
+    """The 90/10 split, one block and the eight lessons in it, and a random batch of blocks."""
+    seed = NOTEBOOK_SEED if seed is None else seed
+    data = _corpus()
+    whole = torch.cat([data.train, data.val])
+    block = LECTURE_BLOCK
+    x, y = data.train[:block], data.train[1 : block + 1]
+    with _seeded(seed):
+        xb, yb = get_batch(data.train, LECTURE_BATCH, block)
+    steps = (
+        Step("data.shape, data.dtype", (whole.shape, whole.dtype), "data = torch.tensor(encode(text), dtype=torch.long)"),
+        Step("len(train_data), len(val_data)", (len(data.train), len(data.val)),
+             "n = int(0.9*len(data)) # first 90% will be train, rest val\ntrain_data = data[:n]\nval_data = data[n:]"),
+        Step("train_data[:block_size+1]", data.train[: block + 1], f"block_size = {block}"),
+        Step("", _lessons(x, y),
+             "x = train_data[:block_size]\ny = train_data[1:block_size+1]\nfor t in range(block_size):\n"
+             "    context = x[:t+1]\n    target = y[t]\n"
+             "    print(f\"when input is {context.tolist()} the target: {target}\")"),
+        Step("xb", xb, f"torch.manual_seed({seed})\nbatch_size = {LECTURE_BATCH}\nxb, yb = get_batch('train')"),
+        Step("yb", yb),
+    )
+    explanation = (
+        "The text becomes one long tensor of character ids. The first 90% is for training, the last 10% is held "
+        "out to check that the model generalises rather than memorises. Training never reads the whole text at "
+        "once: it reads blocks of block_size + 1 characters, and each block holds block_size lessons, one per "
+        "prefix, from a context of one character up to block_size; that is why the model can later start from "
+        "any shorter context. A batch stacks blocks from random places, processed independently and in parallel; "
+        "yb holds each position's target, the character after it."
+    )
+    return Demo("batch", "The split, a block, a batch", explanation, steps, seed)
+
+
+def loss(seed: int | None = None) -> Demo:
+    """The loss an untrained model should start at, and why the bigram's initial loss is higher."""
+    seed = NOTEBOOK_SEED if seed is None else seed
+    data = _corpus()
+    vocab = data.tokenizer.vocab_size
+    config = ModelConfig(vocab_size=vocab, arch="bigram")
+    with _seeded(seed):
+        xb, yb = get_batch(data.train, LECTURE_BATCH, LECTURE_BLOCK)
+        torch.manual_seed(seed)
+        model = build(config)
+        logits, first = model(xb, yb)
+        table = model.token_embedding_table.weight
+        spread, logsumexp = table.std(), torch.logsumexp(table, dim=-1).mean()
+        uniform = F.cross_entropy(torch.zeros(xb.numel(), vocab), yb.flatten())
+    with _seeded(seed):
+        scripted = estimate_loss(build(config), {"train": data.train, "val": data.val}, SCRIPT_BATCH,
+                                 LECTURE_BLOCK, SCRIPT_EVAL_ITERS)
+    steps = (
+        Step(f"-torch.log(torch.tensor(1/{vocab}))", -torch.log(torch.tensor(1 / vocab)),
+             "# knowing nothing, the best guess gives every character the same chance"),
+        Step("loss", first,
+             f"torch.manual_seed({seed})\nxb, yb = get_batch('train')   # the batch of `demo batch`\n"
+             f"torch.manual_seed({seed})\nm = BigramLanguageModel(vocab_size)\nlogits, loss = m(xb, yb)"),
+        Step("m.token_embedding_table.weight.std()", spread, "# nn.Embedding draws its table from N(0, 1)"),
+        Step("torch.logsumexp(m.token_embedding_table.weight, dim=-1).mean()", logsumexp),
+        Step(f"math.log({vocab}) + 0.5", math.log(vocab) + 0.5,
+             "# for random N(0, 1) logits, logsumexp averages about ln(vocab) + variance / 2"),
+        Step(f"F.cross_entropy(torch.zeros({xb.numel()}, {vocab}), yb.flatten())", uniform,
+             "# equal logits are the uniform guess"),
+        Step("{split: round(l, 4) for split, l in estimate_loss().items()}",
+             {split: round(value, 4) for split, value in scripted.items()},
+             f"# the bigram script: seed {seed}, the model, then {SCRIPT_EVAL_ITERS} batches of "
+             f"{SCRIPT_BATCH} x {LECTURE_BLOCK} per split\n"
+             f"torch.manual_seed({seed})\nmodel = BigramLanguageModel(vocab_size)"),
+    )
+    explanation = (
+        f"Cross-entropy is -ln of the probability the model gave the right character. A model that knows nothing "
+        f"should give each of the {vocab} characters 1/{vocab}, a loss of -ln(1/{vocab}) = {math.log(vocab):.4f}. "
+        "The untrained bigram starts higher: its logits are random numbers of standard deviation 1, so its guesses "
+        "are confidently uneven, and confidence in the wrong character costs more than it gains on the right one "
+        "(on average the loss is about ln(vocab) + 1/2). Its step-0 estimate, 4.7305 in the lecture's log, is this "
+        "excess; zeroing the logits would bring it down to exactly the uniform loss, and training soon passes it."
+    )
+    return Demo("loss", "The loss to expect before training", explanation, steps, seed)
 
 
 # -- bow ----------------------------------------------------------------------
@@ -370,12 +494,16 @@ class DemoSpec(NamedTuple):
     summary: str
     func: Callable[..., Demo]
     takes_mask: bool = False
+    takes_seed: bool = True
 
     def build(self, seed: int | None, mask: bool) -> Demo:
         return self.func(seed, mask=mask) if self.takes_mask else self.func(seed)
 
 
 DEMOS: dict[str, DemoSpec] = {
+    "tokens": DemoSpec("the 65 characters, encode and decode", tokens, takes_seed=False),
+    "batch": DemoSpec("the 90/10 split, a block's eight lessons, a 4 x 8 batch", batch),
+    "loss": DemoSpec("why an untrained model starts near -ln(1/65) = 4.1744, and the bigram above it", loss),
     "bow": DemoSpec("bag-of-words averaging: a loop, a triangular matmul, a masked softmax", bow),
     "matmul": DemoSpec("the triangular-matmul trick: sums and running averages by a @ b", matmul),
     "attention": DemoSpec("one head of causal self-attention and its weights (--no-mask: encoder)", attention, True),
@@ -400,6 +528,10 @@ def select(name: str) -> list[str]:
 def run(name: str, seed: int | None = None, mask: bool = True) -> Iterator[Demo]:
     """Check ``name`` and the options now, then compute the demos one at a time as they are consumed."""
     names = select(name)
+    if seed is not None and seed not in SEEDS:
+        raise UsageError(f"--seed must be a whole number from 0 to 2**64 - 1, not {seed}")
+    if seed is not None and not any(DEMOS[n].takes_seed for n in names):
+        raise UsageError(f"--seed does not apply to the {names[0]} demo: it draws no random numbers")
     if not mask and not any(DEMOS[n].takes_mask for n in names):
         takers = " and ".join(n for n, spec in DEMOS.items() if spec.takes_mask)
         raise UsageError(f"--no-mask only applies to the {takers} demo, not {names[0]}")

@@ -8,24 +8,24 @@ NO_COLOR it is the same transcript as plain text, with ASCII pictures.
 from __future__ import annotations
 
 import textwrap
-from typing import Annotated, Iterator, Optional
+from typing import TYPE_CHECKING, Annotated, Iterator, Optional
 
-import torch
 import typer
 from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
-from rich.style import Style
 from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from tinyshake import demos
+from tinyshake.cli import _render
 from tinyshake.cli._output import handle_errors, make_console, use_rich
 
+if TYPE_CHECKING:
+    import torch
+
+    from tinyshake import demos
+
 PROMPT, MORE = ">>> ", "... "
-SHADES = " .:-=+*#%@"  # plain heatmap, from weight 0 to weight 1
-BAR_WIDTH = 40
-COLD, HOT = (24, 28, 64), (250, 196, 40)  # heatmap colours for weight 0 and weight 1
 
 
 def code_lines(code: str) -> Iterator[Text]:
@@ -47,14 +47,10 @@ def value_text(value: demos.Value) -> Text:
 
 def _weights(value: demos.Value) -> torch.Tensor:
     """A picture's numbers, clamped to [0, 1] since pictures only show weights."""
+    import torch
+
     assert isinstance(value, torch.Tensor), "pictures are drawn from tensors"
     return value.detach().float().clamp(0.0, 1.0)
-
-
-def _blend(weight: float) -> Style:
-    """A cell's colours; the square root lifts small weights out of the dark."""
-    rgb = tuple(round(c + (h - c) * weight**0.5) for c, h in zip(COLD, HOT))
-    return Style(bgcolor=f"rgb({rgb[0]},{rgb[1]},{rgb[2]})", color="black" if weight > 0.5 else "white")
 
 
 def heatmap(value: demos.Value, fancy: bool) -> RenderableType:
@@ -63,26 +59,22 @@ def heatmap(value: demos.Value, fancy: bool) -> RenderableType:
     columns = range(weights.shape[1])
     if not fancy:
         top = ("       " + "".join(f"{j:<2}" for j in columns)).rstrip()
-        rows = [f"t={i:<3} |" + "".join(SHADES[round(float(w) * (len(SHADES) - 1))] * 2 for w in row) + "|"
+        rows = [f"t={i:<3} |" + "".join(_render.shade(float(w)) * 2 for w in row) + "|"
                 for i, row in enumerate(weights)]
-        return Text("\n".join([top, *rows, f"shades from 0 to 1: {SHADES!r}"]))
+        return Text("\n".join([top, *rows])) + Text("\n") + _render.legend(fancy)
     table = Table(box=None, padding=(0, 0), show_edge=False, title="query row x key column", title_justify="left")
     table.add_column("", style="dim", justify="right")
     for j in columns:
         table.add_column(f"{j}", justify="center", min_width=6)
     for i, row in enumerate(weights):
-        table.add_row(f"t={i} ", *(Text(f"{float(w):.2f}", style=_blend(float(w))) for w in row))
+        table.add_row(f"t={i} ", *(Text(f"{float(w):.2f}", style=_render.blend(float(w))) for w in row))
     return table
 
 
 def bars(value: demos.Value, fancy: bool) -> Text:
-    """One bar per probability: solid blocks on a terminal, ``#`` otherwise."""
-    char, style = ("\u2588", "magenta") if fancy else ("#", "")
-    lines = []
-    for i, p in enumerate(_weights(value).tolist()):
-        length = round(p * BAR_WIDTH)
-        lines.append(Text.assemble(f"{i:>3} {p:.4f}", (" " + char * length, style) if length else ""))
-    return Text("\n").join(lines)
+    """One bar per probability, labelled by its index."""
+    values = _weights(value).tolist()
+    return _render.bars([f"{i:>3}" for i in range(len(values))], values, fancy)
 
 
 PICTURES = {"heatmap": heatmap, "bars": bars}
@@ -125,6 +117,8 @@ def render(demo: demos.Demo, console: Console) -> None:
 
 def show_list(console: Console) -> None:
     """One line per demo, then how to run them."""
+    from tinyshake import demos
+
     width = max(len(name) for name in demos.DEMOS)
     for name, spec in demos.DEMOS.items():
         console.print(Text.assemble((f"{name:<{width}}", "bold cyan"), "  ", spec.summary))
@@ -144,13 +138,16 @@ def demo(
         )
     ] = None,
     seed: Annotated[
-        Optional[int], typer.Option(help="Redraw the random numbers from this seed (default: the notebook's).", min=0)
+        Optional[int], typer.Option(help="Redraw the random numbers from this seed, 0 to 2**64 - 1 "
+                                         "(default: the notebook's).")
     ] = None,
     no_mask: Annotated[
         bool, typer.Option("--no-mask", help="attention: drop the causal mask, so every token sees every other.")
     ] = False,
 ) -> None:
-    """Replay the lecture's steps towards self-attention, each computed live; no NAME lists them."""
+    """Replay the lecture's steps from characters to self-attention, each computed live; no NAME lists them."""
+    from tinyshake import demos
+
     console = make_console()
     if name is None:
         show_list(console)

@@ -56,12 +56,12 @@ def load_run(run: Optional[str], weights: Weights) -> LoadedRun:
     name = run or checkpoint.latest()
     if name is None:
         raise UsageError("no trained runs yet; train one with `tinyshake train --model mini`")
-    return checkpoint.load(name, "cpu")
+    return checkpoint.load(name, "cpu", weights=weights.value)
 
 
 def weights_name(loaded: LoadedRun) -> str:
-    """Which weights were loaded: every save so far writes one set, the last."""
-    return "last"
+    """Which weights were loaded: a run with no best yet gives its last even when asked for the best."""
+    return loaded.weights
 
 
 def decode_prompt(text: str) -> str:
