@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import pytest
 from conftest import subprocess_env
 from typer.testing import CliRunner
 
-from tinyshake import corpus
+from tinyshake import corpus, paths
 from tinyshake.cli import app
 
 try:
@@ -29,7 +30,7 @@ except ImportError:  # pragma: no cover - not POSIX
 Respond = Callable[[BaseHTTPRequestHandler], None]
 PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 FACTS = ("characters: 1,115,394", "vocabulary: 65 distinct characters", "1,003,854 train / 111,540 val")
-TAMPER_HINT = "tinyshake fetch --force"
+TAMPER_HINTS = {corpus.DEFAULT_CORPUS: "run `tinyshake fetch --force`", "mine": "fetch --from PATH --corpus mine --force"}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -261,7 +262,7 @@ FAULTS: dict[str, tuple[Callable[[bytes, threading.Event], Respond | None], list
     "cut-off": (lambda d, s: _cut_off(d), [], ["broke off after 557,697 of 1,115,394 bytes"]),
     "wrong-bytes": (lambda d, s: send(d.upper()), [], ["checksum mismatch"]),
     "wrong-length": (lambda d, s: send(b"hello"), [], ["offers 5 bytes; expected 1,115,394"]),
-    "chunk-cut": (lambda d, s: raw(CHUNKED + d[:9]), [], ["broke off after 0 bytes: IncompleteRead("]),
+    "chunk-cut": (lambda d, s: raw(CHUNKED + d[:9]), [], ["broke off after 9 bytes: IncompleteRead("]),
     "not-http": (lambda d, s: raw(b"garbage\r\n\r\n"), [], ["did not answer with valid HTTP (BadStatusLine)"]),
     "timeout": (lambda d, s: lambda h: s.wait(10), ["--timeout", "0.3", "--retries", "2"], ["timed out", "after 2 attempts"]),
     "refused": (lambda d, s: None, [], ["Connection refused (gave up after 1 attempt;", "tinyshake fetch --from PATH"]),
@@ -283,6 +284,7 @@ def test_download_fault_leaves_cache_untouched(fault, prior, serve, stop, data, 
     assert_one_error(result, *needles, code=1)
     assert snapshot(home) == before
     assert corpus.is_cached(corpus.DEFAULT_CORPUS) == (prior == "cached")
+    assert corpus.corpus_dir(corpus.DEFAULT_CORPUS).exists() == (prior == "cached")  # no empty folder left behind
 
 
 def test_fault_through_the_entry_point_is_one_stderr_line(serve, home):
@@ -384,6 +386,7 @@ def test_bad_from_file_is_a_usage_error(content, needle, name, tmp_path, cached,
     before = snapshot(home)
     assert_one_error(invoke("fetch", "--from", str(source), "--corpus", name, "--force"), needle, code=2)
     assert snapshot(home) == before
+    assert corpus.corpus_dir(name).exists() == (name == corpus.DEFAULT_CORPUS)  # the cached one; no empty "mine"
 
 
 @pytest.mark.parametrize(
@@ -401,6 +404,171 @@ def test_tampered_cached_corpus_fails_to_load(name, corpus_file, home):
         pass
     path = corpus.text_path(name)
     path.write_bytes(path.read_bytes().replace(b"ROMEO", b"ROMEA", 1))
-    with pytest.raises(corpus.CorpusError, match=TAMPER_HINT):
+    with pytest.raises(corpus.CorpusError, match=re.escape(TAMPER_HINTS[name])):
         corpus.load(name)
     assert f"{name} (CORRUPT" in invoke("info").output
+
+
+# --------------------------------------------------------------------------- every source gets the same checks
+
+
+def drip(body: bytes, stop: threading.Event, every: float = 0.05) -> Respond:
+    """Announce ``body`` whole, then send it a byte at a time: every read is quick, the whole takes for ever."""
+
+    def respond(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        with contextlib.suppress(OSError):  # the client hung up
+            for i in range(len(body)):
+                if stop.wait(every):
+                    return
+                handler.wfile.write(body[i : i + 1])
+
+    return respond
+
+
+def test_deadline_cuts_off_a_server_that_drips(serve, stop, data, home):
+    url, hits = serve(drip(data, stop))
+    result = invoke("fetch", "--url", url, "--deadline", "0.5", "--timeout", "5", "--retries", "1")
+    assert_one_error(result, f"download from {url} did not finish within the 0.5 s deadline", "--deadline", code=1)
+    assert hits == ["/input.txt"] and snapshot(home) == {}
+    assert not corpus.corpus_dir(corpus.DEFAULT_CORPUS).exists()
+
+
+def test_deadline_covers_the_retries_too(serve, home):
+    url, hits = serve(send(b"busy", status=503))
+    with pytest.raises(corpus.CorpusError, match="HTTP 503 .*the 1 s deadline is near"):
+        list(corpus.fetch(url=url, retries=10, backoff=0.2, deadline=1.0))
+    assert 1 < len(hits) < 10 and snapshot(home) == {}
+
+
+@pytest.mark.parametrize("name", [corpus.DEFAULT_CORPUS, "mine"])
+def test_download_that_is_not_utf8_is_never_cached(name, serve, data, home):
+    url, _ = serve(send(data[:100] + b"\xff" + data[101:]))  # the corpus's length, one byte wrong
+    result = invoke("fetch", "--url", url, "--corpus", name)
+    assert_one_error(result, f"{url} is not UTF-8 text (bad byte at offset 100)", code=1)
+    assert snapshot(home) == {} and corpus.cached_names() == []
+    info = invoke("info")
+    assert info.exit_code == 0 and "verified" not in info.output and "none (run `tinyshake fetch`)" in info.output
+
+
+def test_character_split_between_reads_is_utf8_and_a_bad_byte_is_placed_exactly(tmp_path, home):
+    source = tmp_path / "split.txt"
+    text = "a" * (corpus.CHUNK - 1) + "é\n"  # the two bytes of é straddle the first block's end
+    source.write_text(text, encoding="utf-8")
+    assert invoke("fetch", "--from", str(source), "--corpus", "split").exit_code == 0
+    assert corpus.load("split").text == text
+    source.write_bytes(text.encode() + b"b" * 5 + b"\xc3(")
+    result = invoke("fetch", "--from", str(source), "--corpus", "bad")
+    assert_one_error(result, f"not UTF-8 text (bad byte at offset {corpus.CHUNK + 7})", code=2)
+
+
+@pytest.mark.parametrize("announced", [True, False], ids=["content-length", "until-close"])
+def test_download_larger_than_max_bytes_is_refused(announced, serve, home):
+    body = b"To be, or not to be\n" * 100
+    respond = send(body) if announced else raw(b"HTTP/1.0 200 OK\r\n\r\n" + body)
+    url, _ = serve(respond)
+    result = invoke("fetch", "--url", url, "--corpus", "mine", "--max-bytes", "1000", "--retries", "1")
+    assert_one_error(result, f"{url} has more than 1,000 bytes", "--max-bytes", code=1)
+    assert snapshot(home) == {} and not corpus.corpus_dir("mine").exists()
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+@pytest.mark.parametrize(
+    "args, needle, code",
+    [
+        (["--from", "/dev/zero"], "/dev/zero has more than the 1,115,394 bytes of the tinyshakespeare corpus", 1),
+        (["--from", "/dev/zero", "--corpus", "zeros", "--max-bytes", "100000"], "/dev/zero has more than 100,000 bytes", 2),
+        (["--url", "file:///dev/zero", "--corpus", "zeros", "--max-bytes", "1000"], "file:///dev/zero has more than 1,000", 1),
+    ],
+    ids=["known-corpus", "from", "file-url"],
+)
+def test_an_endless_source_stops_at_the_cap(args, needle, code, home):
+    assert_one_error(invoke("fetch", *args), needle, code=code)
+    assert snapshot(home) == {} and not paths.corpus_root().joinpath("zeros").exists()
+
+
+def test_an_existing_custom_corpus_is_replaced_only_with_force(serve, tmp_path, home):
+    first, second = tmp_path / "first.txt", tmp_path / "second.txt"
+    first.write_text("the first text\n")
+    second.write_text("the second text\n")
+    assert invoke("fetch", "--from", str(first), "--corpus", "mine").exit_code == 0
+    before = snapshot(home)
+    url, hits = serve(send(second.read_bytes()))
+    for source in (["--from", str(second)], ["--url", url]):
+        assert_one_error(invoke("fetch", *source, "--corpus", "mine"), "corpus 'mine' already exists", "--force", code=2)
+    assert snapshot(home) == before and hits == []
+    assert invoke("fetch", "--from", str(second), "--corpus", "mine", "--force").exit_code == 0
+    assert corpus.load("mine").text == "the second text\n"
+
+
+# --------------------------------------------------------------------------- options that are refused at once
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1", "0", "1e300"])
+@pytest.mark.parametrize("option", ["--timeout", "--deadline"])
+def test_seconds_that_are_not_a_finite_positive_number(option, value, home):
+    result = invoke("fetch", "--url", refused_url(), option, value)
+    assert_one_error(result, f"{option} must be a number of seconds above 0", code=2)
+    assert snapshot(home) == {}
+
+
+@pytest.mark.parametrize("value", ["0", "-5"])
+def test_max_bytes_below_one(value, home):
+    assert_one_error(invoke("fetch", "--max-bytes", value), "--max-bytes must be at least 1", code=2)
+
+
+def test_an_empty_url_is_refused_not_taken_for_the_default(serve, data, home):
+    url, hits = serve(send(data))
+    result = invoke("fetch", "--url", "", TINYSHAKE_CORPUS_URL=url)
+    assert_one_error(result, "the URL is empty", code=2)
+    assert hits == [] and snapshot(home) == {}
+
+
+def test_url_and_from_together_are_refused(corpus_file, home):
+    assert_one_error(invoke("fetch", "--url", refused_url(), "--from", str(corpus_file)), "not both", code=2)
+
+
+@pytest.mark.parametrize("url", ["gopher://x", "ftp://127.0.0.1/input.txt", "data:,hello"])
+def test_unsupported_scheme_is_refused_at_once(url, home):
+    result = invoke("fetch", "--url", url, "--retries", "3")
+    assert_one_error(result, f"unsupported URL scheme {url.split(':')[0]!r}", "use http, https or file", code=2)
+    assert "Retrying" not in result.output and snapshot(home) == {}
+
+
+def test_unsupported_scheme_through_the_entry_point(home):
+    proc = run_exe(home, "fetch", "--url", "gopher://x")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [
+        "Error: unsupported URL scheme 'gopher' in 'gopher://x': use http, https or file (or --from PATH for a local file)"
+    ]
+
+
+def test_a_name_ending_in_a_newline_is_refused(corpus_file, home):
+    assert_one_error(invoke("fetch", "--from", str(corpus_file), "--corpus", "nl\n"), "invalid corpus name", code=2)
+    assert not paths.corpus_root().exists() or list(paths.corpus_root().iterdir()) == []
+
+
+# --------------------------------------------------------------------------- leftovers
+
+
+def test_a_killed_fetch_leaves_a_part_file_that_the_next_write_removes(serve, stop, data, home, tmp_path):
+    url, _ = serve(drip(data, stop, every=0.01))
+    folder = corpus.corpus_dir("mine")
+    proc = subprocess.Popen([tinyshake_exe(), "fetch", "--url", url, "--corpus", "mine"], env=subprocess_env(home),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):  # up to a minute for the download to begin
+            if folder.is_dir() and any(p.name.endswith(".part") for p in folder.iterdir()):
+                break
+            stop.wait(0.1)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    leftovers = [p.name for p in folder.iterdir()]
+    assert len(leftovers) == 1 and leftovers[0].startswith(".input.txt.") and leftovers[0].endswith(".part")
+    source = tmp_path / "text.txt"
+    source.write_text("a small text\n")
+    assert invoke("fetch", "--from", str(source), "--corpus", "mine").exit_code == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["input.txt", "meta.json"]

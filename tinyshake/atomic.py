@@ -3,17 +3,26 @@
 Everything is written to a temporary file in the destination's own folder
 (so the final rename stays on one filesystem), flushed to disk, and only then
 renamed over the destination with :func:`os.replace`, which is atomic.
+
+A writer that is killed between writing and renaming leaves its temporary file
+behind. Each temporary name carries the writer's process id, so the next write
+in that folder can tell a dead writer's leftovers from a live writer's work in
+progress and remove only the former.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from tinyshake.errors import TinyshakeError
+
+# ".NAME.PID.RANDOM.part" (and the ".NAME.PID.part" that older fetches used): the PID is the writer's.
+_PART_RE = re.compile(r"\.(\d+)(?:\.\w+)?\.part\Z")
 
 
 def ensure_dir(path: Path) -> Path:
@@ -32,12 +41,38 @@ def _umask() -> int:
     return mask
 
 
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` may still be writing (when in doubt: yes, so its file is kept)."""
+    if os.name == "nt":  # os.kill(pid, 0) sends Ctrl-C there; never guess on Windows
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OverflowError, ValueError):  # no process can have such an id
+        return False
+    except PermissionError:  # it exists, owned by someone else
+        return True
+    return True
+
+
+def remove_leftovers(folder: Path) -> None:
+    """Delete the temporary files that killed writers left in ``folder``; a live writer's file is kept."""
+    with contextlib.suppress(OSError):
+        for path in folder.iterdir():
+            match = _PART_RE.search(path.name) if path.name.startswith(".") else None
+            if match and not _running(int(match.group(1))):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
+
 @contextlib.contextmanager
 def atomic_writer(dest: Path) -> Iterator[BinaryIO]:
     """Yield a binary file that replaces ``dest`` only if the ``with`` block succeeds."""
     ensure_dir(dest.parent)
+    remove_leftovers(dest.parent)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.{os.getpid()}.", suffix=".part", dir=dest.parent)
     except OSError as exc:
         raise TinyshakeError(f"cannot write to {dest.parent}: {exc.strerror or exc}") from None
     try:

@@ -1,38 +1,54 @@
 """The corpus: download or import it, verify it, cache it, and load it as tensors.
 
 A corpus lives in ``<home>/corpus/<name>/`` as ``input.txt`` plus ``meta.json``
-(its size, SHA-256 and source). Nothing is written there before it has been
-verified, and every write goes through a temporary file and a rename, so a
-failed or interrupted fetch leaves the cache exactly as it was.
+(its size, SHA-256 and source). Every source (a URL, a local file, the default
+mirror) streams through the same checks before anything is cached: a size cap,
+UTF-8, not empty, and for a known corpus its exact size and SHA-256. A download
+also has a deadline for the whole transfer. Every write goes through a temporary
+file and a rename, so a failed or interrupted fetch leaves the cache as it was.
+
+Nothing here needs torch except :func:`load`, which imports it itself, so that
+``tinyshake fetch`` starts without loading it.
 """
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import hashlib
 import http.client
 import json
+import math
 import os
 import re
+import stat
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator, Union
-
-import torch
+from typing import IO, TYPE_CHECKING, Iterable, Iterator, Union
 
 from tinyshake import __version__, paths
-from tinyshake.atomic import ensure_dir, write_bytes
+from tinyshake.atomic import atomic_writer, write_bytes
 from tinyshake.errors import TinyshakeError, UsageError
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_CORPUS = "tinyshakespeare"
 URL_ENV = "TINYSHAKE_CORPUS_URL"
 CANONICAL_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+SCHEMES = ("http", "https", "file")
 TRAIN_FRACTION = 0.9
 CHUNK = 64 * 1024
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_DEADLINE = 600.0
+MAX_SECONDS = 7 * 24 * 3600  # sockets cannot wait much longer (OverflowError), and nobody means more
+DEFAULT_MAX_BYTES = 1 << 30
+META_LIMIT = 64 * 1024  # a meta.json is a few hundred bytes; a huge one is damage, not a record to parse
 
 
 @dataclass(frozen=True)
@@ -46,7 +62,10 @@ class Expected:
 KNOWN = {
     DEFAULT_CORPUS: Expected(1_115_394, "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"),
 }
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Matched whole with fullmatch; anchored with \A and \Z too, so that a caller's .match cannot accept a prefix
+# or a name that ends in a newline (``$`` would).
+NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 
 class CorpusError(TinyshakeError):
@@ -98,7 +117,7 @@ class CharTokenizer:
 
 
 def validate_name(name: str) -> str:
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise UsageError(f"invalid corpus name {name!r}: use letters, digits, '.', '_' or '-'")
     return name
 
@@ -115,55 +134,92 @@ def meta_path(name: str) -> Path:
     return corpus_dir(name) / "meta.json"
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_meta(name: str) -> dict | None:
+    """The corpus's meta record, or None when it is missing, too large, not JSON or not a JSON object."""
     try:
-        return json.loads(meta_path(name).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        with meta_path(name).open("rb") as handle:
+            raw = handle.read(META_LIMIT + 1)
+        meta = json.loads(raw) if len(raw) <= META_LIMIT else None
+    except (OSError, ValueError, RecursionError):  # RecursionError: deeply nested brackets
         return None
+    return meta if isinstance(meta, dict) else None
 
 
 def expected_for(name: str) -> Expected | None:
-    """The recorded size and hash of a corpus: built in for known ones, else from its meta.json."""
+    """The recorded size and hash of a corpus: built in for known ones, else from a well-formed meta.json."""
     if name in KNOWN:
         return KNOWN[name]
-    meta = read_meta(name)
-    if meta and "sha256" in meta and "size" in meta:
-        return Expected(int(meta["size"]), str(meta["sha256"]))
-    return None
+    meta = read_meta(name) or {}
+    size, digest = meta.get("size"), meta.get("sha256")
+    if type(size) is int and size > 0 and isinstance(digest, str) and SHA256_RE.fullmatch(digest):
+        return Expected(size, digest)
+    return None  # missing, or damaged: a size of "abc", null, 1e400 or true is no size
+
+
+def _repair_hint(name: str) -> str:
+    if name in KNOWN:
+        return "run `tinyshake fetch --force` to fix it"
+    return f"import it again with `tinyshake fetch --from PATH --corpus {name} --force`"
+
+
+def _verified_digest(name: str, blocks: Iterable[bytes]) -> str:
+    """Check a cached corpus's bytes (as ``blocks``) against its record; its SHA-256, or a CorpusError."""
+    path = text_path(name)
+    expected = expected_for(name)
+    if expected is None:
+        raise CorpusError(f"the record {meta_path(name)} of corpus {name!r} is missing or damaged; {_repair_hint(name)}")
+    check = _Check(str(path), expected.size, name, CorpusError, expected)
+    try:
+        for block in blocks:
+            check.feed(block)
+        return check.finish()
+    except CorpusError:
+        raise CorpusError(f"the cached corpus {path} is changed or corrupt; {_repair_hint(name)}") from None
 
 
 def is_cached(name: str) -> bool:
-    """True when the corpus file exists and matches its recorded size and hash."""
-    path, expected = text_path(name), expected_for(name)
-    if expected is None or not path.is_file():
+    """True when the corpus file exists and passes every check against its recorded size and hash."""
+    path = text_path(name)
+    try:
+        with path.open("rb") as handle:
+            _verified_digest(name, iter(lambda: handle.read(CHUNK), b""))
+    except (OSError, CorpusError):
         return False
-    return path.stat().st_size == expected.size and sha256_file(path) == expected.sha256
+    return True
 
 
 def cached_names() -> list[str]:
+    """Every corpus folder that holds a text or a record, good or damaged (``info`` says which)."""
     root = paths.corpus_root()
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if (p / "input.txt").is_file())
+    return sorted(p.name for p in root.iterdir() if (p / "input.txt").is_file() or (p / "meta.json").is_file())
 
 
-def _store(name: str, data: bytes | Path, source: str) -> "CorpusInfo":
-    """Move verified content into the cache: the text first, then its meta record."""
-    dest = text_path(name)
-    if isinstance(data, Path):
-        os.replace(data, dest)
-        digest, size = sha256_file(dest), dest.stat().st_size
-    else:
-        write_bytes(dest, data)
-        digest, size = hashlib.sha256(data).hexdigest(), len(data)
+def _cached_already(name: str, force: bool) -> bool:
+    """Whether a good copy of a known corpus can stay; a custom corpus is never replaced unless forced."""
+    if force:
+        return False
+    if name in KNOWN:
+        return is_cached(name)
+    if text_path(name).exists() or meta_path(name).exists():
+        raise UsageError(f"corpus {name!r} already exists in {corpus_dir(name)}; add --force to replace it")
+    return False
+
+
+@contextlib.contextmanager
+def _removed_if_left_empty(folder: Path) -> Iterator[None]:
+    """On any failure, remove ``folder`` if nothing is in it (the fetch made it, and stored nothing)."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # fails, as it should, when the folder holds anything
+        raise
+
+
+def _record(name: str, size: int, digest: str, source: str) -> "CorpusInfo":
+    """Write the meta record of a text that was just checked and stored."""
     meta = {
         "name": name,
         "size": size,
@@ -174,6 +230,97 @@ def _store(name: str, data: bytes | Path, source: str) -> "CorpusInfo":
     }
     write_bytes(meta_path(name), (json.dumps(meta, indent=2) + "\n").encode())
     return describe(name)
+
+
+# --------------------------------------------------------------------------- the checks every source passes
+
+
+ANOTHER_TEXT = " (to store another text, give it a name with --corpus NAME)"
+
+
+class _Check:
+    """Bytes as they arrive, checked the same way whatever their source, before any of them is kept.
+
+    A size cap (a known corpus's own size, else ``limit``), UTF-8 decoded incrementally so that the first bad
+    byte's offset can be named, not empty, and for a known corpus its SHA-256.
+    """
+
+    def __init__(
+        self, source: str, limit: int, name: str, error: type[TinyshakeError], expected: Expected | None
+    ) -> None:
+        self.source, self.limit, self.name, self.error, self.expected = source, limit, name, error, expected
+        self.size = 0
+        self._sha = hashlib.sha256()
+        self._pending = b""  # the first bytes of a character that the next block completes
+
+    def refuse_size(self, size: int) -> None:
+        """Raise if ``size`` bytes (received, or announced by the source) is more than may be kept."""
+        if self.expected and size > self.expected.size:
+            raise CorpusError(
+                f"{self.source} has more than the {self.expected.size:,} bytes of the {self.name} corpus{ANOTHER_TEXT}"
+            )
+        if size > self.limit:
+            raise self.error(f"{self.source} has more than {self.limit:,} bytes (raise the limit with --max-bytes)")
+
+    def feed(self, block: bytes) -> None:
+        self.refuse_size(self.size + len(block))
+        data = self._pending + block
+        try:
+            _, used = codecs.utf_8_decode(data, "strict", False)
+        except UnicodeDecodeError as exc:
+            offset = self.size - len(self._pending) + exc.start
+            raise self.error(f"{self.source} is not UTF-8 text (bad byte at offset {offset})") from None
+        self._pending = data[used:]
+        self.size += len(block)
+        self._sha.update(block)
+
+    def finish(self) -> str:
+        """The SHA-256 of everything fed, once the whole is known to pass."""
+        if self.size == 0:
+            raise self.error(f"{self.source} is empty")
+        if self._pending:
+            offset = self.size - len(self._pending)
+            raise self.error(f"{self.source} is not UTF-8 text (it ends inside a character at offset {offset})")
+        digest = self._sha.hexdigest()
+        if self.expected and self.size != self.expected.size:
+            raise CorpusError(
+                f"{self.source} has {self.size:,} bytes; the {self.name} corpus has {self.expected.size:,}{ANOTHER_TEXT}"
+            )
+        if self.expected and digest != self.expected.sha256:
+            raise CorpusError(
+                f"checksum mismatch for {self.source}: got sha256 {digest[:16]}..., "
+                f"expected {self.expected.sha256[:16]}...{ANOTHER_TEXT}"
+            )
+        return digest
+
+
+def _seconds(value: float, option: str) -> float:
+    if not (math.isfinite(value) and 0 < value <= MAX_SECONDS):
+        raise UsageError(f"{option} must be a number of seconds above 0 and at most {MAX_SECONDS:,} (a week), not {value:g}")
+    return value
+
+
+def _byte_limit(value: int) -> int:
+    if value < 1:
+        raise UsageError(f"--max-bytes must be at least 1, not {value}")
+    return value
+
+
+def check_url(url: str) -> str:
+    """``url`` if it is one that can be downloaded (http, https or file); else a UsageError, before any attempt."""
+    if not url.strip():
+        raise UsageError("the URL is empty: give one, or leave out --url to use the default mirror")
+    try:
+        scheme = urllib.parse.urlsplit(url).scheme.lower()
+    except ValueError as exc:
+        raise UsageError(f"invalid URL {url!r}: {exc}") from None
+    if not scheme:
+        raise UsageError(f"invalid URL {url!r}: it has no scheme such as https://")
+    if scheme not in SCHEMES:
+        raise UsageError(
+            f"unsupported URL scheme {scheme!r} in {url!r}: use http, https or file (or --from PATH for a local file)"
+        )
+    return url
 
 
 # --------------------------------------------------------------------------- download
@@ -216,6 +363,29 @@ class _Retryable(Exception):
     """A failure worth another try (timeouts, resets, 5xx)."""
 
 
+class _Deadline:
+    """The time the whole download may take, every attempt and every wait between them included.
+
+    ``--timeout`` bounds each connect and each read, so a dead server is noticed quickly; it cannot stop a
+    server that keeps sending a byte now and then. The deadline is checked before every read, and no read may
+    wait past it by more than one ``--timeout``.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+    def check(self, url: str, received: int) -> None:
+        if self.left() <= 0:
+            raise CorpusError(
+                f"download from {url} did not finish within the {self.seconds:g} s deadline "
+                f"({received:,} bytes received; allow more with --deadline)"
+            )
+
+
 def default_url() -> str:
     return os.environ.get(URL_ENV) or CANONICAL_URL
 
@@ -225,14 +395,15 @@ def _describe_http(exc: urllib.error.HTTPError, url: str) -> str:
 
 
 def _download_once(
-    url: str, dest: Path, timeout: float, expected: Expected | None, attempt: int
+    url: str, dest: IO[bytes], check: _Check, timeout: float, clock: _Deadline, attempt: int
 ) -> Iterator[FetchEvent]:
-    """Stream ``url`` into ``dest`` (a temporary file), yielding progress; raise on any fault."""
+    """Stream ``url`` through ``check`` into ``dest`` (a temporary file), yielding progress; raise on any fault."""
+    clock.check(url, 0)
     # A fresh opener each time, so proxy variables are read now (urlopen caches them for the process).
     opener = urllib.request.build_opener()
     try:
         request = urllib.request.Request(url, headers={"User-Agent": f"tinyshake/{__version__}"})
-        response = opener.open(request, timeout=timeout)
+        response = opener.open(request, timeout=max(0.01, min(timeout, clock.left())))
     except urllib.error.HTTPError as exc:
         message = _describe_http(exc, url)
         if exc.code >= 500 or exc.code in (408, 429):
@@ -251,110 +422,114 @@ def _download_once(
     with response:
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
-        if expected and total is not None and total != expected.size:
-            raise CorpusError(f"{url} offers {total:,} bytes; expected {expected.size:,}")
+        if total is not None:
+            if check.expected and total != check.expected.size:
+                raise CorpusError(f"{url} offers {total:,} bytes; expected {check.expected.size:,}")
+            check.refuse_size(total)
         yield DownloadStarted(url, total, attempt)
-        done = 0
-        with dest.open("wb") as handle:
-            while True:
-                try:
-                    block = response.read(CHUNK)
-                except (TimeoutError, OSError, http.client.HTTPException) as exc:
-                    reason = str(exc) or type(exc).__name__
-                    raise _Retryable(f"download from {url} broke off after {done:,} bytes: {reason}") from None
-                if not block:
-                    break
-                handle.write(block)
-                done += len(block)
-                if expected and done > expected.size:
-                    raise CorpusError(f"{url} sent more than the expected {expected.size:,} bytes")
-                yield DownloadProgress(done, total)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if total is not None and done < total:
-            raise _Retryable(f"download from {url} broke off after {done:,} of {total:,} bytes")
-
-
-def _verify(path: Path, expected: Expected | None, url: str) -> None:
-    size = path.stat().st_size
-    if size == 0:
-        raise CorpusError(f"{url} sent an empty file")
-    if expected is None:
-        return
-    if size != expected.size:
-        raise CorpusError(f"{url} sent {size:,} bytes; expected {expected.size:,}")
-    digest = sha256_file(path)
-    if digest != expected.sha256:
-        raise CorpusError(f"checksum mismatch for {url}: got sha256 {digest[:16]}..., expected {expected.sha256[:16]}...")
+        # read1 returns what one receive brings; read(CHUNK) would wait for a whole chunk of a dripping server.
+        read = getattr(response, "read1", response.read)
+        while True:
+            clock.check(url, check.size)
+            try:
+                block = read(CHUNK)
+            except (TimeoutError, OSError, http.client.HTTPException) as exc:
+                reason = str(exc) or type(exc).__name__
+                raise _Retryable(f"download from {url} broke off after {check.size:,} bytes: {reason}") from None
+            if not block:
+                break
+            check.feed(block)
+            dest.write(block)
+            yield DownloadProgress(check.size, total)
+        if total is not None and check.size < total:
+            raise _Retryable(f"download from {url} broke off after {check.size:,} of {total:,} bytes")
 
 
 def fetch(
     name: str = DEFAULT_CORPUS,
     url: str | None = None,
     force: bool = False,
-    timeout: float = 30.0,
+    timeout: float = DEFAULT_TIMEOUT,
     retries: int = 3,
     backoff: float = 1.0,
+    deadline: float = DEFAULT_DEADLINE,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> Iterator[FetchEvent]:
     """Download a corpus into the cache, yielding progress events; the last event says where it is.
 
-    The bytes go to a temporary file beside the cached copy and replace it only
-    once their size and SHA-256 match. Any failure (HTTP error, timeout,
-    truncation, wrong bytes, Ctrl-C) removes the temporary file and raises, so
-    an older good copy survives.
+    ``url`` None means the default mirror; an empty one is refused, as is any scheme but http, https and file.
+    The bytes stream through the checks into a temporary file beside the cached copy, which they replace only
+    once they pass. Any failure (HTTP error, timeout, the deadline, truncation, wrong bytes, Ctrl-C) removes
+    the temporary file and raises, so an older good copy survives.
     """
-    if not force and is_cached(name):
+    timeout, deadline = _seconds(timeout, "--timeout"), _seconds(deadline, "--deadline")
+    max_bytes = _byte_limit(max_bytes)
+    url = check_url(default_url() if url is None else url)
+    if _cached_already(name, force):
         yield AlreadyCached(describe(name))
         return
-    url = url or default_url()
-    expected = KNOWN.get(name)
-    folder = corpus_dir(name)
-    ensure_dir(folder)
-    part = folder / f".input.txt.{os.getpid()}.part"
-    try:
-        part.touch()  # fail on an unwritable folder before downloading anything
+    clock = _Deadline(deadline)
+    with _removed_if_left_empty(corpus_dir(name)):
         for attempt in range(1, retries + 1):
+            check = _Check(url, max_bytes, name, CorpusError, KNOWN.get(name))
             try:
-                yield from _download_once(url, part, timeout, expected, attempt)
+                with atomic_writer(text_path(name)) as handle:
+                    yield from _download_once(url, handle, check, timeout, clock, attempt)
+                    digest = check.finish()
                 break
             except _Retryable as exc:
-                if attempt == retries:
-                    raise CorpusError(f"{exc} (gave up after {retries} attempt{'s' * (retries > 1)}; "
-                                      "offline, import a copy with `tinyshake fetch --from PATH`)") from None
                 wait = backoff * 2 ** (attempt - 1)
+                if attempt == retries or clock.left() <= wait:
+                    why = (f"gave up after {attempt} attempt{'s' * (attempt > 1)}"
+                           + ("" if attempt == retries else f", the {deadline:g} s deadline is near"))
+                    raise CorpusError(f"{exc} ({why}; offline, import a copy with `tinyshake fetch --from PATH`)") from None
                 yield DownloadRetry(attempt, str(exc), wait)
                 time.sleep(wait)
-        _verify(part, expected, url)
-        info = _store(name, part, url)
-    except OSError as exc:  # network faults are handled above; this is the local disk
-        raise CorpusError(f"cannot write to {folder}: {exc.strerror or exc}") from None
-    finally:
-        with contextlib.suppress(OSError):
-            part.unlink()
+        info = _record(name, check.size, digest, url)
     yield CorpusReady(info)
 
 
-def import_file(source: Path, name: str = DEFAULT_CORPUS, force: bool = False) -> Iterator[FetchEvent]:
-    """Store a local UTF-8 text as corpus ``name``; a known corpus must match its hash."""
-    if not force and is_cached(name) and name in KNOWN:
+def _blocks(handle: IO[bytes], source: Path) -> Iterator[bytes]:
+    """The blocks of an open local file; a read error is the user's input failing, not the cache's disk."""
+    while True:
+        try:
+            block = handle.read(CHUNK)
+        except OSError as exc:
+            raise UsageError(f"cannot read {source}: {exc.strerror or exc}") from None
+        if not block:
+            return
+        yield block
+
+
+def import_file(
+    source: Path, name: str = DEFAULT_CORPUS, force: bool = False, max_bytes: int = DEFAULT_MAX_BYTES
+) -> Iterator[FetchEvent]:
+    """Store a local UTF-8 text as corpus ``name``, through the same checks as a download.
+
+    A known corpus must match its hash; an existing custom corpus is replaced only with ``force``. The file is
+    streamed, so a device such as /dev/zero stops at the size cap instead of filling memory.
+    """
+    max_bytes = _byte_limit(max_bytes)
+    if _cached_already(name, force):
         yield AlreadyCached(describe(name))
         return
+    path = Path(source).expanduser()
+    check = _Check(str(source), max_bytes, name, UsageError, KNOWN.get(name))
     try:
-        data = Path(source).expanduser().read_bytes()
+        handle = path.open("rb")
     except OSError as exc:
         raise UsageError(f"cannot read {source}: {exc.strerror or exc}") from None
-    if not data:
-        raise UsageError(f"{source} is empty")
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{source} is not UTF-8 text (bad byte at offset {exc.start})") from None
-    expected = KNOWN.get(name)
-    if expected and (len(data) != expected.size or hashlib.sha256(data).hexdigest() != expected.sha256):
-        raise CorpusError(
-            f"{source} is not the {name} corpus (size or SHA-256 differs); use --corpus NAME to store your own text"
-        )
-    yield CorpusReady(_store(name, data, str(Path(source).resolve())))
+    with handle, _removed_if_left_empty(corpus_dir(name)):
+        mode = os.fstat(handle.fileno())
+        if stat.S_ISREG(mode.st_mode):
+            check.refuse_size(mode.st_size)  # refuse an oversized file before reading any of it
+        with atomic_writer(text_path(name)) as out:
+            for block in _blocks(handle, source):
+                check.feed(block)
+                out.write(block)
+            digest = check.finish()
+        info = _record(name, check.size, digest, str(path.resolve()))
+    yield CorpusReady(info)
 
 
 # --------------------------------------------------------------------------- loading
@@ -382,8 +557,8 @@ class Corpus:
     text: str
     sha256: str
     tokenizer: CharTokenizer
-    train: torch.Tensor
-    val: torch.Tensor
+    train: "torch.Tensor"
+    val: "torch.Tensor"
 
 
 def split_point(n: int) -> int:
@@ -394,18 +569,20 @@ def split_point(n: int) -> int:
 def read_verified_text(name: str) -> tuple[str, str]:
     """The corpus text and its SHA-256, after checking it against its recorded hash."""
     path = text_path(name)
-    if not path.is_file():
-        raise CorpusError(f"corpus {name!r} is not cached; run `tinyshake fetch`")
-    expected = expected_for(name)
-    data = path.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    if expected is None or len(data) != expected.size or digest != expected.sha256:
-        raise CorpusError(f"the cached corpus {path} is changed or corrupt; run `tinyshake fetch --force` to fix it")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CorpusError(f"corpus {name!r} is not cached; run `tinyshake fetch`") from None
+    except OSError as exc:
+        raise CorpusError(f"cannot read {path}: {exc.strerror or exc}") from None
+    digest = _verified_digest(name, [data])
     return data.decode("utf-8"), digest
 
 
 def load(name: str = DEFAULT_CORPUS) -> Corpus:
     """Load and verify a cached corpus and make the lecture's train/val tensors."""
+    import torch  # here, not at the top: fetch and info need no tensors
+
     text, digest = read_verified_text(name)
     tokenizer = CharTokenizer.from_text(text)
     data = torch.tensor(tokenizer.encode(text), dtype=torch.long)

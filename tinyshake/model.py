@@ -128,6 +128,15 @@ def batched_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout
     return torch.bmm(wei, v.flatten(0, 1)).view(q.shape)
 
 
+def attention_weights(q: torch.Tensor, k: torch.Tensor, future: Optional[torch.Tensor]) -> torch.Tensor:
+    """The weights :func:`attend` mixes the values by, (B, H, Tq, Tk): each query's row sums to 1.
+
+    ``future`` is the mask to add before the softmax, or None when every key may be seen.
+    """
+    scores = q @ k.transpose(-2, -1) * q.size(-1) ** -0.5
+    return (scores if future is None else scores + future.to(scores.dtype)).softmax(dim=-1)
+
+
 def future_mask(size: int) -> torch.Tensor:
     """0 where a query may look, -inf where it would peek at the future: added to the scores before softmax."""
     return torch.full((size, size), float("-inf")).triu(1)
@@ -198,6 +207,7 @@ class MultiHeadAttention(nn.Module):
         self.rope_base = config.rope_base if config.pos == "rope" else None
         self.qk_norm = config.qk_norm
         self.register_buffer("future", future_mask(config.block_size), persistent=False)  # the lecture's tril
+        self.captured: Optional[list[torch.Tensor]] = None  # inspection sets a list to collect the weights in
 
     def init_normal(self, std: float) -> None:
         """The lecture's N(0, std) init, drawn per head and per key/query/value matrix, in its order."""
@@ -222,6 +232,8 @@ class MultiHeadAttention(nn.Module):
         if cache is not None:
             causal = cache.pos == 0  # a prefill is causal; a new token sees everything cached before it
             k, v = cache.extend(layer, k, v)
+        if self.captured is not None:  # only `tinyshake inspect` asks: the fast paths never form the weights
+            self.captured.append(attention_weights(q, k, self.future[:T, :T] if causal else None))
         out = attend(q, k, v, self.p_attn if self.training else 0.0, causal, self.future)
         out = out.transpose(1, 2).reshape(B, T, H * hs)  # heads side by side
         if self.proj is not None:

@@ -12,6 +12,7 @@ from tinyshake.cli import chat as chat_cmd
 from tinyshake.cli import demo as demo_cmd
 from tinyshake.cli import eval as eval_cmd
 from tinyshake.cli import fetch, info, runs, train
+from tinyshake.cli import inspect as inspect_cmd
 
 app = typer.Typer(
     name="tinyshake",
@@ -46,6 +47,7 @@ app.add_typer(runs.app, name="runs")
 app.command("demo")(demo_cmd.demo)
 app.command("bench")(bench_cmd.bench_cmd)
 app.command("info")(info.info)
+app.add_typer(inspect_cmd.app, name="inspect")
 
 
 def main() -> None:

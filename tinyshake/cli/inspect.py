@@ -1,0 +1,277 @@
+"""``tinyshake inspect``: look inside a trained run: its attention on a prompt, its next character, its embeddings.
+
+The numbers come from :mod:`tinyshake.inspection`; this module loads the run,
+draws them (Rich on a terminal, plain characters when piped or with NO_COLOR)
+or prints them as one JSON object. Torch is imported inside the commands, so
+``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from enum import Enum
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+from rich.columns import Columns
+from rich.console import Console
+from rich.text import Text
+
+from tinyshake.cli import _render
+from tinyshake.cli._output import handle_errors, make_console, use_rich
+from tinyshake.errors import UsageError
+
+if TYPE_CHECKING:
+    from tinyshake.checkpoint import LoadedRun
+    from tinyshake.inspection import AttentionMaps
+
+app = typer.Typer(
+    help="Look inside a trained run: attention on your prompt, the next-character distribution, the embeddings.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+
+MEAN = "mean"
+NEIGHBOURS = 10
+SCATTER_HEIGHT = 24
+
+
+class Weights(str, Enum):
+    best = "best"
+    last = "last"
+
+
+RunArg = Annotated[Optional[str], typer.Argument(help="The run to look at (default: the most recent).",
+                                                 show_default=False)]
+WeightsOpt = Annotated[Weights, typer.Option(help="The run's best weights (lowest val loss) or its last saved.")]
+PromptOpt = Annotated[str, typer.Option("--prompt", "-p", help="The text to feed the model (\\n is a newline).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a picture.")]
+
+
+def load_run(run: Optional[str], weights: Weights) -> LoadedRun:
+    """The named run, or the most recently trained one, on the CPU: one forward pass needs nothing faster."""
+    from tinyshake import checkpoint
+
+    name = run or checkpoint.latest()
+    if name is None:
+        raise UsageError("no trained runs yet; train one with `tinyshake train --model mini`")
+    return checkpoint.load(name, "cpu")
+
+
+def weights_name(loaded: LoadedRun) -> str:
+    """Which weights were loaded: every save so far writes one set, the last."""
+    return "last"
+
+
+def decode_prompt(text: str) -> str:
+    """``\\n`` typed on the command line means a newline, as in ``chat --stop``."""
+    return text.replace("\\n", "\n")
+
+
+def header(loaded: LoadedRun, fancy: bool, what: str) -> Text:
+    stage = loaded.record.get("stage", "?")
+    return Text.assemble((loaded.name, "bold cyan" if fancy else ""), f" ({stage}, {weights_name(loaded)} weights): {what}")
+
+
+def emit(payload: dict[str, Any]) -> None:
+    print(json.dumps(payload))
+
+
+# --------------------------------------------------------------------------- attention
+
+
+def pick(count: int, chosen: Optional[int], what: str) -> list[int]:
+    """The layers or heads to draw: all of them, or the one chosen (checked against how many there are)."""
+    if chosen is None:
+        return list(range(count))
+    if not 0 <= chosen < count:
+        raise UsageError(f"--{what} must be between 0 and {count - 1}: this model has {count} {what}s")
+    return [chosen]
+
+
+def parse_head(head: Optional[str]) -> Optional[int | str]:
+    if head is None or head == MEAN:
+        return head
+    try:
+        return int(head)
+    except ValueError:
+        raise UsageError(f"--head must be a head's number or `{MEAN}`, not {head!r}") from None
+
+
+def tiles(maps: AttentionMaps, layers: list[int], head: Optional[int | str], shown: int, fancy: bool) -> list[Text]:
+    """One heatmap per layer and head (or per layer, for the mean over heads), of the last ``shown`` positions."""
+    tokens = maps.tokens[-shown:]
+    weights = maps.weights[:, :, -shown:, -shown:]
+    found = []
+    for layer in layers:
+        if head == MEAN:
+            found.append((f"layer {layer} \u00b7 mean of {weights.shape[1]} heads", weights[layer].mean(dim=0)))
+            continue
+        for h in pick(weights.shape[1], head if isinstance(head, int) else None, "head"):
+            found.append((f"layer {layer} \u00b7 head {h}", weights[layer, h]))
+    return [_render.heatmap(m.tolist(), tokens, tokens, fancy, title=title) for title, m in found]
+
+
+def fits(console: Console, tokens: int) -> int:
+    """How many positions one heatmap can show in the console's width (two columns per key, one for labels)."""
+    return max(1, min(tokens, (console.width - 3) // 2))
+
+
+@app.command("attention")
+@handle_errors
+def attention(
+    run: RunArg = None,
+    prompt: PromptOpt = "To be, or not to be",
+    layer: Annotated[Optional[int], typer.Option(help="Only this layer (from 0; default: every layer).")] = None,
+    head: Annotated[Optional[str], typer.Option(
+        help="Only this head (from 0), or `mean` for the mean over each layer's heads (default: every head).",
+        show_default=False)] = None,
+    weights: WeightsOpt = Weights.best,
+    as_json: JsonOpt = False,
+) -> None:
+    """The attention weights of a trained run on your prompt: rows are queries, columns the keys they look at."""
+    from tinyshake import inspection
+
+    chosen_head = parse_head(head)
+    if as_json and (layer is not None or head is not None):
+        raise UsageError("--json prints every layer and head; leave out --layer and --head")
+    loaded = load_run(run, weights)
+    text = decode_prompt(prompt)
+    maps = inspection.attention_maps(loaded.model, loaded.tokenizer, text)
+    if as_json:
+        emit({"run": loaded.name, "weights": weights_name(loaded), "tokens": maps.tokens,
+              "attention": maps.weights.round(decimals=6).tolist()})
+        return
+    layers = pick(maps.weights.shape[0], layer, "layer")
+    if isinstance(chosen_head, int):
+        pick(maps.weights.shape[1], chosen_head, "head")
+    console = make_console()
+    fancy = use_rich(console.file)
+    shown = fits(console, len(maps.tokens))
+    console.print(header(loaded, fancy, "attention weights, rows are queries and columns the keys they attend to"))
+    notes = []
+    if len(text) > len(maps.tokens):
+        notes.append(f"the model sees only the last {len(maps.tokens)} characters (its block size)")
+    if shown < len(maps.tokens):
+        notes.append(f"showing the last {shown} positions, all that fit this terminal's width")
+    for note in notes:
+        console.print(Text(note, style="dim" if fancy else ""))
+    console.print()
+    console.print(Columns(tiles(maps, layers, chosen_head, shown, fancy), padding=(1, 3)))
+    console.print(_render.legend(fancy))
+
+
+# --------------------------------------------------------------------------- next
+
+
+@app.command("next")
+@handle_errors
+def next_char(
+    run: RunArg = None,
+    prompt: PromptOpt = "To be, or not to be",
+    top_k: Annotated[Optional[int], typer.Option(
+        help="How many characters to show (default: 10; with --json, every character).", min=1,
+        show_default=False)] = None,
+    weights: WeightsOpt = Weights.best,
+    as_json: JsonOpt = False,
+) -> None:
+    """The distribution of the character after your prompt: the likeliest ones as bars, and its entropy in bits."""
+    from tinyshake import inspection
+
+    loaded = load_run(run, weights)
+    text = decode_prompt(prompt)
+    dist = inspection.next_distribution(loaded.model, loaded.tokenizer, text)
+    entropy = inspection.entropy_bits(dist)
+    tokens = [loaded.tokenizer.chars[i] for i in inspection.context_ids(loaded.model, loaded.tokenizer, text)]
+    if as_json:
+        emit({"run": loaded.name, "weights": weights_name(loaded), "tokens": tokens,
+              "next": [{"char": c, "p": p} for c, p in dist[:top_k]], "entropy_bits": entropy})
+        return
+    top = dist[: top_k or 10]
+    console = make_console()
+    fancy = use_rich(console.file)
+    seen = "".join(_render.visible(c) for c in tokens[-40:])
+    console.print(header(loaded, fancy, f"the next character after {'…' if len(tokens) > 40 else ''}{seen}"))
+    console.print()
+    console.print(_render.bars([f"  {_render.visible(c)}" for c, _ in top], [p for _, p in top], fancy))
+    rest = 1.0 - sum(p for _, p in top)
+    if len(top) < len(dist):
+        console.print(f"  the other {len(dist) - len(top)} characters: {rest:.4f}", markup=False)
+    console.print()
+    console.print(f"entropy {entropy:.2f} bits (0 is certain; {math.log2(len(dist)):.2f} is a uniform guess "
+                  f"among {len(dist)} characters)", markup=False)
+
+
+# --------------------------------------------------------------------------- embeddings
+
+
+def char_style(char: str) -> str:
+    """Colour by kind, so the groups the model learned stand out: capitals, vowels, consonants, the rest."""
+    if char.isupper():
+        return "bold cyan"
+    if char in "aeiou":
+        return "bold magenta"
+    if char.islower():
+        return "green"
+    return "yellow"
+
+
+@app.command("embeddings")
+@handle_errors
+def embeddings(
+    run: RunArg = None,
+    char: Annotated[Optional[str], typer.Option(
+        "--char", "-c", help="List this character's nearest neighbours by cosine similarity (\\n is a newline).",
+        show_default=False)] = None,
+    weights: WeightsOpt = Weights.best,
+    as_json: JsonOpt = False,
+) -> None:
+    """The token embedding table as a map of the characters (PCA to 2-D); a bigram's table as a heatmap."""
+    from tinyshake import inspection
+
+    loaded = load_run(run, weights)
+    chars = loaded.tokenizer.chars
+    table = inspection.embedding_table(loaded.model)
+    target = decode_prompt(char) if char is not None else None
+    neighbours = inspection.nearest(table, chars, target, NEIGHBOURS) if target is not None else None
+    bigram = not hasattr(loaded.model, "blocks")
+    if as_json:
+        payload: dict[str, Any] = {"run": loaded.name, "weights": weights_name(loaded), "tokens": chars}
+        if bigram:
+            payload["next_probabilities"] = inspection.bigram_probabilities(loaded.model).round(decimals=6).tolist()
+        else:
+            projection = inspection.project(table, chars)
+            payload.update(points=projection.points.tolist(), explained=list(projection.explained))
+        if neighbours is not None:
+            payload["neighbours"] = [{"char": c, "cosine": s} for c, s in neighbours]
+        emit(payload)
+        return
+    console = make_console()
+    fancy = use_rich(console.file)
+    if neighbours is not None:
+        console.print(header(loaded, fancy, f"the characters whose embeddings are nearest {_render.visible(target)}'s"))
+        console.print(_render.bars([f"  {_render.visible(c)}" for c, _ in neighbours], [s for _, s in neighbours],
+                                   fancy))
+        return
+    if bigram:
+        console.print(header(loaded, fancy, "its table as next-character probabilities: row = this character, "
+                                            "column = the next"))
+        probs = inspection.bigram_probabilities(loaded.model)
+        console.print(_render.heatmap(probs.tolist(), chars, chars, fancy, cell=1))
+        console.print(_render.legend(fancy))
+        return
+    projection = inspection.project(table, chars)
+    width = max(20, min(console.width, 100))
+    picture, hidden = _render.scatter([tuple(p) for p in projection.points.tolist()],
+                                      [_render.visible(c) for c in chars], width, SCATTER_HEIGHT,
+                                      [char_style(c) for c in chars] if fancy else ())
+    first, second = (f"{share:.0%}" for share in projection.explained)
+    console.print(header(loaded, fancy, f"its {table.shape[1]}-wide token embeddings, projected onto their two "
+                                        f"principal components ({first} and {second} of the variance)"))
+    console.print(picture)
+    if hidden:
+        console.print(f"{hidden} characters overlap others and are not shown", markup=False)
+    if fancy:
+        console.print(Text.assemble(("capitals", "bold cyan"), "  ", ("vowels", "bold magenta"), "  ",
+                                    ("consonants", "green"), "  ", ("the rest", "yellow")))
