@@ -94,7 +94,7 @@ class KVCache:
 # --------------------------------------------------------------------------- the ladder's pieces
 
 
-SMALL_ATTENTION = 128  # positions up to which, on a CPU, plain batched matmuls beat the fused kernel (measured)
+SMALL_ATTENTION = 128  # positions up to which, on a CPU, plain batched matmuls beat the fused kernel (tuning.apply sets it from a measurement)
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float, causal: bool,
@@ -103,22 +103,29 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float, ca
 
     On a GPU, and for long contexts on a CPU, one ``scaled_dot_product_attention``
     call. For short contexts on a CPU its fixed costs dominate: there the
-    lecture's own three steps, batched over the heads, run about twice as fast.
+    lecture's own three steps, batched over the heads, run faster (up to
+    :data:`SMALL_ATTENTION` positions, measured on the machine by :mod:`tinyshake.tuning`).
     ``future`` is :func:`future_mask` of at least the context's size, if the
     caller keeps one.
     """
     if q.device.type == "cpu" and k.size(-2) <= SMALL_ATTENTION:
-        queries, keys = q.flatten(0, 1), k.flatten(0, 1).transpose(1, 2)
-        scale = q.size(-1) ** -0.5
-        if causal:
-            T = q.size(-2)
-            mask = future[:T, :T] if future is not None and len(future) >= T else future_mask(T)
-            wei = torch.baddbmm(mask.to(q.dtype), queries, keys, alpha=scale)
-        else:  # a new token after a cached prefix may look at every key
-            wei = torch.bmm(queries, keys).mul_(scale)
-        wei = F.dropout(wei.softmax(dim=-1), dropout) if dropout > 0 else wei.softmax(dim=-1)
-        return torch.bmm(wei, v.flatten(0, 1)).view(q.shape)
+        return batched_attention(q, k, v, dropout, causal, future)
     return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal, scale=q.size(-1) ** -0.5)
+
+
+def batched_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float, causal: bool,
+                      future: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The lecture's three steps (scores, softmax, weighted sum) as batched matmuls over every head."""
+    queries, keys = q.flatten(0, 1), k.flatten(0, 1).transpose(1, 2)
+    scale = q.size(-1) ** -0.5
+    if causal:
+        T = q.size(-2)
+        mask = future[:T, :T] if future is not None and len(future) >= T else future_mask(T)
+        wei = torch.baddbmm(mask.to(q.dtype), queries, keys, alpha=scale)
+    else:  # a new token after a cached prefix may look at every key
+        wei = torch.bmm(queries, keys).mul_(scale)
+    wei = F.dropout(wei.softmax(dim=-1), dropout) if dropout > 0 else wei.softmax(dim=-1)
+    return torch.bmm(wei, v.flatten(0, 1)).view(q.shape)
 
 
 def attention_weights(q: torch.Tensor, k: torch.Tensor, future: Optional[torch.Tensor]) -> torch.Tensor:

@@ -11,6 +11,11 @@ has no gradient, so :class:`_OneDNNLinear` supplies one, from oneDNN products
 as well. Anything else (GPUs, autocast, other dtypes, products too small to
 gain, PyTorch builds without the operator, or ``TINYSHAKE_ONEDNN=0`` in the
 environment) takes ``F.linear`` unchanged.
+
+Whether oneDNN wins depends on the CPU: on an AMD EPYC without AVX-512
+(Zen 3), and on Intel Sapphire Rapids, MKL is the faster one. So the route is
+not a rule: :mod:`tinyshake.tuning` measures both on the machine that runs and
+calls :func:`use` with the winner; ``TINYSHAKE_ONEDNN=1`` or ``0`` forces it.
 """
 
 from __future__ import annotations
@@ -22,11 +27,18 @@ import torch
 from torch.nn import functional as F
 
 MIN_FLOPS = 1 << 23  # below about 8 MFLOP the two libraries take the same time (measured)
+ENV = "TINYSHAKE_ONEDNN"
+
+
+def forced() -> Optional[bool]:
+    """``TINYSHAKE_ONEDNN=1`` or ``0`` in the environment: the user's choice, which no measurement overrides."""
+    value = os.environ.get(ENV)
+    return None if value not in ("0", "1") else value == "1"
 
 
 def _find_operator() -> Optional[Any]:
     """The oneDNN linear operator, if this build has one that gives ``F.linear``'s result on a trial product."""
-    if os.environ.get("TINYSHAKE_ONEDNN", "1") == "0":
+    if forced() is False:
         return None
     try:
         operator = torch.ops.mkldnn._linear_pointwise
@@ -39,6 +51,18 @@ def _find_operator() -> Optional[Any]:
 
 
 _LINEAR = _find_operator()
+_enabled = True  # until tuning has measured: oneDNN, as before there was a measurement
+
+
+def use(enabled: bool) -> None:
+    """Send float32 layers through oneDNN (where :func:`available`) or through the default BLAS."""
+    global _enabled
+    _enabled = enabled
+
+
+def enabled() -> bool:
+    """Whether float32 layers go through oneDNN now."""
+    return available() and _enabled
 
 
 def _product(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
@@ -58,6 +82,7 @@ class _OneDNNLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
         x, weight = ctx.saved_tensors
+        grad = grad.contiguous()  # an expanded gradient (of a .sum(), say) has stride 0: oneDNN took 100x longer
         needs_x, needs_weight, needs_bias = ctx.needs_input_grad
         grads, inputs = grad.reshape(-1, grad.shape[-1]), x.reshape(-1, x.shape[-1])
         grad_x = _product(grad, weight.t(), None) if needs_x else None
@@ -78,7 +103,7 @@ def available() -> bool:
 def usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether ``linear`` would take oneDNN for these operands."""
     return (
-        available()
+        enabled()
         and x.device.type == "cpu"
         and x.dtype == weight.dtype == torch.float32
         and not torch.is_autocast_enabled("cpu")
@@ -90,4 +115,9 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
     """``F.linear(x, weight, bias)``, through oneDNN where that is faster."""
     if not usable(x, weight):
         return F.linear(x, weight, bias)
+    return through_onednn(x, weight, bias)
+
+
+def through_onednn(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``F.linear`` by oneDNN whatever the route chosen: what :mod:`tinyshake.tuning` times against the BLAS."""
     return _OneDNNLinear.apply(x, weight, bias)

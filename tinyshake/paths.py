@@ -24,3 +24,11 @@ def corpus_root() -> Path:
 
 def runs_root() -> Path:
     return home() / "runs"
+
+
+def cache_root() -> Path:
+    """Facts measured on this machine (the tuned routes, the running processes): ``<home>/cache`` under
+    ``$TINYSHAKE_HOME``, so tests stay isolated, else the user cache dir. Losing it costs a second of measuring."""
+    if os.environ.get(HOME_ENV):
+        return home() / "cache"
+    return Path(platformdirs.user_cache_dir("tinyshake", appauthor=False))

@@ -1,0 +1,225 @@
+"""How many CPU threads to train with: as many as there are free cores, not as many as exist.
+
+OpenMP threads wait for each other at every barrier. When another program
+holds a core, the thread that should run there waits for the OS, and the
+others wait for it: on a 2-core machine beside two busy processes a mini step
+went from 17 ms to between 86 and 1,209 ms. One thread per FREE core avoids
+that. So this module samples how much of the CPU other programs use (a short
+look at ``/proc/stat``, or the load average where there is none), counts the
+other tinyshake processes that are training or benchmarking (each registers
+itself in a folder of the cache, so two runs started together share the cores
+before either has shown up as load), and picks the count that fits. A long
+run looks again at each evaluation (:func:`refresh`).
+
+Imports no torch at module level: ``tinyshake info`` asks :func:`plan` too.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from tinyshake import paths
+from tinyshake.errors import UsageError
+
+SAMPLE_SECONDS = 0.15  # /proc/stat counts in 10 ms ticks: 15 per core, enough to tell busy from idle
+REFRESH_SECONDS = 0.05  # a look during training, between two evaluations, costs less
+SLACK = 0.3  # a core used up to 70% by others still counts as free: a thread loses less there than it gains
+STAT = Path("/proc/stat")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The thread count and why: shown in the run's header and by ``tinyshake info``."""
+
+    threads: int
+    reason: str
+    busy: bool = False  # fewer threads than the machine would give on a quiet day
+
+    def count(self) -> str:
+        return f"{self.threads} thread{'s' if self.threads != 1 else ''}"
+
+    def describe(self) -> str:
+        return f"{self.count()} ({self.reason})"
+
+    def notice(self) -> str:
+        """The one line ``train`` and ``bench`` print on a busy machine."""
+        return f"the machine is busy: {self.reason}; using {self.count()}, so steps may be slower than on a quiet day"
+
+
+def allowed_cpus() -> list[int]:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
+def _cpu_ticks(cpus: list[int]) -> Optional[tuple[int, int]]:
+    """(busy, total) jiffies of these CPUs since boot, from /proc/stat; None where it cannot be read."""
+    try:
+        lines = STAT.read_text().splitlines()
+    except OSError:
+        return None
+    wanted = {f"cpu{c}" for c in cpus}
+    busy = total = 0
+    for line in lines:
+        name, *values = line.split()
+        if name in wanted:
+            numbers = [int(v) for v in values[:8]]  # user nice system idle iowait irq softirq steal
+            total += sum(numbers)
+            busy += sum(numbers) - numbers[3] - numbers[4]
+    return (busy, total) if total else None
+
+
+def busy_cores(cpus: list[int], seconds: float = SAMPLE_SECONDS) -> float:
+    """Cores' worth of CPU that OTHER processes used over a short sample (this process's own use is taken out)."""
+    before, own_before = _cpu_ticks(cpus), time.process_time()
+    if before is None:  # no /proc/stat (macOS, Windows): the load average, which counts this process too
+        return max(0.0, os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0.0
+    time.sleep(seconds)
+    after, own = _cpu_ticks(cpus), time.process_time() - own_before
+    if after is None or after[1] <= before[1]:
+        return 0.0
+    busy, total = after[0] - before[0], after[1] - before[1]
+    per_core = total / len(cpus)  # jiffies one core had in the sample
+    return min(float(len(cpus)), max(0.0, busy / per_core - own / seconds))
+
+
+# --------------------------------------------------------------------------- other tinyshake processes
+
+
+def registry() -> Path:
+    """One file per running tinyshake process that trains or benchmarks, named by its pid."""
+    return paths.cache_root() / "procs"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def others() -> int:
+    """How many other tinyshake processes are training or benchmarking here (stale entries are removed)."""
+    count = 0
+    with contextlib.suppress(OSError):
+        for entry in registry().iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            if _alive(int(entry.name)):
+                count += 1
+            else:
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+    return count
+
+
+def register() -> None:
+    """Say that this process trains here, until it exits; a folder that cannot be written just goes uncounted."""
+    entry = registry() / str(os.getpid())
+    with contextlib.suppress(OSError):
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        entry.write_text("")
+        atexit.register(lambda: entry.unlink(missing_ok=True))
+
+
+# --------------------------------------------------------------------------- the choice
+
+
+def choose(cpus: int, busy: float, peers: int, ceiling: int) -> Choice:
+    """The thread count for ``cpus`` usable cores, ``busy`` of them in use by others, ``peers`` other tinyshake
+    processes sharing them, and at most ``ceiling`` threads (torch's own count, or ``OMP_NUM_THREADS``)."""
+    free = cpus - busy
+    by_load = max(1, int(free + SLACK))
+    by_share = max(1, cpus // (peers + 1))
+    threads = max(1, min(ceiling, by_load, by_share))
+    quiet = max(1, min(ceiling, cpus))
+    if threads == quiet:
+        why = f"{cpus} core{'s' if cpus != 1 else ''}, {free:.1f} free"
+        if ceiling < cpus:
+            why += f"; at most {ceiling} by OMP_NUM_THREADS" if os.environ.get("OMP_NUM_THREADS") else \
+                f"; at most {ceiling} as set before"
+        return Choice(threads, why)
+    reasons = []
+    if by_load == threads:
+        reasons.append(f"other programs use {busy:.1f} of {cpus} cores")
+    if by_share == threads:
+        reasons.append(f"{peers} other tinyshake process{'es' if peers != 1 else ''} share{'' if peers != 1 else 's'} "
+                       f"the {cpus} cores")
+    return Choice(threads, " and ".join(reasons), busy=True)
+
+
+def plan(sample: Callable[[list[int]], float] = busy_cores, ceiling: Optional[int] = None) -> Choice:
+    """The choice this machine calls for now, without applying it (``tinyshake info``)."""
+    cpus = allowed_cpus()
+    if ceiling is None:
+        ceiling = _ceiling()
+    return choose(len(cpus), sample(cpus), others(), ceiling)
+
+
+_state: dict[str, object] = {}  # the ceiling, and whether this process's count is automatic
+
+
+def _ceiling() -> int:
+    """At most what torch would use by itself: its count when tinyshake first chose (honours OMP_NUM_THREADS)."""
+    if "ceiling" not in _state:
+        import torch
+        _state["ceiling"] = torch.get_num_threads()
+    return int(_state["ceiling"])  # type: ignore[call-overload]
+
+
+def configure(requested: Optional[int] = None) -> Choice:
+    """Set torch's thread count for this process: ``requested`` (``--threads``) if given, else from the free cores.
+
+    The process registers itself, so tinyshake processes started later share the cores with it.
+    """
+    import torch
+    if requested is not None and requested < 1:
+        raise UsageError(f"--threads must be 1 or more, got {requested}")
+    _ceiling()
+    register()
+    if requested is not None:
+        choice = Choice(requested, "set by --threads")
+        _state["automatic"] = False
+    else:
+        choice = plan()
+        _state["automatic"] = True
+    torch.set_num_threads(choice.threads)
+    _state["choice"] = choice
+    return choice
+
+
+def refresh() -> Optional[Choice]:
+    """Look at the machine again (at each evaluation of a long run) and change the count if it calls for another.
+
+    Returns the new choice when the count changed, else None; a count set by
+    ``--threads``, or a process that never called :func:`configure`, is left alone.
+    """
+    if not _state.get("automatic"):
+        return None
+    import torch
+    choice = plan(lambda cpus: busy_cores(cpus, REFRESH_SECONDS))
+    if choice.threads == torch.get_num_threads():
+        return None
+    torch.set_num_threads(choice.threads)
+    _state["choice"] = choice
+    return choice
+
+
+def current() -> Optional[Choice]:
+    """The choice :func:`configure` or :func:`refresh` made last in this process, if any."""
+    choice = _state.get("choice")
+    return choice if isinstance(choice, Choice) else None
+
+
+__all__ = ["Choice", "allowed_cpus", "busy_cores", "choose", "configure", "current", "others", "plan", "refresh",
+           "register"]

@@ -1,0 +1,241 @@
+"""The fastest routes on this machine, measured once and cached, instead of rules tuned on another CPU.
+
+Two choices depend on the CPU more than on anything else:
+
+- float32 linear layers through oneDNN or through PyTorch's default BLAS (MKL).
+  oneDNN ran twice as fast on an AMD EPYC with AVX-512; MKL wins on an AMD EPYC
+  without it and on Intel Sapphire Rapids.
+- the context length up to which the lecture's batched matmuls beat the fused
+  ``scaled_dot_product_attention`` kernel (128 on the first AMD EPYC).
+
+Both are timed forward and backward, at the shapes of the ``mini`` and
+``modern`` presets, best of a few interleaved rounds, in about a second. The
+result is cached as JSON in the cache folder, keyed by the CPU model, the torch
+version and the thread count, so each machine measures once; ``tinyshake bench
+--retune`` measures again. A damaged cache is measured again and replaced.
+The measurement draws from its own random generator, so runs are unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torch.nn import functional as F
+
+from tinyshake import atomic, machine, model, onednn, paths
+from tinyshake.errors import TinyshakeError
+
+CACHE_VERSION = 1
+ROUNDS = 3  # interleaved rounds; each route keeps its best, so a noisy machine slows both alike
+# (rows, fan_in, fan_out) of the float32 layers big enough for oneDNN (onednn.MIN_FLOPS), per preset
+LINEAR_SHAPES = {
+    "mini": [(512, 64, 192), (512, 256, 64)],  # attention's projection in, the feed-forward's projection out
+    "modern": [(2048, 128, 384), (2048, 512, 128)],
+}
+ATTENTION_CONTEXTS = (8, 32, 64, 128, 256)  # the presets' block sizes, and one between
+ATTENTION_TOKENS = 1024  # batch x context at each length, between the mini preset's 512 and modern's 2048
+ATTENTION_HEADS, ATTENTION_HEAD_SIZE = 4, 32
+
+
+@dataclass(frozen=True)
+class Routes:
+    """What the model uses on this machine, and the measurements behind it."""
+
+    onednn: bool
+    small_attention: int  # the longest context that takes batched matmuls; longer ones take the fused kernel
+    linear_margin: dict[str, float] = field(default_factory=dict)  # per preset: BLAS time / oneDNN time
+    attention_margin: dict[str, float] = field(default_factory=dict)  # per context: fused time / batched time
+    measured: str = ""  # when (UTC)
+    source: str = "measured now"  # or "cached", or why a route was forced
+
+    def describe_linear(self) -> str:
+        route = "oneDNN" if self.onednn else "the default BLAS"
+        margins = ", ".join(f"{name} {m:.2f}x" for name, m in self.linear_margin.items())
+        measured = f"; oneDNN against the BLAS: {margins}" if margins else ""
+        return f"float32 layers through {route} ({self.source}{measured})"
+
+    def describe_attention(self) -> str:
+        margins = ", ".join(f"{t}: {m:.2f}x" for t, m in self.attention_margin.items())
+        return (f"batched matmuls up to {self.small_attention} positions, the fused kernel beyond"
+                + (f" (fused time over batched, by context: {margins})" if margins else ""))
+
+
+def cache_file() -> Path:
+    return paths.cache_root() / "tuning.json"
+
+
+def machine_key(threads: int) -> str:
+    """What the measurement depends on: the CPU, the torch build and the thread count."""
+    return f"{machine.cpu_model()} | torch {torch.__version__} | {threads} threads"
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def _best_of(candidates: dict[str, Callable[[], None]], rounds: int = ROUNDS) -> dict[str, float]:
+    """Seconds of each candidate's best round, the candidates taking turns (after one warm-up call each)."""
+    for run in candidates.values():
+        run()
+    best = {name: float("inf") for name in candidates}
+    for _ in range(rounds):
+        for name, run in candidates.items():
+            start = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def _layers_step(shapes: list[tuple[int, int, int]], generator: torch.Generator,
+                 product: Callable[..., torch.Tensor]) -> Callable[[], None]:
+    """Forward and backward through one layer of each shape, by ``product``."""
+    operands = [(torch.randn(rows, fan_in, generator=generator).requires_grad_(),
+                 torch.randn(fan_out, fan_in, generator=generator).requires_grad_(),
+                 torch.randn(fan_out, generator=generator).requires_grad_(),
+                 torch.randn(rows, fan_out, generator=generator)) for rows, fan_in, fan_out in shapes]
+
+    def run() -> None:
+        for x, weight, bias, upstream in operands:
+            product(x, weight, bias).backward(upstream)
+    return run
+
+
+def measure_linear(generator: torch.Generator) -> dict[str, float]:
+    """Per preset, the default BLAS's time over oneDNN's for its layers: above 1, oneDNN is faster."""
+    margins = {}
+    for name, shapes in LINEAR_SHAPES.items():
+        best = _best_of({"onednn": _layers_step(shapes, generator, onednn.through_onednn),
+                         "blas": _layers_step(shapes, generator, F.linear)})
+        margins[name] = best["blas"] / best["onednn"]
+    return margins
+
+
+def _attention_step(context: int, generator: torch.Generator, fused: bool) -> Callable[[], None]:
+    shape = (max(1, ATTENTION_TOKENS // context), ATTENTION_HEADS, context, ATTENTION_HEAD_SIZE)
+    q, k, v = (torch.randn(shape, generator=generator).requires_grad_() for _ in range(3))
+    upstream = torch.randn(shape, generator=generator)
+    future = model.future_mask(context)
+
+    def run() -> None:
+        if fused:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=q.size(-1) ** -0.5)
+        else:
+            out = model.batched_attention(q, k, v, 0.0, True, future)
+        out.backward(upstream)
+    return run
+
+
+def measure_attention(generator: torch.Generator) -> dict[int, float]:
+    """Per context length, the fused kernel's time over the batched matmuls': above 1, batched is faster."""
+    margins = {}
+    for context in ATTENTION_CONTEXTS:
+        best = _best_of({"batched": _attention_step(context, generator, fused=False),
+                         "fused": _attention_step(context, generator, fused=True)})
+        margins[context] = best["fused"] / best["batched"]
+    return margins
+
+
+def small_attention(margins: dict[int, float]) -> int:
+    """The longest context up to which batched matmuls won at every length measured (0: the fused kernel always)."""
+    longest = 0
+    for context in sorted(margins):
+        if margins[context] <= 1.0:
+            break
+        longest = context
+    return longest
+
+
+def measure() -> Routes:
+    """Time both routes here, now (about a second), on a generator of its own."""
+    generator = torch.Generator().manual_seed(0)
+    linear = measure_linear(generator) if onednn.available() else {}
+    attention = measure_attention(generator)
+    product = 1.0
+    for margin in linear.values():
+        product *= margin
+    wins = bool(linear) and product ** (1 / len(linear)) > 1.0  # oneDNN wins over the presets, geometrically
+    return Routes(onednn=wins, small_attention=small_attention(attention),
+                  linear_margin={k: round(v, 3) for k, v in linear.items()},
+                  attention_margin={str(k): round(v, 3) for k, v in attention.items()},  # type: ignore[misc]
+                  measured=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+
+
+# --------------------------------------------------------------------------- the cache
+
+
+def _read_cache() -> dict[str, dict]:
+    """The cached entries by machine key; a missing, unreadable or damaged file reads as empty."""
+    try:
+        data = json.loads(cache_file().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    entries = data.get("entries") if isinstance(data, dict) and data.get("version") == CACHE_VERSION else None
+    return entries if isinstance(entries, dict) else {}
+
+
+def _from_entry(entry: object) -> Optional[Routes]:
+    try:
+        routes = Routes(**dict(entry, source="cached"))  # type: ignore[arg-type]
+    except TypeError:
+        return None
+    ok = isinstance(routes.onednn, bool) and isinstance(routes.small_attention, int)
+    ok = ok and isinstance(routes.linear_margin, dict) and isinstance(routes.attention_margin, dict)
+    return routes if ok else None
+
+
+def _write_cache(entries: dict[str, dict]) -> None:
+    text = json.dumps({"version": CACHE_VERSION, "entries": entries}, indent=2) + "\n"
+    atomic.write_bytes(cache_file(), text.encode())
+
+
+_measured: dict[str, Routes] = {}  # this process's own measurements: a cache folder that vanished costs no second look
+
+
+def choose(threads: int, retune: bool = False) -> Routes:
+    """This machine's routes: cached for ``threads`` threads, else (or with ``retune``) measured and cached."""
+    key = machine_key(threads)
+    entries = _read_cache()
+    cached = None if retune else _from_entry(entries.get(key))
+    if cached is not None:
+        return cached
+    routes = _measured[key] if key in _measured and not retune else measure()
+    _measured[key] = routes
+    entry = asdict(routes)
+    entry.pop("source")
+    entries[key] = entry
+    try:
+        _write_cache(entries)
+    except TinyshakeError:  # a read-only cache folder: measure again next time, run now
+        pass
+    return routes
+
+
+def forced(routes: Routes) -> Routes:
+    """``routes`` with the user's TINYSHAKE_ONEDNN, if set, in place of the measured winner."""
+    choice = onednn.forced()
+    if choice is None:
+        return routes
+    return Routes(onednn=choice and onednn.available(), small_attention=routes.small_attention,
+                  linear_margin=routes.linear_margin, attention_margin=routes.attention_margin,
+                  measured=routes.measured, source=f"forced by {onednn.ENV}={int(choice)}")
+
+
+def apply(routes: Routes) -> None:
+    """Make the model take these routes in this process."""
+    onednn.use(routes.onednn)
+    model.SMALL_ATTENTION = routes.small_attention
+
+
+def tune(threads: int, retune: bool = False) -> Routes:
+    """Choose this machine's routes for ``threads`` threads and use them: what train and bench call."""
+    routes = forced(choose(threads, retune))
+    apply(routes)
+    return routes
+
+
+__all__ = ["Routes", "apply", "cache_file", "choose", "forced", "machine_key", "measure", "small_attention", "tune"]
