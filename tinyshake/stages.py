@@ -22,6 +22,7 @@ class Stage:
     eval_interval: int
     eval_last: bool = False  # the lecture's later code also evaluates at the last step
     published_val: float | None = None
+    published_train: float | None = None  # where the lecture also gave its final train loss
     hyper: dict[str, Any] = field(default_factory=dict)
 
 
@@ -51,6 +52,11 @@ STAGES: dict[str, Stage] = {
                    dropout=0.2, init_std=0.02),
               batch_size=64, block_size=256, learning_rate=3e-4, max_iters=5000, eval_interval=500,
               eval_last=True, published_val=1.48),
+        Stage("gpt-video", "the gpt stage as the video ran it: scores scaled by n_embd**-0.5, PyTorch's default init",
+              dict(n_embd=384, n_head=6, n_layer=6, ffwd="wide", proj=True, residual=True, layernorm=True,
+                   dropout=0.2, attn_scale="n_embd"),
+              batch_size=64, block_size=256, learning_rate=3e-4, max_iters=5000, eval_interval=500,
+              eval_last=True, published_val=1.49, published_train=1.08),
         Stage("mini", "the gpt stage, small enough for a laptop CPU",
               dict(n_embd=64, n_head=4, n_layer=4, ffwd="wide", proj=True, residual=True, layernorm=True,
                    dropout=0.0, init_std=0.02),
