@@ -88,3 +88,28 @@ def with_overrides(stage: Stage, **overrides: Any) -> Stage:
     model.update({k: v for k, v in overrides.items() if k in model_keys and v is not None})
     rest = {k: v for k, v in overrides.items() if k not in model_keys and v is not None}
     return replace(stage, model=model, **rest)
+
+# Stages sized for a GPU: on a CPU, train and ladder warn before them with an estimate.
+GPU_SIZED = ("gpt", "gpt-video")
+
+
+def parameter_count(stage: Stage, vocab_size: int = 65) -> int:
+    """The number of parameters the stage's model has, by arithmetic on its shape.
+
+    ``tinyshake stages`` shows it without building a model (so without torch);
+    the tests check it against ``count_parameters(build(config))`` for every
+    stage. Missing keys take ModelConfig's defaults (no feed-forward, no
+    projection, no norms, learned positions).
+    """
+    m = stage.model
+    if m.get("arch") == "bigram":
+        return vocab_size * vocab_size
+    n, heads = m["n_embd"], m["n_head"]
+    inner = heads * (n // heads)  # the heads side by side
+    norm = 0
+    if m.get("layernorm", False):
+        norm = n if m.get("norm", "layernorm") == "rmsnorm" else 2 * n  # gain (and bias)
+    ffwd = {"none": 0, "simple": n * n + n, "wide": 2 * 4 * n * n + 4 * n + n}[m.get("ffwd", "none")]
+    per_block = 3 * inner * n + (inner * n + n if m.get("proj", False) else 0) + ffwd + 2 * norm
+    positions = stage.block_size * n if m.get("pos", "learned") == "learned" else 0
+    return vocab_size * n + positions + m["n_layer"] * per_block + norm + n * vocab_size + vocab_size

@@ -12,6 +12,8 @@ from tinyshake.cli import chat as chat_cmd
 from tinyshake.cli import demo as demo_cmd
 from tinyshake.cli import eval as eval_cmd
 from tinyshake.cli import fetch, info, runs, train
+from tinyshake.cli import plot as plot_cmd
+from tinyshake.cli import stages as stages_cmd
 
 app = typer.Typer(
     name="tinyshake",
@@ -46,6 +48,8 @@ app.add_typer(runs.app, name="runs")
 app.command("demo")(demo_cmd.demo)
 app.command("bench")(bench_cmd.bench_cmd)
 app.command("info")(info.info)
+app.command("stages")(stages_cmd.stages_cmd)
+app.command("plot")(plot_cmd.plot)
 
 
 def main() -> None:

@@ -21,13 +21,17 @@ from rich.text import Text
 from tinyshake import checkpoint, corpus, device, distributed, sampling, stages, train as core
 from tinyshake.atomic import write_bytes
 from tinyshake.cli._output import handle_errors, make_console, use_rich
+from tinyshake.cli._render import loss_chart
 from tinyshake.cli.fetch import ensure_corpus
+from tinyshake.cli.stages import run_header
 from tinyshake.errors import TinyshakeError, UsageError
 from tinyshake.model import flops_per_token
 
 CPU_FLOPS_GUESS = 60e9  # sustained training FLOP/s on a laptop CPU, for the gpt stage's warning only
 ASK_ABOVE_SECONDS = 30 * 60  # a gpt run on a CPU this long asks before it starts (on a terminal)
 INTERRUPT_EXIT = 130  # what shells report for a process stopped by Ctrl-C
+CHART_ROWS, CHART_WIDTH = 8, 100  # the live loss chart under the table: small, so the table keeps its room
+CHART_MIN_TERMINAL = 30  # terminal rows below which the live view leaves the chart out
 
 
 def _say_now(text: str) -> None:
@@ -119,6 +123,9 @@ class PlainView:
     def started(self, event: core.Started) -> None:
         for notice in event.notices:
             print(f"note: {notice}", file=sys.stderr)
+        if not self.quiet:  # stdout stays the lecture's log
+            title, details = run_header(event.config, event.parameters)
+            print(f"Training {title} on {event.device}\n  {details}", file=sys.stderr)
 
     def stepped(self, event: core.Stepped) -> None:
         return None
@@ -164,6 +171,8 @@ class RichView:
         )
         self.task = self.progress.add_task(config.stage, total=config.max_iters, its=0.0, tps=0.0, loss="-")
         self.rows: list[tuple[str, ...]] = []
+        self.metrics: list[dict[str, float]] = []  # this session's evaluations, for the chart
+        self.chart: Optional[Text] = None  # redrawn at each evaluation only, so steps never wait for it
         self.last_val: Optional[float] = None
         self.window: Optional[torch.Tensor] = None  # sum of the losses since the bar last showed one
         self.window_steps = 0
@@ -185,8 +194,10 @@ class RichView:
         return table
 
     def _render(self) -> RenderableType:
-        room = max(1, self.console.size.height - 9)  # title, header, borders, "…" row, progress bar, prompt
-        return Group(self._table(self.rows[-room:]), self.progress)
+        chart = self.chart if self.console.size.height >= CHART_MIN_TERMINAL else None
+        room = max(1, self.console.size.height - 9 - (CHART_ROWS + 4 if chart else 0))  # title, header, borders,
+        # "…" row, progress bar, prompt; the chart's rows, axis, scale and legend
+        return Group(self._table(self.rows[-room:]), *([chart] if chart else []), self.progress)
 
     def __enter__(self) -> "RichView":
         self.live.start()
@@ -199,7 +210,7 @@ class RichView:
             self.live_on = False
             self.live.stop()
             if self.begun:
-                self.console.print(Group(self._table(self.rows), self.progress))
+                self.console.print(Group(self._table(self.rows), *([self.chart] if self.chart else []), self.progress))
 
     def started(self, event: core.Started) -> None:
         self.begun = True
@@ -208,8 +219,8 @@ class RichView:
         resuming = f", resuming at step {event.start_step}" if event.start_step else ""
         self.world_size = event.world_size
         where = f"{event.device} × {event.world_size} processes" if event.world_size > 1 else event.device
-        self.console.print(f"Training [bold]{event.config.stage}[/] ({event.parameters:,} parameters) "
-                           f"on {where}{resuming}")
+        title, details = run_header(event.config, event.parameters)
+        self.console.print(Text.assemble("Training ", (title, "bold"), f" on {where}{resuming}\n  ", (details, "dim")))
         self.progress.update(self.task, completed=event.start_step)
         self.mark = (event.start_step, time.perf_counter())
 
@@ -236,6 +247,9 @@ class RichView:
         delta = "" if self.last_val is None else f"{event.val - self.last_val:+.4f}"
         self.rows.append((str(event.step), f"{event.train:.4f}", f"{event.val:.4f}", delta, f"{event.elapsed:.1f}s"))
         self.last_val = event.val
+        self.metrics.append({"step": event.step, "train": event.train, "val": event.val})
+        if len(self.metrics) > 1:
+            self.chart = loss_chart(self.metrics, min(self.console.width, CHART_WIDTH), CHART_ROWS, plain=False)
 
     def saved(self, event: core.Saved) -> None:
         """Measure speed from here: evaluating and saving are not training."""
@@ -256,7 +270,7 @@ def _duration(seconds: float) -> str:
 
 def _confirm_slow_run(config: core.TrainConfig, yes: bool) -> None:
     """Warn (on stderr) before the gpt stage on a CPU, with an estimate; ask on a terminal if it is long."""
-    if config.stage != "gpt" or device.resolve(config.device).device.type != "cpu":
+    if config.stage not in stages.GPU_SIZED or device.resolve(config.device).device.type != "cpu":
         return
     per_step = flops_per_token(config.model) * config.batch_size * config.block_size / CPU_FLOPS_GUESS
     seconds = core.estimate_seconds(config, per_step)
@@ -372,7 +386,8 @@ def run_training(config: core.TrainConfig, data: corpus.Corpus, resume: bool, vi
 @handle_errors
 def train(
     model: Annotated[Optional[str], typer.Option(
-        "--model", "-m", help=f"Stage: {', '.join(stages.STAGES)} (default {stages.DEFAULT_STAGE}).")] = None,
+        "--model", "-m", help=f"Stage: {', '.join(stages.STAGES)} (default {stages.DEFAULT_STAGE}); "
+                              "`tinyshake stages` shows what each adds, its settings and the lecture's val.")] = None,
     run: Annotated[Optional[str], typer.Option(help="Run name (default: the stage's name).")] = None,
     corpus_name: Annotated[Optional[str], typer.Option(
         "--corpus", help=f"Cached corpus to train on (default {corpus.DEFAULT_CORPUS}, or a resumed run's).")] = None,
