@@ -12,7 +12,7 @@ import torch
 from test_train import (
     TINY, assert_one_line_error, import_tiny_corpus, snapshot, tiny_run, train_cli, weights,
 )
-from tinyshake import checkpoint, corpus, train as core
+from tinyshake import checkpoint, corpus, record as record_module, train as core
 from tinyshake.errors import TinyshakeError
 
 
@@ -47,14 +47,15 @@ CORRUPTIONS = {
     "truncated-weights": ("weights", truncate, "is corrupt or truncated (SHA-256 mismatch)"),
     "flipped-weights": ("weights", flip_middle_byte, "is corrupt or truncated (SHA-256 mismatch)"),
     "flipped-state": ("state", flip_middle_byte, "is corrupt or truncated (SHA-256 mismatch)"),
-    "missing-weights": ("weights", Path.unlink, "cannot be read"),
-    "garbage-config": ("config", lambda p: p.write_bytes(b"\xff\xfe{not json at all"), "is corrupt (UnicodeDecodeError)"),
-    "truncated-config": ("config", truncate, "is corrupt (JSONDecodeError)"),
-    "config-not-an-object": ("config", lambda p: p.write_text("[]"), "is corrupt (TypeError)"),
-    "weights-outside-the-run": ("config", edit_config(lambda r: r["files"].update(weights="../../x")), "is corrupt"),
-    "vocab-not-a-list": ("config", edit_config(lambda r: r.update(vocab="abc")), "is corrupt"),
+    "missing-weights": ("weights", Path.unlink, "is missing"),
+    "garbage-config": ("config", lambda p: p.write_bytes(b"\xff\xfe{not json at all"), "config.json is not UTF-8"),
+    "truncated-config": ("config", truncate, "config.json is not valid JSON"),
+    "config-not-an-object": ("config", lambda p: p.write_text("[]"), "config.json is not a JSON object"),
+    "weights-outside-the-run": ("config", edit_config(lambda r: r["files"].update(weights="../../x")),
+                                "does not match its SHA-256"),
+    "vocab-not-a-list": ("config", edit_config(lambda r: r.update(vocab="abc")), "does not match its SHA-256"),
     "settings-of-the-wrong-type": ("config", edit_config(lambda r: r["hyper"].update(batch_size="many")),
-                                   "the settings stored for run 'c' are unreadable"),
+                                   "does not match its SHA-256"),
 }
 
 
@@ -73,7 +74,7 @@ def test_a_damaged_checkpoint_is_a_one_line_error_on_resume(cached, home, target
 def test_overwrite_replaces_a_damaged_run(cached):
     tiny_run("c", "--max-iters", "2", "--eval-interval", "2")
     files("c")["config"].write_text("{")
-    assert_one_line_error(train_cli("--run", "c", code=2), "is corrupt", "--overwrite")
+    assert_one_line_error(train_cli("--run", "c", code=2), "is damaged", "--overwrite")
     tiny_run("c", "--max-iters", "2", "--eval-interval", "2", "--overwrite")
     assert checkpoint.load("c").record["step"] == 2
 
@@ -113,7 +114,7 @@ def test_a_checkpoint_loads_back_the_trained_weights_and_its_vocabulary(cached):
 def test_a_save_that_fails_before_its_commit_leaves_the_last_checkpoint_whole(cached, monkeypatch):
     finished_model("keep", 3)
     record, kept = checkpoint.read_record("keep"), weights("keep")
-    real_write = checkpoint.write_bytes
+    real_write = record_module.write_bytes
 
     def fail_at_commit(dest: Path, data: bytes) -> None:
         if dest.name == checkpoint.CONFIG:
@@ -125,7 +126,7 @@ def test_a_save_that_fails_before_its_commit_leaves_the_last_checkpoint_whole(ca
         for p in other.parameters():
             p.add_(1.0)
     with monkeypatch.context() as patch, pytest.raises(TinyshakeError, match="disk full"):
-        patch.setattr(checkpoint, "write_bytes", fail_at_commit)
+        patch.setattr(record_module, "write_bytes", fail_at_commit)
         checkpoint.save("keep", other, dict(record), {"step": record["step"], "optimizer": {}, "rng": {}})
     assert checkpoint.read_record("keep") == record
     assert all(torch.equal(kept[k], v) for k, v in weights("keep").items())  # same step, new weights: other files

@@ -1,20 +1,21 @@
-"""Trained runs on disk: ``<home>/runs/<name>/``, saved atomically, loaded without executing code.
+"""Trained runs on disk, the torch side: save weights and state atomically, load them without executing code.
 
-A run folder holds ``config.json`` plus one weights file (safetensors) and one
-training-state file (optimizer, RNG states and step, read back with
-``torch.load(weights_only=True)``). The weights and state are written first,
-under names that carry their step; ``config.json`` is replaced last and names
-them, with their SHA-256. It is the commit point: a crash at any moment leaves
-the previous checkpoint whole, and a damaged file is caught by its hash.
+A run folder holds ``config.json`` (the record, read and checked by the
+torch-free :mod:`tinyshake.record`), the latest weights (safetensors), the
+training state (optimizer, RNG states and step, read back with
+``torch.load(weights_only=True)``) and the best weights so far. Weights and
+state are written first, under names that carry their step and hash;
+``config.json`` is replaced last and names them, with their SHA-256 and sizes.
+It is the commit point: a crash at any moment leaves the previous checkpoint
+whole, a damaged file is caught by its hash, and the files it no longer names
+(and the leftovers of killed saves) are deleted after it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
-import shutil
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,36 +24,23 @@ import safetensors.torch
 import torch
 import torch.nn as nn
 
-from tinyshake import __version__, paths
+from tinyshake import __version__
 from tinyshake.atomic import write_bytes
-from tinyshake.corpus import NAME_RE, CharTokenizer
-from tinyshake.errors import TinyshakeError, UsageError
+from tinyshake.corpus import CharTokenizer
+from tinyshake.errors import UsageError
 from tinyshake.model import ModelConfig, build
+from tinyshake.record import (  # re-exported: the torch side's callers read records through here too
+    CONFIG, FORMAT, CheckpointError, clean, consistent, exists, first_line, latest, list_runs, read_file,
+    read_record, remove, run_dir, sha256, write_record,
+)
 
-FORMAT = 1
-CONFIG = "config.json"
-
-
-class CheckpointError(UsageError):
-    """A checkpoint is missing, corrupt, truncated or does not fit."""
-
-
-def run_dir(name: str) -> Path:
-    if not NAME_RE.match(name):
-        raise UsageError(f"invalid run name {name!r}: use letters, digits, '.', '_' or '-'")
-    return paths.runs_root() / name
-
-
-def exists(name: str) -> bool:
-    return (run_dir(name) / CONFIG).is_file()
+__all__ = ["CONFIG", "FORMAT", "CheckpointError", "LoadedRun", "exists", "first_line", "latest", "list_runs", "load",
+           "load_state", "read_record", "remove", "rng_state", "run_dir", "save", "set_rng_state"]
+WEIGHTS = ("best", "last")
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def rng_state() -> dict[str, Any]:
@@ -68,78 +56,73 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save(name: str, model: nn.Module, record: dict[str, Any], state: dict[str, Any]) -> Path:
-    """Write a checkpoint of ``model`` with its ``record`` (config.json fields) and training ``state``."""
+def save(name: str, model: nn.Module, record: dict[str, Any], state: dict[str, Any], best: bool = False) -> Path:
+    """Write a checkpoint of ``model`` with its ``record`` (config.json fields) and training ``state``.
+
+    Every save writes the latest weights; ``best=True`` also makes them the
+    run's best (``files["best"]``, ``best_step``, ``best_val``). Otherwise the
+    best of an earlier save is kept, if it belongs to this run's evaluations.
+    """
     folder = run_dir(name)
     step = int(record["step"])
     # clone: the parameters may be views into one flat tensor, and safetensors refuses shared storage
     weights = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
-    weights_bytes = safetensors.torch.save(weights, metadata={"step": str(step)})
+    blobs = {"weights": safetensors.torch.save(weights, metadata={"step": str(step)})}
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    state_bytes = buffer.getvalue()
-    sha = {"weights": _sha256(weights_bytes), "state": _sha256(state_bytes)}
+    blobs["state"] = buffer.getvalue()
+    sha = {kind: sha256(data) for kind, data in blobs.items()}
     # Names carry the content's hash: a save never rewrites the files the current config.json names.
     files = {"weights": f"model-{step:07d}-{sha['weights'][:12]}.safetensors",
              "state": f"state-{step:07d}-{sha['state'][:12]}.pt"}
-    write_bytes(folder / files["weights"], weights_bytes)
-    write_bytes(folder / files["state"], state_bytes)
-    record = dict(record, format=FORMAT, files=files, updated=_now(), torch=torch.__version__, tinyshake=__version__,
-                  sha256=sha)
+    sizes = {kind: len(data) for kind, data in blobs.items()}
+    for kind, data in blobs.items():
+        write_bytes(folder / files[kind], data)
+    best_fields: dict[str, Any] = {"best_step": None}
+    if best:
+        files["best"], sha["best"], sizes["best"] = f"best-{step:07d}-{sha['weights'][:12]}.safetensors", \
+            sha["weights"], sizes["weights"]
+        _same_bytes(folder / files["weights"], folder / files["best"], blobs["weights"])
+        vals = [m["val"] for m in record.get("metrics", []) if m.get("step") == step]
+        best_fields = {"best_step": step, "best_val": vals[-1] if vals else record.get("best_val")}
+    else:
+        kept = _kept_best(name, record)
+        if kept is not None:
+            files["best"], sha["best"], sizes["best"] = kept["files"]["best"], kept["sha256"]["best"], \
+                kept["sizes"]["best"]
+            best_fields = {"best_step": kept["best_step"], "best_val": kept["best_val"]}
+    record = dict(record, **best_fields, format=FORMAT, files=files, sha256=sha, sizes=sizes, updated=_now(),
+                  torch=torch.__version__, tinyshake=__version__)
     record["created"] = record.get("created") or record["updated"]
-    write_bytes(folder / CONFIG, (json.dumps(record, indent=2) + "\n").encode())
-    for stale in folder.glob("*-*.*"):
-        if stale.name not in files.values() and stale.suffix in (".safetensors", ".pt"):
-            stale.unlink(missing_ok=True)
+    write_record(folder, record)
+    clean(folder, files.values())
     return folder
 
 
-def read_record(name: str) -> dict[str, Any]:
-    """The run's config.json, or a one-line error if it is missing or unreadable."""
-    path = run_dir(name) / CONFIG
-    if not path.is_file():
-        raise CheckpointError(f"no run named {name!r} in {paths.runs_root()}")
+def _same_bytes(source: Path, dest: Path, data: bytes) -> None:
+    """``dest`` with ``source``'s bytes: a hard link (no second copy on disk) where the filesystem has them."""
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        _check_shape(record)
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"checkpoint {path} is corrupt ({type(exc).__name__}); "
-                              "retrain the run with --overwrite") from None
-    return record
+        os.link(source, dest)
+    except FileExistsError:  # the same step and hash: the same bytes
+        pass
+    except OSError:
+        write_bytes(dest, data)
 
 
-def _check_shape(record: Any) -> None:
-    """Raise TypeError unless config.json has the fields, of the types, that loading and resuming read.
+def _kept_best(name: str, record: dict[str, Any]) -> dict[str, Any] | None:
+    """The folder's current record, if its best weights are one of ``record``'s evaluations (same step and val).
 
-    The weights and state are protected by their hashes; config.json is not,
-    so a damaged or hand-edited one must fail here, not deep in a load.
+    That ties the best to this run: an --overwrite starts with no evaluations,
+    so the replaced run's best is never carried into the new one.
     """
-    def need(ok: bool, what: str) -> None:
-        if not ok:
-            raise TypeError(what)
-
-    need(isinstance(record, dict), "not an object")
-    for key in ("files", "sha256", "model", "hyper"):
-        need(isinstance(record.get(key), dict), key)
-    for kind in ("weights", "state"):
-        name = record["files"].get(kind)
-        need(isinstance(name, str) and Path(name).name == name and name not in ("", ".", ".."), f"files.{kind}")
-    vocab = record.get("vocab")
-    need(isinstance(vocab, list) and all(isinstance(c, str) and len(c) == 1 for c in vocab), "vocab")
-    metrics = record.get("metrics", [])
-    need(isinstance(metrics, list) and all(isinstance(m, dict) and isinstance(m.get("step"), int)
-                                           and isinstance(m.get("val"), (int, float)) for m in metrics), "metrics")
-
-
-def _read_verified(name: str, record: dict[str, Any], kind: str) -> bytes:
-    path = run_dir(name) / record["files"][kind]
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise CheckpointError(f"checkpoint file {path} cannot be read: {exc.strerror or exc}") from None
-    if _sha256(data) != record.get("sha256", {}).get(kind):
-        raise CheckpointError(f"checkpoint file {path} is corrupt or truncated (SHA-256 mismatch); retrain the run")
-    return data
+        stored = read_record(name)
+    except CheckpointError:
+        return None
+    if "best" not in stored["files"]:
+        return None
+    evaluations = {(m.get("step"), m.get("val")) for m in record.get("metrics", [])}
+    return stored if (stored["best_step"], stored.get("best_val")) in evaluations else None
 
 
 @dataclass
@@ -149,26 +132,60 @@ class LoadedRun:
     config: ModelConfig
     tokenizer: CharTokenizer
     model: nn.Module
+    weights: str = "last"  # "best" or "last": which weights were loaded
+    step: int = 0  # the step those weights were saved at
 
 
-def load(name: str, device: torch.device | str = "cpu") -> LoadedRun:
-    """Rebuild a run's model from its verified weights; nothing in the files is executed."""
-    record = read_record(name)
-    config = ModelConfig.from_dict(record["model"])
-    weights = _read_verified(name, record, "weights")
-    try:
-        tensors = safetensors.torch.load(weights)
-        model = build(config)
-        model.load_state_dict(tensors)
-    except Exception as exc:  # safetensors raises its own error types for damaged files
-        raise CheckpointError(f"checkpoint of run {name!r} does not load: {first_line(exc)}") from None
-    model.to(device)
-    return LoadedRun(name, record, config, CharTokenizer(record["vocab"]), model)
+def _fits(value: Any, default: Any) -> bool:
+    """Whether a stored value has the type of the field's default (an int may stand for a float; a bool never)."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
+
+
+def model_config(name: str, record: dict[str, Any]) -> ModelConfig:
+    """The record's model config; a field of the wrong type is a one-line error, not a failure deep in a build."""
+    given = record["model"]
+    for field in fields(ModelConfig):
+        if field.name in given and field.default is not None and not _fits(given[field.name], field.default):
+            raise CheckpointError(f"run {name!r} stores model.{field.name} = {given[field.name]!r}, "
+                                  f"not a {type(field.default).__name__}; retrain it with --overwrite")
+    return ModelConfig.from_dict(given)
+
+
+def load(name: str, device: torch.device | str = "cpu", weights: str = "best") -> LoadedRun:
+    """Rebuild a run's model from its verified ``weights`` ("best", or "last"); nothing in the files is executed.
+
+    A run without a best (none saved yet) loads its last weights. While the run
+    is training, a save may replace its files under the reader: the load then
+    starts over from the fresh record.
+    """
+    if weights not in WEIGHTS:
+        raise UsageError(f"unknown weights {weights!r}; choose best or last")
+
+    def attempt(record: dict[str, Any]) -> LoadedRun:
+        kind = "best" if weights == "best" and "best" in record["files"] else "weights"
+        config = model_config(name, record)
+        data = read_file(name, record, kind)
+        try:
+            model = build(config)
+            model.load_state_dict(safetensors.torch.load(data))
+        except Exception as exc:  # safetensors raises its own error types for damaged files
+            raise CheckpointError(f"checkpoint of run {name!r} does not load: {first_line(exc)}") from None
+        step = record["best_step"] if kind == "best" else record["step"]
+        return LoadedRun(name, record, config, CharTokenizer(record["vocab"]), model,
+                         "best" if kind == "best" else "last", step)
+
+    loaded = consistent(name, attempt)
+    loaded.model.to(device)
+    return loaded
 
 
 def load_state(name: str, record: dict[str, Any]) -> dict[str, Any]:
     """The training state (optimizer, RNG, step), read with ``weights_only=True``."""
-    data = _read_verified(name, record, "state")
+    data = read_file(name, record, "state")
     try:
         state = torch.load(io.BytesIO(data), weights_only=True)
     except Exception as exc:  # a damaged pickle can raise nearly anything; report it in one line
@@ -178,38 +195,3 @@ def load_state(name: str, record: dict[str, Any]) -> dict[str, Any]:
             and isinstance(state.get("optimizer"), dict)):
         raise CheckpointError(f"training state of run {name!r} lacks its step, optimizer or RNG state")
     return state
-
-
-def first_line(exc: BaseException) -> str:
-    """An exception's message as one line (its type when it has none)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def list_runs() -> list[dict[str, Any]]:
-    """Every readable run's record, newest first; unreadable folders are reported as such."""
-    root = paths.runs_root()
-    if not root.is_dir():
-        return []
-    records = []
-    for folder in root.iterdir():
-        if not folder.is_dir() or folder.name.startswith("."):
-            continue
-        try:
-            records.append(dict(read_record(folder.name), name=folder.name))
-        except TinyshakeError:
-            records.append({"name": folder.name, "stage": "?", "corrupt": True, "updated": ""})
-    return sorted(records, key=lambda r: r.get("updated", ""), reverse=True)
-
-
-def latest() -> str | None:
-    """The most recently updated run's name, if any."""
-    runs = [r for r in list_runs() if not r.get("corrupt")]
-    return runs[0]["name"] if runs else None
-
-
-def remove(name: str) -> None:
-    folder = run_dir(name)
-    if not folder.is_dir():
-        raise UsageError(f"no run named {name!r} in {paths.runs_root()}")
-    shutil.rmtree(folder)
