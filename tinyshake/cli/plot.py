@@ -10,6 +10,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
+from tinyshake import record
 from tinyshake.atomic import write_bytes
 from tinyshake.cli._output import handle_errors, make_console, use_rich
 from tinyshake.cli._render import chart_svg, line_chart, metric_series
@@ -24,7 +25,7 @@ def select_runs(patterns: list[str], records: list[dict[str, Any]]) -> list[dict
 
     A pattern that matches nothing is a usage error; with no patterns, the most recent run.
     """
-    readable = [r for r in records if not r.get("corrupt")]
+    readable = [r for r in records if r.get("damaged") is None and "updated" in r]
     if not patterns:
         if not readable:
             raise UsageError("no trained runs yet; train one with `tinyshake train --model mini`")
@@ -41,12 +42,11 @@ def select_runs(patterns: list[str], records: list[dict[str, Any]]) -> list[dict
 
 def _table(records: list[dict[str, Any]]) -> Table:
     table = Table("run", "stage", "steps", "last train", "last val", "best val")
-    for record in records:
-        metrics = record.get("metrics") or [{}]
-        last = metrics[-1]
-        table.add_row(record["name"], str(record.get("stage", "?")), str(record.get("step", "?")),
+    for run in records:
+        last = (run.get("metrics") or [{}])[-1]
+        table.add_row(run["name"], str(run.get("stage", "?")), str(run.get("step", "?")),
                       *(f"{last[k]:.4f}" if isinstance(last.get(k), (int, float)) else "-" for k in ("train", "val")),
-                      f"{record['best_val']:.4f}" if isinstance(record.get("best_val"), (int, float)) else "-")
+                      f"{run['best_val']:.4f}" if isinstance(run.get("best_val"), (int, float)) else "-")
     return table
 
 
@@ -59,13 +59,11 @@ def plot(
     svg: Annotated[Optional[Path], typer.Option(help="Also save the chart, in colour, as an SVG image.")] = None,
 ) -> None:
     """Draw the loss curves of one or more runs against step, in one chart with a legend."""
-    from tinyshake import checkpoint  # the run records' reader
-
     if split not in SPLITS:
         raise UsageError(f"unknown split {split!r}; choose val, train or both")
     if svg is not None and (svg.is_dir() or not svg.parent.is_dir()):
         raise UsageError(f"cannot write {svg}: its folder does not exist or it is a folder")
-    records = select_runs(runs or [], checkpoint.list_runs())
+    records = select_runs(runs or [], record.list_runs())
     splits = ("train", "val") if split == "both" else (split,)
     several = len(records) > 1
     series = [metric_series(r.get("metrics", []), s, f"{r['name']} {s}" if several or split == "both" else s)

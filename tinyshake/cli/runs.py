@@ -50,3 +50,30 @@ def rm(name: Annotated[str, typer.Argument(help="Run to delete.")]) -> None:
     """Delete a trained run and its checkpoints."""
     checkpoint.remove(name)
     make_console().print(f"Deleted run {name}")
+
+
+@app.command("show")
+@handle_errors
+def show(name: Annotated[str, typer.Argument(help="Run to show.")]) -> None:
+    """Show a run's settings, every evaluation it recorded, and its loss chart."""
+    from tinyshake import record as records  # torch-free
+    from tinyshake.cli._output import use_rich
+    from tinyshake.cli._render import loss_chart
+
+    run, console = records.read_record(name), make_console()
+    settings = Table(show_header=False, box=None, title=f"run {name}", title_justify="left")
+    settings.add_column(style="bold")
+    settings.add_column()
+    model = {k: v for k, v in run["model"].items() if k not in ("vocab_size",)}
+    for key, value in (("stage", run.get("stage")), ("parameters", f"{run.get('parameters', 0):,}"),
+                       ("steps", f"{run.get('step')}/{run.get('max_iters', '?')}"),
+                       ("corpus", run.get("corpus", {}).get("name")), ("updated", run.get("updated")),
+                       ("model", ", ".join(f"{k} {v}" for k, v in model.items())),
+                       ("training", ", ".join(f"{k} {v}" for k, v in run["hyper"].items() if k not in ("stage", "run")))):
+        settings.add_row(key, str(value))
+    console.print(settings)
+    metrics = Table("step", "train", "val", "elapsed", title="evaluations", title_justify="left")
+    for row in run.get("metrics", []):
+        metrics.add_row(str(row["step"]), f"{row['train']:.4f}", f"{row['val']:.4f}", f"{row.get('elapsed', 0):.1f}s")
+    console.print(metrics)
+    console.print(loss_chart(run.get("metrics", []), min(console.width, 100), 12, plain=not use_rich(), title="loss"))

@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.table import Table
 
-from tinyshake import stages
+from tinyshake import record, stages
 from tinyshake.cli._output import handle_errors, make_console
 
 
@@ -49,19 +49,17 @@ def settings_line(stage: stages.Stage) -> str:
 def best_runs(records: list[dict[str, Any]]) -> dict[str, tuple[float, str]]:
     """For each stage the user has trained: the lowest best val of its runs, and that run's name."""
     best: dict[str, tuple[float, str]] = {}
-    for record in records:
-        val, stage = record.get("best_val"), record.get("stage")
+    for run in records:
+        val, stage = run.get("best_val"), run.get("stage")
         if isinstance(val, (int, float)) and isinstance(stage, str) and (stage not in best or val < best[stage][0]):
-            best[stage] = (float(val), record["name"])
+            best[stage] = (float(val), run["name"])
     return best
 
 
 @handle_errors
 def stages_cmd() -> None:
     """The lecture's model ladder: what each stage adds, its size and settings, the lecture's val and yours."""
-    from tinyshake import checkpoint  # the run records' reader
-
-    trained = best_runs(checkpoint.list_runs())
+    trained = best_runs(record.list_runs())
     table = Table(title="The lecture's ladder (train one with `tinyshake train --model STAGE`, "
                         "all in order with `tinyshake ladder`)", title_justify="left")
     for column in ("stage", "what it adds", "params", "batch", "block", "width", "heads", "layers", "dropout",
