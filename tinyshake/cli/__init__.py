@@ -12,6 +12,7 @@ from tinyshake.cli import chat as chat_cmd
 from tinyshake.cli import demo as demo_cmd
 from tinyshake.cli import eval as eval_cmd
 from tinyshake.cli import fetch, info, runs, train
+from tinyshake.cli import ladder as ladder_cmd
 from tinyshake.cli import plot as plot_cmd
 from tinyshake.cli import stages as stages_cmd
 
@@ -50,6 +51,7 @@ app.command("bench")(bench_cmd.bench_cmd)
 app.command("info")(info.info)
 app.command("stages")(stages_cmd.stages_cmd)
 app.command("plot")(plot_cmd.plot)
+app.command("ladder")(ladder_cmd.ladder)
 
 
 def main() -> None:
