@@ -14,8 +14,11 @@ from torch.nn import functional as F
 
 
 class RefHead(nn.Module):
-    def __init__(self, n_embd: int, head_size: int, block_size: int, dropout: float) -> None:
+    """``by_width``: scale the scores by C**-0.5 (C the embedding width), as the video's gpt.py did."""
+
+    def __init__(self, n_embd: int, head_size: int, block_size: int, dropout: float, by_width: bool = False) -> None:
         super().__init__()
+        self.by_width = by_width
         self.key = nn.Linear(n_embd, head_size, bias=False)
         self.query = nn.Linear(n_embd, head_size, bias=False)
         self.value = nn.Linear(n_embd, head_size, bias=False)
@@ -23,17 +26,18 @@ class RefHead(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        T = x.shape[1]
+        B, T, C = x.shape
         k, q = self.key(x), self.query(x)
-        wei = q @ k.transpose(-2, -1) * k.shape[-1] ** -0.5
+        wei = q @ k.transpose(-2, -1) * (C if self.by_width else k.shape[-1]) ** -0.5
         wei = F.softmax(wei.masked_fill(self.tril[:T, :T] == 0, float("-inf")), dim=-1)
         return self.dropout(wei) @ self.value(x)
 
 
 class RefMultiHead(nn.Module):
-    def __init__(self, n_head: int, head_size: int, n_embd: int, block_size: int, proj: bool, dropout: float) -> None:
+    def __init__(self, n_head: int, head_size: int, n_embd: int, block_size: int, proj: bool, dropout: float,
+                 by_width: bool = False) -> None:
         super().__init__()
-        self.heads = nn.ModuleList([RefHead(n_embd, head_size, block_size, dropout) for _ in range(n_head)])
+        self.heads = nn.ModuleList([RefHead(n_embd, head_size, block_size, dropout, by_width) for _ in range(n_head)])
         self.proj = nn.Linear(head_size * n_head, n_embd) if proj else None
         self.dropout = nn.Dropout(dropout)
 
@@ -57,9 +61,10 @@ class RefFeedForward(nn.Module):
 
 
 class RefBlock(nn.Module):
-    def __init__(self, n_embd: int, n_head: int, block_size: int, residual: bool, layernorm: bool, dropout: float):
+    def __init__(self, n_embd: int, n_head: int, block_size: int, residual: bool, layernorm: bool, dropout: float,
+                 by_width: bool = False):
         super().__init__()
-        self.sa = RefMultiHead(n_head, n_embd // n_head, n_embd, block_size, residual, dropout)
+        self.sa = RefMultiHead(n_head, n_embd // n_head, n_embd, block_size, residual, dropout, by_width)
         self.ffwd = RefFeedForward(n_embd, residual, dropout)
         self.ln1 = nn.LayerNorm(n_embd) if layernorm else nn.Identity()
         self.ln2 = nn.LayerNorm(n_embd) if layernorm else nn.Identity()
@@ -73,7 +78,11 @@ class RefBlock(nn.Module):
 
 
 class RefModel(nn.Module):
-    """Token + position embeddings, then the stage's middle, then lm_head: the lecture's v2 ladder."""
+    """Token + position embeddings, then the stage's middle, then lm_head: the lecture's v2 ladder.
+
+    ``gpt`` is the lecture repository's gpt.py of today (head_size**-0.5, N(0, 0.02) init); ``gpt-video`` is
+    gpt.py as the video wrote it: scores scaled by C**-0.5 and PyTorch's default init.
+    """
 
     def __init__(self, stage: str, vocab_size: int, block_size: int, n_embd: int, n_head: int, n_layer: int,
                  dropout: float = 0.0) -> None:
@@ -89,8 +98,10 @@ class RefModel(nn.Module):
             self.middle = nn.Sequential(*layers)
         else:
             residual = stage != "blocks"
-            layernorm = stage in ("layernorm", "gpt", "mini")
-            blocks = [RefBlock(n_embd, n_head, block_size, residual, layernorm, dropout) for _ in range(n_layer)]
+            layernorm = stage in ("layernorm", "gpt", "gpt-video", "mini")
+            by_width = stage == "gpt-video"
+            blocks = [RefBlock(n_embd, n_head, block_size, residual, layernorm, dropout, by_width)
+                      for _ in range(n_layer)]
             if layernorm:
                 blocks.append(nn.LayerNorm(n_embd))
             self.middle = nn.Sequential(*blocks)

@@ -6,8 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lecture_reference import RefModel, ref_estimate_loss
+from typer.testing import CliRunner
+
+from lecture_reference import RefModel, RefMultiHead, ref_estimate_loss
 from tinyshake import corpus, train
+from tinyshake.cli import app
 from tinyshake.model import Head, ModelConfig, MultiHeadAttention, attend, build, future_mask
 
 VOCAB = 65
@@ -40,7 +43,7 @@ def per_head_parameters(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]
     return out
 
 
-@pytest.mark.parametrize("stage", SMALL_STAGES + ["gpt"])
+@pytest.mark.parametrize("stage", SMALL_STAGES + ["gpt", "gpt-video"])
 def test_parameters_equal_the_lecture_code_in_order(stage: str) -> None:
     ours, ref = seeded_pair(stage_config(stage), stage)
     mine = per_head_parameters(ours)
@@ -81,6 +84,48 @@ def test_step0_losses_equal_the_lecture_estimate(stage, chunk_tokens, splits, mo
         assert f"{fast[split]:.4f}" == f"{slow[split]:.4f}"
         assert fast[split] == pytest.approx(slow[split], abs=1e-5)
     assert ours.training, "estimate_loss must put the model back in training mode"
+
+
+# The gpt stage shrunk to a CPU's size; the video's code prints this line at these settings with seed 1337.
+SHRUNK_GPT = dict(batch_size=16, block_size=32, n_embd=64, n_head=4, n_layer=4, learning_rate=1e-3)
+VIDEO_STEP0 = "step 0: train loss 4.4116, val loss 4.4022"
+
+
+def test_gpt_video_step0_is_the_videos_code_and_differs_from_the_repositorys(splits) -> None:
+    config = train.make_config("gpt-video", VOCAB, **SHRUNK_GPT)
+    assert config.model.dropout == 0.2 and config.model.init_std is None
+    lines = {}
+    for stage in ("gpt-video", "gpt"):  # the same settings with today's scaling and init must not print it
+        torch.manual_seed(1337)
+        ref = RefModel(stage, VOCAB, config.block_size, config.model.n_embd, config.model.n_head,
+                       config.model.n_layer, config.model.dropout)
+        losses = ref_estimate_loss(ref, splits["train"], splits["val"], config.batch_size, config.block_size, 200)
+        lines[stage] = f"step 0: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
+    assert lines["gpt-video"] == VIDEO_STEP0 and lines["gpt"] != VIDEO_STEP0
+    args = ["train", "--model", "gpt-video", "--device", "cpu", "--batch-size", "16", "--block-size", "32",
+            "--n-embd", "64", "--n-head", "4", "--n-layer", "4", "--lr", "1e-3", "--max-iters", "1",
+            "--sample-chars", "0"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == VIDEO_STEP0 + "\n"
+
+
+def test_scores_scaled_by_the_width_are_the_video_heads() -> None:
+    """attn_scale="n_embd" multiplies the scores by C**-0.5, as the video's Head does, in both attention routes."""
+    config = ModelConfig(n_embd=32, n_head=4, block_size=8, attn_scale="n_embd")
+    torch.manual_seed(0)
+    fused = MultiHeadAttention(config)
+    torch.manual_seed(0)
+    ref = RefMultiHead(config.n_head, config.head_size, config.n_embd, config.block_size, False, 0.0, by_width=True)
+    for h, head in enumerate(ref.heads):  # drawn in the same order from the same seed
+        for j, linear in enumerate((head.key, head.query, head.value)):
+            assert torch.equal(fused.qkv[h, j], linear.weight)
+    x = torch.randn(2, 8, config.n_embd)
+    torch.testing.assert_close(fused(x), ref(x), atol=1e-6, rtol=0)
+    q, k, v = (torch.randn(2, 4, 8, 8) for _ in range(3))
+    long = attend(q, k, v, 0.0, True, None, scale=32 ** -0.5)  # the fused kernel's route, as on a GPU
+    torch.testing.assert_close(long, F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=32 ** -0.5))
+    assert not torch.allclose(long, attend(q, k, v, 0.0, True, None))
 
 
 @pytest.mark.parametrize("T", [8, 5], ids=["full-block", "shorter"])

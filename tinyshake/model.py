@@ -43,6 +43,9 @@ class ModelConfig:
     layernorm: bool = False
     dropout: float = 0.0
     init_std: Optional[float] = None  # None keeps PyTorch's default init, as the early stages do
+    # What the attention scores are scaled by, to the power -0.5: "head_size" as the lecture's repository does now,
+    # or "n_embd", the width C, as the code in the video did (the gpt-video stage).
+    attn_scale: str = "head_size"
     # Beyond the lecture (the `modern` preset): rotary positions, RMSNorm, QK-norm, ReLU², zero-init projections.
     pos: str = "learned"  # "learned" (a position table, as the lecture) or "rope"
     norm: str = "layernorm"  # "layernorm" or "rmsnorm", used where layernorm is on
@@ -98,8 +101,8 @@ SMALL_ATTENTION = 128  # positions up to which, on a CPU, plain batched matmuls 
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float, causal: bool,
-           future: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """softmax(q kᵀ · head_size^-0.5, masked to the past) @ v, for every head at once.
+           future: Optional[torch.Tensor] = None, scale: Optional[float] = None) -> torch.Tensor:
+    """softmax(q kᵀ · scale, masked to the past) @ v, for every head at once; scale defaults to head_size^-0.5.
 
     On a GPU, and for long contexts on a CPU, one ``scaled_dot_product_attention``
     call. For short contexts on a CPU its fixed costs dominate: there the
@@ -108,16 +111,16 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float, ca
     ``future`` is :func:`future_mask` of at least the context's size, if the
     caller keeps one.
     """
+    scale = q.size(-1) ** -0.5 if scale is None else scale
     if q.device.type == "cpu" and k.size(-2) <= SMALL_ATTENTION:
-        return batched_attention(q, k, v, dropout, causal, future)
-    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal, scale=q.size(-1) ** -0.5)
+        return batched_attention(q, k, v, dropout, causal, future, scale)
+    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal, scale=scale)
 
 
 def batched_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float, causal: bool,
-                      future: Optional[torch.Tensor] = None) -> torch.Tensor:
+                      future: Optional[torch.Tensor], scale: float) -> torch.Tensor:
     """The lecture's three steps (scores, softmax, weighted sum) as batched matmuls over every head."""
     queries, keys = q.flatten(0, 1), k.flatten(0, 1).transpose(1, 2)
-    scale = q.size(-1) ** -0.5
     if causal:
         T = q.size(-2)
         mask = future[:T, :T] if future is not None and len(future) >= T else future_mask(T)
@@ -128,12 +131,13 @@ def batched_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout
     return torch.bmm(wei, v.flatten(0, 1)).view(q.shape)
 
 
-def attention_weights(q: torch.Tensor, k: torch.Tensor, future: Optional[torch.Tensor]) -> torch.Tensor:
+def attention_weights(q: torch.Tensor, k: torch.Tensor, future: Optional[torch.Tensor],
+                      scale: float) -> torch.Tensor:
     """The weights :func:`attend` mixes the values by, (B, H, Tq, Tk): each query's row sums to 1.
 
     ``future`` is the mask to add before the softmax, or None when every key may be seen.
     """
-    scores = q @ k.transpose(-2, -1) * q.size(-1) ** -0.5
+    scores = q @ k.transpose(-2, -1) * scale
     return (scores if future is None else scores + future.to(scores.dtype)).softmax(dim=-1)
 
 
@@ -206,6 +210,7 @@ class MultiHeadAttention(nn.Module):
         self.p_attn = config.dropout
         self.rope_base = config.rope_base if config.pos == "rope" else None
         self.qk_norm = config.qk_norm
+        self.scale = (config.n_embd if config.attn_scale == "n_embd" else self.head_size) ** -0.5
         self.register_buffer("future", future_mask(config.block_size), persistent=False)  # the lecture's tril
         self.captured: Optional[list[torch.Tensor]] = None  # inspection sets a list to collect the weights in
 
@@ -233,8 +238,8 @@ class MultiHeadAttention(nn.Module):
             causal = cache.pos == 0  # a prefill is causal; a new token sees everything cached before it
             k, v = cache.extend(layer, k, v)
         if self.captured is not None:  # only `tinyshake inspect` asks: the fast paths never form the weights
-            self.captured.append(attention_weights(q, k, self.future[:T, :T] if causal else None))
-        out = attend(q, k, v, self.p_attn if self.training else 0.0, causal, self.future)
+            self.captured.append(attention_weights(q, k, self.future[:T, :T] if causal else None, self.scale))
+        out = attend(q, k, v, self.p_attn if self.training else 0.0, causal, self.future, self.scale)
         out = out.transpose(1, 2).reshape(B, T, H * hs)  # heads side by side
         if self.proj is not None:
             out = self.dropout(self.proj(out))

@@ -22,6 +22,7 @@ class Stage:
     eval_interval: int
     eval_last: bool = False  # the lecture's later code also evaluates at the last step
     published_val: float | None = None
+    published_train: float | None = None  # where the lecture also gave its final train loss
     hyper: dict[str, Any] = field(default_factory=dict)
 
 
@@ -51,6 +52,11 @@ STAGES: dict[str, Stage] = {
                    dropout=0.2, init_std=0.02),
               batch_size=64, block_size=256, learning_rate=3e-4, max_iters=5000, eval_interval=500,
               eval_last=True, published_val=1.48),
+        Stage("gpt-video", "the gpt stage as the video ran it: scores scaled by n_embd**-0.5, PyTorch's default init",
+              dict(n_embd=384, n_head=6, n_layer=6, ffwd="wide", proj=True, residual=True, layernorm=True,
+                   dropout=0.2, attn_scale="n_embd"),
+              batch_size=64, block_size=256, learning_rate=3e-4, max_iters=5000, eval_interval=500,
+              eval_last=True, published_val=1.49, published_train=1.08),
         Stage("mini", "the gpt stage, small enough for a laptop CPU",
               dict(n_embd=64, n_head=4, n_layer=4, ffwd="wide", proj=True, residual=True, layernorm=True,
                    dropout=0.0, init_std=0.02),
@@ -82,3 +88,28 @@ def with_overrides(stage: Stage, **overrides: Any) -> Stage:
     model.update({k: v for k, v in overrides.items() if k in model_keys and v is not None})
     rest = {k: v for k, v in overrides.items() if k not in model_keys and v is not None}
     return replace(stage, model=model, **rest)
+
+# Stages sized for a GPU: on a CPU, train and ladder warn before them with an estimate.
+GPU_SIZED = ("gpt", "gpt-video")
+
+
+def parameter_count(stage: Stage, vocab_size: int = 65) -> int:
+    """The number of parameters the stage's model has, by arithmetic on its shape.
+
+    ``tinyshake stages`` shows it without building a model (so without torch);
+    the tests check it against ``count_parameters(build(config))`` for every
+    stage. Missing keys take ModelConfig's defaults (no feed-forward, no
+    projection, no norms, learned positions).
+    """
+    m = stage.model
+    if m.get("arch") == "bigram":
+        return vocab_size * vocab_size
+    n, heads = m["n_embd"], m["n_head"]
+    inner = heads * (n // heads)  # the heads side by side
+    norm = 0
+    if m.get("layernorm", False):
+        norm = n if m.get("norm", "layernorm") == "rmsnorm" else 2 * n  # gain (and bias)
+    ffwd = {"none": 0, "simple": n * n + n, "wide": 2 * 4 * n * n + 4 * n + n}[m.get("ffwd", "none")]
+    per_block = 3 * inner * n + (inner * n + n if m.get("proj", False) else 0) + ffwd + 2 * norm
+    positions = stage.block_size * n if m.get("pos", "learned") == "learned" else 0
+    return vocab_size * n + positions + m["n_layer"] * per_block + norm + n * vocab_size + vocab_size

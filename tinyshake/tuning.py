@@ -125,7 +125,7 @@ def _attention_step(context: int, generator: torch.Generator, fused: bool) -> Ca
         if fused:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=q.size(-1) ** -0.5)
         else:
-            out = model.batched_attention(q, k, v, 0.0, True, future)
+            out = model.batched_attention(q, k, v, 0.0, True, future, q.size(-1) ** -0.5)
         out.backward(upstream)
     return run
 

@@ -29,6 +29,9 @@ try:  # Ctrl-C while the app itself loads ends as every Ctrl-C does: exit 130, n
     from tinyshake.cli import eval as eval_cmd
     from tinyshake.cli import fetch, info, runs, train
     from tinyshake.cli import inspect as inspect_cmd
+    from tinyshake.cli import ladder as ladder_cmd
+    from tinyshake.cli import plot as plot_cmd
+    from tinyshake.cli import stages as stages_cmd
     from tinyshake.cli._output import error_line, usage_error
     from tinyshake.errors import TinyshakeError
 except KeyboardInterrupt:
@@ -69,6 +72,9 @@ app.command("demo")(demo_cmd.demo)
 app.command("bench")(bench_cmd.bench_cmd)
 app.command("info")(info.info)
 app.add_typer(inspect_cmd.app, name="inspect")
+app.command("stages")(stages_cmd.stages_cmd)
+app.command("plot")(plot_cmd.plot)
+app.command("ladder")(ladder_cmd.ladder)
 
 
 def _invoke(argv: Optional[list[str]]) -> int:

@@ -1,6 +1,6 @@
-"""``tinyshake runs``: list trained runs; ``tinyshake runs rm NAME`` deletes one.
+"""``tinyshake runs``: list trained runs; ``runs show NAME`` shows one; ``runs rm NAME`` deletes one.
 
-Both read records through the torch-free :mod:`tinyshake.record`, so they start
+All three read records through the torch-free :mod:`tinyshake.record`, so they start
 without loading torch.
 """
 
@@ -71,3 +71,31 @@ def rm(name: Annotated[str, typer.Argument(help="Run to delete.")]) -> None:
     """Delete a trained run and its checkpoints (refused while a training holds it)."""
     record.remove(name)
     make_console().print(f"Deleted run {name}", markup=False)
+
+
+@app.command("show")
+@handle_errors
+def show(name: Annotated[str, typer.Argument(help="Run to show.")]) -> None:
+    """Show a run's settings, every evaluation it recorded, and its loss chart."""
+    from tinyshake.cli._output import use_rich
+    from tinyshake.cli._render import loss_chart
+
+    run, console = record.read_record(name), make_console()
+    settings = Table(show_header=False, box=None, title=f"run {name}", title_justify="left")
+    settings.add_column(style="bold")
+    settings.add_column()
+    model = {k: v for k, v in run["model"].items() if k not in ("vocab_size",)}
+    for key, value in (("stage", run.get("stage")), ("parameters", f"{run.get('parameters', 0):,}"),
+                       ("steps", f"{run.get('step')}/{run.get('max_iters', '?')}"),
+                       ("best val", f"{run['best_val']:.4f} at step {run['best_step']}" if run.get("best_val") is not None and run.get("best_step") is not None else "-"),
+                       ("corpus", run.get("corpus", {}).get("name")), ("updated", run.get("updated")),
+                       ("model", ", ".join(f"{k} {v}" for k, v in model.items())),
+                       ("training", ", ".join(f"{k} {v}" for k, v in run["hyper"].items() if k not in ("stage", "run")))):
+        settings.add_row(key, str(value))
+    console.print(settings)
+    metrics = Table("step", "train", "val", "elapsed", title="evaluations", title_justify="left")
+    for row in run.get("metrics", []):
+        step = f"final {row['step']}" if row.get("final") else str(row["step"])
+        metrics.add_row(step, f"{row['train']:.4f}", f"{row['val']:.4f}", f"{row.get('elapsed', 0):.1f}s")
+    console.print(metrics)
+    console.print(loss_chart(run.get("metrics", []), min(console.width, 100), 12, plain=not use_rich(), title="loss"))

@@ -25,6 +25,8 @@ from rich.text import Text
 from tinyshake import paths, stages
 from tinyshake.atomic import write_bytes
 from tinyshake.cli._output import handle_errors, make_console, use_rich
+from tinyshake.cli._render import loss_chart
+from tinyshake.cli.stages import run_header
 from tinyshake.errors import TinyshakeError, UsageError
 
 if TYPE_CHECKING:
@@ -38,6 +40,8 @@ CPU_FLOPS_GUESS = 60e9  # sustained training FLOP/s on a laptop CPU, for the gpt
 ASK_ABOVE_SECONDS = 30 * 60  # a gpt run on a CPU this long asks before it starts (on a terminal)
 INTERRUPT_EXIT = 130  # what shells report for a process stopped by Ctrl-C
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+CHART_ROWS, CHART_WIDTH = 8, 100  # the live loss chart under the table: small, so the table keeps its room
+CHART_MIN_TERMINAL = 30  # terminal rows below which the live view leaves the chart out
 
 
 def _say_now(text: str) -> None:
@@ -138,11 +142,11 @@ def lecture_line(event: core.Evaluated) -> str:
     return f"step {event.step}: train loss {event.train:.4f}, val loss {event.val:.4f}"
 
 
-def training_line(event: core.Started) -> str:
-    """What trains where, e.g. ``Training run mini-2: mini (209,729 parameters) on cpu``."""
+def training_line(event: core.Started, title: str) -> str:
+    """What trains where, e.g. ``Training run mini-2: mini (209,729 parameters; ...) on cpu``."""
     resuming = f", resuming at step {event.start_step}" if event.start_step else ""
     where = f"{event.device} × {event.world_size} processes" if event.world_size > 1 else event.device
-    return f"Training run {event.config.run}: {event.config.stage} ({event.parameters:,} parameters) on {where}{resuming}"
+    return f"Training run {event.config.run}: {title} on {where}{resuming}"
 
 
 def final_line(event: core.Evaluated) -> str:
@@ -170,7 +174,8 @@ class PlainView:
         for notice in event.notices:
             print(f"note: {notice}", file=sys.stderr)
         if not self.quiet:  # on stderr: stdout stays the lecture's log
-            print(training_line(event), file=sys.stderr, flush=True)
+            title, details = run_header(event.config, event.parameters)
+            print(f"{training_line(event, title)}\n  {details}", file=sys.stderr, flush=True)
 
     def stepped(self, event: core.Stepped) -> None:
         return None
@@ -224,6 +229,8 @@ class RichView:
         )
         self.task = self.progress.add_task(config.stage, total=budget or config.max_iters, its=0.0, tps=0.0, loss="-")
         self.rows: list[tuple[str, ...]] = []
+        self.metrics: list[dict[str, float]] = []  # this session's evaluations, for the chart
+        self.chart: Optional[Text] = None  # redrawn at each evaluation only, so steps never wait for it
         self.last_val: Optional[float] = None
         self.window: Optional[torch.Tensor] = None  # sum of the losses since the bar last showed one
         self.window_steps = 0
@@ -245,8 +252,10 @@ class RichView:
         return table
 
     def _render(self) -> RenderableType:
-        room = max(1, self.console.size.height - 9)  # title, header, borders, "…" row, progress bar, prompt
-        return Group(self._table(self.rows[-room:]), self.progress)
+        chart = self.chart if self.console.size.height >= CHART_MIN_TERMINAL else None
+        room = max(1, self.console.size.height - 9 - (CHART_ROWS + 4 if chart else 0))  # title, header, borders,
+        # "…" row, progress bar, prompt; the chart's rows, axis, scale and legend
+        return Group(self._table(self.rows[-room:]), *([chart] if chart else []), self.progress)
 
     def __enter__(self) -> "RichView":
         self.live.start()
@@ -259,14 +268,15 @@ class RichView:
             self.live_on = False
             self.live.stop()
             if self.begun:
-                self.console.print(Group(self._table(self.rows), self.progress))
+                self.console.print(Group(self._table(self.rows), *([self.chart] if self.chart else []), self.progress))
 
     def started(self, event: core.Started) -> None:
         self.begun = True
         for notice in event.notices:
             self.console.print(Text.assemble(("note: ", "yellow"), notice))
         self.world_size = event.world_size
-        self.console.print(training_line(event), markup=False)
+        title, details = run_header(event.config, event.parameters)
+        self.console.print(Text.assemble(training_line(event, title), "\n  ", (details, "dim")))
         if not self.config.time_budget:
             self.progress.update(self.task, completed=event.start_step)
         self.mark = (event.start_step, time.perf_counter())
@@ -296,6 +306,9 @@ class RichView:
         step = f"final {event.step}" if event.final else str(event.step)
         self.rows.append((step, f"{event.train:.4f}", f"{event.val:.4f}", delta, f"{event.elapsed:.1f}s"))
         self.last_val = event.val
+        self.metrics.append({"step": event.step, "train": event.train, "val": event.val})
+        if len(self.metrics) > 1:
+            self.chart = loss_chart(self.metrics, min(self.console.width, CHART_WIDTH), CHART_ROWS, plain=False)
 
     def saved(self, event: core.Saved) -> None:
         """Measure speed from here: evaluating and saving are not training."""
@@ -324,7 +337,7 @@ def _confirm_slow_run(plan: Plan, yes: bool) -> None:
     from tinyshake.model import flops_per_token
 
     config = plan.config
-    if config.stage != "gpt" or plan.device.device.type != "cpu":
+    if config.stage not in stages.GPU_SIZED or plan.device.device.type != "cpu":
         return
     per_step = flops_per_token(config.model) * config.batch_size * config.block_size / CPU_FLOPS_GUESS
     seconds = core.estimate_seconds(config, per_step)
@@ -470,7 +483,8 @@ def _after_training(console: Console, plan: Plan, data: corpus.Corpus, rich: boo
 @handle_errors
 def train(
     model: Annotated[Optional[str], typer.Option(
-        "--model", "-m", help=f"Stage: {', '.join(stages.STAGES)} (default {stages.DEFAULT_STAGE}).")] = None,
+        "--model", "-m", help=f"Stage: {', '.join(stages.STAGES)} (default {stages.DEFAULT_STAGE}); "
+                              "`tinyshake stages` shows what each adds, its settings and the lecture's val.")] = None,
     run: Annotated[Optional[str], typer.Option(
         help="Run name (default: the stage's name, or the next free one: bigram-2, ...).")] = None,
     corpus_name: Annotated[Optional[str], typer.Option(

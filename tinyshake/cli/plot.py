@@ -1,0 +1,79 @@
+"""``tinyshake plot RUN [RUN ...]``: the loss curves of several runs in one chart, from their records."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from tinyshake import record
+from tinyshake.atomic import write_bytes
+from tinyshake.cli._output import handle_errors, make_console, use_rich
+from tinyshake.cli._render import chart_svg, line_chart, metric_series
+from tinyshake.errors import UsageError
+
+SPLITS = ("train", "val", "both")
+SVG_WIDTH = 100
+
+
+def select_runs(patterns: list[str], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records named by ``patterns`` (names or shell patterns such as ``ladder-*``), in the order given.
+
+    A pattern that matches nothing is a usage error; with no patterns, the most recent run.
+    """
+    readable = [r for r in records if r.get("damaged") is None and "updated" in r]
+    if not patterns:
+        if not readable:
+            raise UsageError("no trained runs yet; train one with `tinyshake train --model mini`")
+        return readable[:1]
+    chosen: list[dict[str, Any]] = []
+    for pattern in patterns:
+        found = sorted((r for r in readable if fnmatch.fnmatchcase(r["name"], pattern)), key=lambda r: r["created"]
+                       if isinstance(r.get("created"), str) else "")
+        if not found:
+            raise UsageError(f"no run matches {pattern!r}; `tinyshake runs` lists them")
+        chosen += [r for r in found if r not in chosen]
+    return chosen
+
+
+def _table(records: list[dict[str, Any]]) -> Table:
+    table = Table("run", "stage", "steps", "last train", "last val", "best val")
+    for run in records:
+        last = (run.get("metrics") or [{}])[-1]
+        table.add_row(run["name"], str(run.get("stage", "?")), str(run.get("step", "?")),
+                      *(f"{last[k]:.4f}" if isinstance(last.get(k), (int, float)) else "-" for k in ("train", "val")),
+                      f"{run['best_val']:.4f}" if isinstance(run.get("best_val"), (int, float)) else "-")
+    return table
+
+
+@handle_errors
+def plot(
+    runs: Annotated[Optional[list[str]], typer.Argument(
+        help="Runs to draw, by name or pattern (`'ladder-*'`); default: the most recent run.")] = None,
+    split: Annotated[str, typer.Option(help="Which curves: val, train or both.")] = "val",
+    height: Annotated[int, typer.Option(help="Rows of the plot area.", min=3)] = 16,
+    svg: Annotated[Optional[Path], typer.Option(help="Also save the chart, in colour, as an SVG image.")] = None,
+) -> None:
+    """Draw the loss curves of one or more runs against step, in one chart with a legend."""
+    if split not in SPLITS:
+        raise UsageError(f"unknown split {split!r}; choose val, train or both")
+    if svg is not None and (svg.is_dir() or not svg.parent.is_dir()):
+        raise UsageError(f"cannot write {svg}: its folder does not exist or it is a folder")
+    records = select_runs(runs or [], record.list_runs())
+    splits = ("train", "val") if split == "both" else (split,)
+    several = len(records) > 1
+    series = [metric_series(r.get("metrics", []), s, f"{r['name']} {s}" if several or split == "both" else s)
+              for r in records for s in splits]
+    title = f"{'train and val' if split == 'both' else split} loss"
+    console = make_console()
+    width = min(console.width, 120) if use_rich() else int(os.environ.get("COLUMNS", "0") or 0) or 100
+    console.print(line_chart(series, width, height, plain=not use_rich(), title=title))
+    console.print(_table(records))
+    if svg is not None:
+        write_bytes(svg, chart_svg(line_chart(series, SVG_WIDTH, height, plain=False, title=title),
+                                   title=f"tinyshake plot: {title}", width=SVG_WIDTH).encode())
+        console.print(f"Saved the chart to {svg}", markup=False)
