@@ -5,14 +5,11 @@ from __future__ import annotations
 import json
 from typing import Annotated, Optional
 
-import torch
 import typer
 from rich.table import Table
 
-from tinyshake import bench, corpus, stages, train as core
+from tinyshake import stages
 from tinyshake.cli._output import handle_errors, make_console
-from tinyshake.cli.fetch import ensure_corpus
-from tinyshake.device import resolve
 
 SLOW_ON_CPU = {"gpt"}
 COLUMNS = (
@@ -37,6 +34,12 @@ def bench_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Measure training tokens/s, GFLOP/s against this machine's matmul peak, eval time, sampling speed and memory."""
+    import torch
+
+    from tinyshake import bench, corpus, train as core
+    from tinyshake.cli.fetch import ensure_corpus
+    from tinyshake.device import resolve
+
     device = resolve(device_name).device
     names = stage or [s for s in stages.STAGES if not (device.type == "cpu" and s in SLOW_ON_CPU)]
     for name in names:

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import platform
 
-import torch
 from rich.table import Table
 
-from tinyshake import __version__, corpus, device, onednn, paths
+from tinyshake import __version__, corpus, paths
 from tinyshake.cli._output import handle_errors, make_console
 
 
 @handle_errors
 def info() -> None:
     """Show where data lives, the versions, the device that would be used and the cached corpora."""
+    import torch
+
+    from tinyshake import device, onednn
+
     console = make_console()
     choice = device.resolve("auto")
     table = Table(show_header=False, box=None, pad_edge=False)
