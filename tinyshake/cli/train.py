@@ -327,7 +327,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _confirm_slow_run(plan: Plan, yes: bool) -> None:
+def confirm_slow_run(plan: Plan, yes: bool) -> None:
     """Warn (on stderr) before the gpt stage on a CPU, with an estimate; ask on a terminal if it is long.
 
     On a CPU the gpt stage's evaluations (2 x 200 batches each) can cost more
@@ -551,7 +551,7 @@ def _train(stage: Optional[str], run: Optional[str], corpus_name: Optional[str],
         distributed.check_launch(nproc, plan.device.device)
     log = MetricsLog(metrics if dist.is_main else None, resume)
     if dist.is_main:
-        _confirm_slow_run(plan, yes or dist.enabled)  # workers under torchrun cannot ask
+        confirm_slow_run(plan, yes or dist.enabled)  # workers under torchrun cannot ask
     ensure_corpus(plan.corpus, make_console(stderr=True))  # fetch progress must not mix with the log on stdout
     if nproc is not None and nproc > 1:  # everything is checked and fetched: now the workers do the rest
         code = distributed.launch(nproc, sys.argv[1:])
