@@ -171,6 +171,29 @@ def test_a_stop_between_stages_starts_nothing_more(cached, home):
     assert not checkpoint.exists("ladder-head")
 
 
+def on_terminal(home: Path, *args: str, **env: str) -> tuple[int, str]:
+    """Run the installed entry point on a pseudo-terminal 200 columns wide; its exit code and all it wrote."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: never back into pytest
+        try:
+            os.execve(TINYSHAKE, [TINYSHAKE, *args],
+                      subprocess_env(home, COLUMNS="200", LINES="40", TERM="xterm-256color", **env))
+        finally:
+            os._exit(127)
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:  # the child has gone: Linux reports EIO
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), b"".join(chunks).decode(errors="replace")
+
+
 # -- signals and exit codes, through the installed entry point ------------------------------------
 
 LONG = ["--max-iters", "100000000", "--eval-interval", "50000000", "--eval-iters", "1", "--device", "cpu"]
@@ -208,22 +231,8 @@ def test_ctrl_c_stops_the_stage_with_its_checkpoint_and_the_same_command_resumes
 
 def test_on_a_terminal_the_final_table_shows_the_full_split_val_and_each_sample(cached, home):
     piped = plain_lines(ladder_cli(*TWO, *TINY_ARGS).stdout)  # trains; the terminal run below reuses
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: the installed entry point on a terminal 200 columns wide
-        env = subprocess_env(home, COLUMNS="200", LINES="40", TERM="xterm-256color")
-        os.execve(TINYSHAKE, [TINYSHAKE, "ladder", *TWO, *TINY_ARGS], env)
-    chunks = []
-    while True:
-        try:
-            data = os.read(fd, 65536)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    _, status = os.waitpid(pid, 0)
-    screen = b"".join(chunks).decode()
-    assert os.waitstatus_to_exitcode(status) == 0, screen
+    code, screen = on_terminal(home, "ladder", *TWO, *TINY_ARGS)
+    assert code == 0, screen
     assert "\x1b[" in screen  # drawn by Rich
     table = screen[screen.index("The lecture's ladder"):]
     plain = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", table)

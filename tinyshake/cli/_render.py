@@ -16,6 +16,8 @@ from rich.console import Console
 from rich.style import Style
 from rich.text import Text
 
+from tinyshake.cli._output import no_color, use_rich
+
 # =========================================================================== heatmaps, bars and scatters
 # (inspect and demo: attention weights, next-character probabilities, embeddings)
 
@@ -133,6 +135,23 @@ class Series:
 
     label: str
     points: Sequence[tuple[float, float]]
+
+
+def plain_charts() -> bool:
+    """Charts in marker characters, not coloured braille: piped, ``TERM=dumb``, or ``NO_COLOR``.
+
+    Braille curves are told apart by colour alone, so without colour they would be one tangle.
+    """
+    return not use_rich() or no_color()
+
+
+def run_metrics(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """A run record's evaluations in step order, ending with its final weights' one where it made one."""
+    rows = [m for m in run.get("metrics") or [] if isinstance(m, dict)]
+    final = run.get("final")
+    if isinstance(final, dict) and (not rows or final.get("step", -1) > rows[-1].get("step", -1)):
+        rows.append(dict(final, final=True))
+    return rows
 
 
 def metric_series(metrics: Iterable[dict[str, Any]], split: str, label: str) -> Series:
