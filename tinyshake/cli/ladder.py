@@ -7,6 +7,7 @@ events and handles stop signals with ``train``'s own :class:`~tinyshake.cli.trai
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from typing import TYPE_CHECKING, Annotated, Any, Optional
@@ -138,8 +139,12 @@ class PlainTour:
         print(plain_line(result), flush=True)
 
     def stopping(self, why: str) -> None:
-        print(f"{why}: stopping after this step and saving the stage's checkpoint (press Ctrl-C again to abort)...",
-              file=sys.stderr, flush=True)
+        """Called from the signal handler: one raw write, which cannot re-enter a buffered stream."""
+        text = f"{why}: stopping after this step and saving the stage's checkpoint (press Ctrl-C again to abort)...\n"
+        try:
+            os.write(sys.stderr.fileno(), text.encode())
+        except (OSError, ValueError):  # no real file descriptor (an in-process test runner)
+            pass
 
 
 def stopped_line(event: core.StageInterrupted) -> str:
