@@ -86,6 +86,15 @@ def test_quick_takes_a_tenth_of_the_steps_and_of_each_evaluation(home):
             preset.max_iters // 10, preset.eval_interval // 10, 20)
 
 
+def test_the_gpt_stages_plans_get_trains_cpu_warning(home, capsys):
+    from tinyshake.cli.train import confirm_slow_run
+
+    for stage in ladder.plan_tour(["gpt", "gpt-video", "mini"], device="cpu"):
+        confirm_slow_run(stage.plan, yes=False)  # stdin is no terminal here: it warns and does not ask
+        warned = capsys.readouterr().err
+        assert warned.startswith("Warning: the gpt stage is slow on a CPU") == (stage.stage != "mini"), stage.stage
+
+
 @pytest.mark.parametrize("names, words", [(["nope"], "unknown stage 'nope'"), (["head", "head"], "named twice")])
 def test_bad_stage_lists_are_one_line_errors(home, names, words):
     assert_one_line_error(ladder_cli(*names, code=2), words)
