@@ -245,7 +245,7 @@ def test_on_a_terminal_the_final_table_shows_the_full_split_val_and_each_sample(
     assert "\x1b[" in screen  # drawn by Rich
     table = screen[screen.index("The lecture's ladder"):]
     plain = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", table)
-    for header in ("what it adds", "val (full split)", "lecture val", "sample (first line)"):
+    for header in ("what it adds", "estimate", "full split", "lecture", "sample (first line)"):
         assert header in plain
     for match in piped:
         row = next(line for line in plain.splitlines() if line.startswith(f"│ {match[1]} "))

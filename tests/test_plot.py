@@ -70,7 +70,7 @@ def top_tick(output: str) -> float:
 
 def test_plot_of_several_runs_has_a_legend_with_every_run_and_draws_each(runs):
     result = cli("plot", "a", "b", "c")
-    assert legend(result.stdout) == [("*", "a val"), ("o", "b val"), ("+", "c val")]
+    assert legend(result.stdout) == [("*", "a"), ("o", "b"), ("+", "c")]  # the title names the split
     area = plot_area(result.stdout)
     assert all(marker in area for marker in "*o+")
     rows = [line for line in result.stdout.splitlines() if line.startswith("│ ")]
@@ -78,7 +78,7 @@ def test_plot_of_several_runs_has_a_legend_with_every_run_and_draws_each(runs):
 
 
 def test_a_pattern_picks_runs_in_the_order_they_were_made(runs):
-    assert [label for _, label in legend(cli("plot", "[ab]").stdout)] == ["a val", "b val"]
+    assert [label for _, label in legend(cli("plot", "[ab]").stdout)] == ["a", "b"]
 
 
 @pytest.mark.parametrize("split", ["train", "val"])
@@ -89,6 +89,15 @@ def test_split_chooses_the_curves_and_the_scale(runs, split):
     stored = record.read_record("a")
     values = [m[split] for m in stored["metrics"]] + [stored["final"][split]]
     assert top_tick(result.stdout) == pytest.approx(max(values), abs=0.005)
+
+
+def test_a_long_legend_wraps_within_the_width(runs):
+    result = cli("plot", "a", "b", "c", "--split", "both", COLUMNS="40")
+    lines = result.stdout.splitlines()
+    start = next(i for i, text in enumerate(lines) if text.rstrip().endswith("step")) + 1
+    entries = " ".join(lines[start:start + 3])
+    assert all(len(line) <= 40 for line in lines[start:start + 3])
+    assert all(label in entries for label in ("a train", "a val", "b train", "b val", "c train", "c val"))
 
 
 def test_split_both_draws_train_and_val_of_each_run(runs):
@@ -107,7 +116,7 @@ def test_piped_and_no_color_output_has_no_escape_codes(runs, home):
         assert ESCAPE not in result.output and "*" in plot_area(result.stdout)
     code, screen = on_terminal(home, "plot", "a", "b", NO_COLOR="1")
     assert code == 0 and ESCAPE not in screen, screen  # a terminal without colour: markers, not braille
-    assert legend(screen) == [("*", "a val"), ("o", "b val")]
+    assert legend(screen) == [("*", "a"), ("o", "b")]
     code, screen = on_terminal(home, "plot", "a", "b")
     assert code == 0 and ESCAPE in screen and re.search("[\u2801-\u28ff]", screen)  # in colour: braille dots
 
@@ -122,7 +131,7 @@ def test_svg_writes_a_valid_image_atomically(runs, tmp_path):
     root = ET.fromstring(target.read_text(encoding="utf-8"))  # well-formed XML, the whole of it
     assert root.tag.endswith("svg")
     text = "".join(root.itertext()).replace("\xa0", " ")
-    assert "a val" in text and "b val" in text
+    assert "━━ a" in text and "━━ b" in text and "val loss" in text
     assert sorted(os.listdir(folder)) == ["ladder.svg"]  # replaced by a rename: no temporary file left
 
 

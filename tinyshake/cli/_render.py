@@ -251,13 +251,24 @@ def line_chart(series: Sequence[Series], width: int, height: int, plain: bool, t
     gap = columns - len(left) - len(middle) - len(right)
     scale = left + " " * max(1, gap // 2) + middle + " " * max(1, gap - gap // 2) + right
     out.append(" " * (label_width + 2) + scale + "  step\n", style=axis_style)
-    out.append(" " * (label_width + 2))
+    return out.append_text(_legend(drawn, label_width + 2, width, plain))
+
+
+def _legend(drawn: Sequence[Series], indent: int, width: int, plain: bool) -> Text:
+    """Each curve's marker (or colour) and label, as many to a line as fit in ``width`` cells."""
+    out, used = Text(" " * indent), indent
     for index, s in enumerate(drawn):
+        size = 3 + len(s.label)  # marker and its space, or the coloured "━━ "
+        if used > indent and used + size > width:
+            out.rstrip()
+            out.append("\n" + " " * indent)
+            used = indent
         if plain:
             out.append(f"{MARKERS[index % len(MARKERS)]} {s.label}")
         else:
             out.append("━━ ", style=PALETTE[index % len(PALETTE)]).append(s.label)
         out.append("   ")
+        used += size + 3
     out.rstrip()
     return out
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from tinyshake import train as training
 
 ACTIONS = {"train": "training", "resume": "resuming", "reuse": "reusing"}
-NUMBER_COLUMNS = ("params", "val (estimate)", "val (full split)", "lecture val", "time")
+NUMBERS = ("params", "val\nestimate", "val\nfull split", "lecture\nval", "time")  # never wrapped or cut
 
 
 def _val(value: Optional[float]) -> str:
@@ -39,16 +39,21 @@ def _lecture(value: Optional[float]) -> str:
 
 
 def results_table(results: list[core.StageResult], final: bool) -> Table:
-    """The tour so far: one row per finished stage; ``final`` adds what each adds and its sample."""
+    """The tour so far: one row per finished stage; ``final`` adds what each adds.
+
+    Names and numbers are never cut; what a stage adds and its sample wrap
+    instead, so the table fits a terminal of 100 columns.
+    """
     table = Table(title="The lecture's ladder" if final else None, title_justify="left")
-    columns = ["stage", *(["what it adds"] if final else []), *NUMBER_COLUMNS, "sample (first line)"]
-    for column in columns:
-        table.add_column(column, justify="right" if column in NUMBER_COLUMNS else "left",
-                         overflow="fold" if column == "what it adds" else "ellipsis",
-                         no_wrap=column == "sample (first line)", max_width=30 if column == "what it adds" else None)
+    table.add_column("stage", no_wrap=True, min_width=max(len(r.stage) for r in results) if results else None)
+    if final:
+        table.add_column("what it adds", ratio=1, overflow="fold", min_width=10)
+    for column in NUMBERS:
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("sample (first line)", ratio=2, overflow="fold", min_width=12)
     for r in results:
         table.add_row(r.stage, *([r.adds] if final else []), f"{r.parameters:,}", _val(r.last_val), _val(r.full_val),
-                      _lecture(r.published_val), f"{r.seconds:.1f}s" + (" (reused)" if r.reused else ""),
+                      _lecture(r.published_val), f"{r.seconds:.1f}s" + ("\nreused" if r.reused else ""),
                       Text(r.sample))
     return table
 

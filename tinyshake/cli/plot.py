@@ -51,6 +51,13 @@ def _table(records: list[dict[str, Any]], plain: bool) -> Table:
     return table
 
 
+def _label(run: str, split: str, runs: int, chosen: str) -> str:
+    """A curve's name in the legend: the run (the title names the split), the split (one run), or both."""
+    if chosen == "both":
+        return f"{run} {split}" if runs > 1 else split
+    return run if runs > 1 else split
+
+
 @handle_errors
 def plot(
     runs: Annotated[Optional[list[str]], typer.Argument(
@@ -66,8 +73,7 @@ def plot(
         raise UsageError(f"cannot write {svg}: its folder does not exist or it is a folder")
     records = select_runs(runs or [], record.list_runs())
     splits = ("train", "val") if split == "both" else (split,)
-    several = len(records) > 1
-    series = [metric_series(run_metrics(r), s, f"{r['name']} {s}" if several or split == "both" else s)
+    series = [metric_series(run_metrics(r), s, _label(r["name"], s, len(records), split))
               for r in records for s in splits]
     title = f"{'train and val' if split == 'both' else split} loss"
     console, plain = make_console(), plain_charts()
