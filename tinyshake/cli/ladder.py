@@ -162,7 +162,7 @@ def stopped_line(event: core.StageInterrupted) -> str:
 @handle_errors
 def ladder(
     stage_names: Annotated[Optional[list[str]], typer.Argument(
-        metavar="[STAGE]...", help="Stages to train, in order (default: bigram through layernorm, then mini; "
+        metavar="STAGE", help="Stages to train, in order (default: bigram through layernorm, then mini; "
                                    "gpt only when named). `tinyshake stages` lists them.")] = None,
     prefix: Annotated[str, typer.Option(help="Runs are named PREFIX-STAGE.")] = "ladder",
     quick: Annotated[bool, typer.Option("--quick", help="A tenth of each stage's steps, and of each evaluation: "

@@ -61,6 +61,7 @@ def _label(run: str, split: str, runs: int, chosen: str) -> str:
 @handle_errors
 def plot(
     runs: Annotated[Optional[list[str]], typer.Argument(
+        metavar="RUN",
         help="Runs to draw, by name or pattern (`'ladder-*'`); default: the most recent run.")] = None,
     split: Annotated[str, typer.Option(help="Which curves: val, train or both.")] = "val",
     height: Annotated[int, typer.Option(help="Rows of the plot area.", min=3)] = 16,
