@@ -14,8 +14,8 @@ def counted(monkeypatch):
     """measure() replaced by a counter (the real one is timed below once); returns the call count list."""
     calls = []
 
-    def fake() -> tuning.Routes:
-        calls.append(1)
+    def fake(threads: int) -> tuning.Routes:
+        calls.append(threads)
         return tuning.Routes(onednn=False, small_attention=64, linear_margin={"mini": 0.8},
                              attention_margin={"64": 1.2}, measured="now")
     monkeypatch.setattr(tuning, "measure", fake)
