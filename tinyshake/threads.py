@@ -159,12 +159,12 @@ def choose(cpus: int, busy: float, peers: int, ceiling: int) -> Choice:
     return Choice(threads, " and ".join(reasons), busy=True)
 
 
-def plan(sample: Callable[[list[int]], float] = busy_cores, ceiling: Optional[int] = None) -> Choice:
-    """The choice this machine calls for now, without applying it (``tinyshake info``)."""
+def plan(sample: Optional[Callable[[list[int]], float]] = None, ceiling: Optional[int] = None) -> Choice:
+    """The choice this machine calls for now, without applying it (``tinyshake info``); ``sample``: busy_cores."""
     cpus = allowed_cpus()
     if ceiling is None:
         ceiling = _ceiling()
-    return choose(len(cpus), sample(cpus), others(), ceiling)
+    return choose(len(cpus), (sample or busy_cores)(cpus), others(), ceiling)
 
 
 _state: dict[str, object] = {}  # the ceiling, and whether this process's count is automatic

@@ -60,15 +60,18 @@ class Routes:
     source: str = "measured now"  # or "cached", or why a route was forced
 
     def describe_linear(self) -> str:
+        if not self.linear_margin and not onednn.available():
+            return f"float32 layers through the default BLAS ({onednn.MISSING})"
         route = "oneDNN" if self.onednn else "the default BLAS"
         margins = ", ".join(f"{name} {m:.2f}x" for name, m in self.linear_margin.items())
-        measured = f"; oneDNN against the BLAS: {margins}" if margins else ""
+        measured = f"; the BLAS's time over oneDNN's: {margins}" if margins else ""
         return f"float32 layers through {route} ({self.source}{measured})"
 
     def describe_attention(self) -> str:
         margins = ", ".join(f"{t}: {m:.2f}x" for t, m in self.attention_margin.items())
-        return (f"batched matmuls up to {self.small_attention} positions, the fused kernel beyond"
-                + (f" (fused time over batched, by context: {margins})" if margins else ""))
+        where = (f"batched matmuls up to {self.small_attention} positions, the fused kernel beyond"
+                 if self.small_attention else "the fused kernel at every context length")
+        return where + (f" (its time over the batched matmuls', by context: {margins})" if margins else "")
 
 
 def cache_file() -> Path:
