@@ -14,7 +14,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
-from tinyshake import checkpoint, machine, runlock, stages, threads as cpu_threads, tuning
+from tinyshake import checkpoint, machine, runlock, stages, threads as cpu_threads
 from tinyshake.corpus import DEFAULT_CORPUS, validate_name
 from tinyshake.device import DeviceChoice, resolve
 from tinyshake.errors import UsageError
@@ -231,7 +231,6 @@ class Plan:
     overwrite: bool = False
     notices: tuple[str, ...] = field(default=())
     threads: Optional[cpu_threads.Choice] = None  # the CPU threads and why; None leaves the process's count alone
-    routes: Optional[tuning.Routes] = None  # the measured CPU routes (oneDNN or BLAS, attention); None: as they are
 
     @property
     def run(self) -> str:
@@ -275,8 +274,8 @@ def make_plan(stage: Optional[str] = None, run: Optional[str] = None, corpus: Op
     """Decide a training session from the user's choices (``None`` means not given), or refuse it in one line.
 
     The CPU threads come from the free cores unless ``threads_requested``
-    (``--threads``) says; the CPU routes are those measured for that count on
-    this machine (:mod:`tinyshake.tuning`, cached after the first time).
+    (``--threads``) says; training takes the CPU routes measured for that count
+    (:mod:`tinyshake.tuning`) once it starts, so a refused plan measures nothing.
 
     A new run merges the stage's preset with ``settings``; without ``run`` it
     takes the stage's name, or the next free one (``bigram-2``, ...) with a
@@ -317,8 +316,7 @@ def make_plan(stage: Optional[str] = None, run: Optional[str] = None, corpus: Op
     threads = cpu_threads.decide(threads_requested)
     if threads.busy:
         notices.append(threads.notice())
-    routes = tuning.decide(threads.threads) if choice.device.type == "cpu" else None
-    return Plan(config, corpus, choice, dtype, record, overwrite, tuple(notices), threads, routes)
+    return Plan(config, corpus, choice, dtype, record, overwrite, tuple(notices), threads)
 
 
 def _refuse_in_use(run: str) -> None:

@@ -328,7 +328,6 @@ def train(
     validate(config)
     _check_fits(config, corpus)
     _check_corpus(plan, corpus)
-    _use_cpu(plan)
     owns_group = not distributed.active()
     dist = distributed.init(plan.device.device.type)
     try:
@@ -341,11 +340,17 @@ def train(
 
 
 def _use_cpu(plan: Plan) -> None:
-    """Apply the plan's thread count and CPU routes (a plan built by hand may leave them as they are)."""
-    if plan.threads is not None:
-        threads.configure(plan.threads)
-    if plan.routes is not None:
-        tuning.apply(plan.routes)
+    """Apply the plan's thread count, and on a CPU the routes measured for it (cached after the first time).
+
+    A plan built by hand (:func:`for_config`) has no thread choice and leaves
+    both as they are. This runs once training starts, so a refused run writes
+    no tuning cache.
+    """
+    if plan.threads is None:
+        return
+    threads.configure(plan.threads)
+    if plan.device.device.type == "cpu":
+        tuning.tune(plan.threads.threads)
 
 
 def _stored_best(stored: dict[str, Any], metrics: list[dict[str, Any]]) -> tuple[Optional[int], Optional[float]]:
@@ -360,6 +365,7 @@ def _train(plan: Plan, config: TrainConfig, corpus: Corpus, should_stop: Callabl
            dist: distributed.Dist, device: torch.device) -> Iterator[Event]:
     notices = list(plan.notices)
     dtype = plan.dtype
+    _use_cpu(plan)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
