@@ -220,11 +220,5 @@ def refresh() -> Optional[Choice]:
     return choice
 
 
-def current() -> Optional[Choice]:
-    """The choice :func:`configure` or :func:`refresh` made last in this process, if any."""
-    choice = _state.get("choice")
-    return choice if isinstance(choice, Choice) else None
-
-
-__all__ = ["Choice", "allowed_cpus", "busy_cores", "choose", "configure", "current", "decide", "others", "plan",
+__all__ = ["Choice", "allowed_cpus", "busy_cores", "choose", "configure", "decide", "others", "plan",
            "refresh", "register"]
