@@ -27,11 +27,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 MODES = {"tinyshake": {"GOMP_SPINCOUNT": "20000", "KMP_BLOCKTIME": "1"},
          "old": {"GOMP_SPINCOUNT": "300000", "KMP_BLOCKTIME": "200"}}
 SCENARIOS = ("quiet", "busy", "training")
 SPIN = [sys.executable, "-c", "while True: pass"]
+SHARED_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare" / "input.txt"
 TIME_CAP = 25.0  # seconds of timed steps per measurement: the old way beside busy programs can take 1 s a step
 
 
@@ -111,6 +113,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--worker", choices=list(MODES))
     parser.add_argument("--forever", action="store_true")
+    parser.add_argument("--corpus", type=Path, default=SHARED_CORPUS, help="tiny Shakespeare's input.txt")
     args = parser.parse_args()
     if args.worker:
         worker(args.worker, args.steps, args.forever)
@@ -118,6 +121,10 @@ def main() -> None:
     print(f"bench_busy: mini steps, {cpu_name()}, {os.cpu_count()} CPUs; "
           f"started at {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {load()}")
     with tempfile.TemporaryDirectory() as home:
+        os.environ["TINYSHAKE_HOME"] = home  # its own registry of processes and tuning cache
+        from tinyshake import corpus
+        for _ in corpus.import_file(args.corpus):
+            pass
         quiet: dict[str, float] = {}
         for scenario in SCENARIOS:
             for mode in MODES:
