@@ -343,8 +343,9 @@ def _use_cpu(plan: Plan) -> None:
     """Apply the plan's thread count, and on a CPU the routes measured for it (cached after the first time).
 
     A plan built by hand (:func:`for_config`) has no thread choice and leaves
-    both as they are. This runs once training starts, so a refused run writes
-    no tuning cache.
+    both as they are. This runs once the model is built and its state loaded,
+    so a run refused before then writes no tuning cache and registers nowhere;
+    it runs before the attention check and compiling, which use the routes.
     """
     if plan.threads is None:
         return
@@ -365,7 +366,6 @@ def _train(plan: Plan, config: TrainConfig, corpus: Corpus, should_stop: Callabl
            dist: distributed.Dist, device: torch.device) -> Iterator[Event]:
     notices = list(plan.notices)
     dtype = plan.dtype
-    _use_cpu(plan)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -382,6 +382,7 @@ def _train(plan: Plan, config: TrainConfig, corpus: Corpus, should_stop: Callabl
     best_step, best_val = _stored_best(stored, metrics)
     saved_step: Optional[int] = start if plan.resume else None
     saved_path: Optional[str] = str(checkpoint.run_dir(config.run)) if plan.resume else None
+    _use_cpu(plan)  # the model fits and the state loaded: from here on the run trains
     attention = _attention_for_training(config.model, device, dtype, notices)
     forward = _maybe_compile(distributed.wrap(model, dist, device), config, device, notices, attention)
     splits = {"train": corpus.train.to(device), "val": corpus.val.to(device)}
