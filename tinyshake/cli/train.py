@@ -62,6 +62,7 @@ class View(Protocol):
     def evaluated(self, event: core.Evaluated) -> None: ...
     def saved(self, event: core.Saved) -> None: ...
     def stopping(self, why: str) -> None: ...
+    def note(self, text: str) -> None: ...
 
 
 class StopFlag:
@@ -143,10 +144,15 @@ def lecture_line(event: core.Evaluated) -> str:
 
 
 def training_line(event: core.Started, title: str) -> str:
-    """What trains where, e.g. ``Training run mini-2: mini (209,729 parameters; ...) on cpu``."""
+    """What trains where, e.g. ``Training run mini-2: mini (209,729 parameters; ...) on cpu, 2 threads (...)``."""
     resuming = f", resuming at step {event.start_step}" if event.start_step else ""
     where = f"{event.device} × {event.world_size} processes" if event.world_size > 1 else event.device
-    return f"Training run {event.config.run}: {title} on {where}{resuming}"
+    threads = f", {event.threads}" if event.threads else ""
+    return f"Training run {event.config.run}: {title} on {where}{threads}{resuming}"
+
+
+def rethreaded_line(event: core.Rethreaded) -> str:
+    return f"after step {event.step}: now {event.choice.describe()}"
 
 
 def final_line(event: core.Evaluated) -> str:
@@ -190,6 +196,9 @@ class PlainView:
 
     def saved(self, event: core.Saved) -> None:
         return None
+
+    def note(self, text: str) -> None:
+        print(f"note: {text}", file=sys.stderr, flush=True)
 
     def stopping(self, why: str) -> None:
         _say_now(f"{why}: stopping after this step and saving a checkpoint (press Ctrl-C again to abort)...\n")
@@ -313,6 +322,9 @@ class RichView:
     def saved(self, event: core.Saved) -> None:
         """Measure speed from here: evaluating and saving are not training."""
         self.mark = (event.step, time.perf_counter())
+
+    def note(self, text: str) -> None:
+        self.console.print(Text.assemble(("note: ", "yellow"), text))
 
     def stopping(self, why: str) -> None:
         self.progress.update(self.task, description=f"{self.config.stage} [yellow]stopping ({why})…[/]")
@@ -444,6 +456,8 @@ def run_training(plan: Plan, data: corpus.Corpus, view: View, console: Console,
                     metrics.write(event)
                 elif isinstance(event, core.Saved):
                     view.saved(event)
+                elif isinstance(event, core.Rethreaded) and main:
+                    view.note(rethreaded_line(event))
                 elif isinstance(event, core.Interrupted):
                     flag.saved = True
                     view.__exit__()
@@ -506,7 +520,9 @@ def train(
         help="Random batches per split in each evaluation (default 200).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed (default 1337).")] = None,
     device_name: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or mps (default auto).")] = None,
-    dtype: Annotated[Optional[str], typer.Option(help="float32 (default), or bfloat16/float16 autocast.")] = None,
+    dtype: Annotated[Optional[str], typer.Option(
+        help="float32 (the lecture's stages' default), bfloat16/float16 autocast, or auto (modern's default): "
+             "bfloat16 where the CPU or GPU multiplies it natively, else float32.")] = None,
     compile_model: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="Use torch.compile.")] = None,
     time_budget: Annotated[Optional[float], typer.Option(
         help="Seconds of training (evaluations excluded); a warmup/warmdown schedule ends exactly then.")] = None,
@@ -519,12 +535,15 @@ def train(
     metrics: Annotated[Optional[Path], typer.Option(help="Write every evaluation to this file as JSON lines.")] = None,
     nproc: Annotated[Optional[int], typer.Option(
         help="Train data-parallel in N processes on this machine (runs torchrun for you).", min=1)] = None,
+    threads: Annotated[Optional[int], typer.Option(
+        help="CPU threads (default: as many as there are free cores, looked at again at each evaluation).")] = None,
 ) -> None:
     """Train a stage of the lecture's model ladder, save a checkpoint, and stream a sample."""
     settings = dict(batch_size=batch_size, block_size=block_size, n_embd=n_embd, n_head=n_head, n_layer=n_layer,
                     dropout=dropout, learning_rate=lr, max_iters=max_iters, eval_interval=eval_interval,
                     eval_iters=eval_iters, seed=seed, device=device_name, dtype=dtype, compile=compile_model,
-                    time_budget=time_budget, optimizer=optimizer, muon_lr=muon_lr, warmup=warmup, warmdown=warmdown)
+                    time_budget=time_budget, optimizer=optimizer, muon_lr=muon_lr, warmup=warmup, warmdown=warmdown,
+                    threads_requested=threads)
     try:
         _train(model, run, corpus_name, resume, overwrite, yes, sample_chars, quiet, metrics, nproc, settings)
     except KeyboardInterrupt:  # before training's own handler is in place: importing, fetching, loading
