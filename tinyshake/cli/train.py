@@ -25,7 +25,7 @@ from rich.text import Text
 from tinyshake import paths, stages
 from tinyshake.atomic import write_bytes
 from tinyshake.cli._output import handle_errors, make_console, use_rich
-from tinyshake.cli._render import loss_chart
+from tinyshake.cli._render import loss_chart, plain_charts
 from tinyshake.cli.stages import run_header
 from tinyshake.errors import TinyshakeError, UsageError
 
@@ -317,7 +317,7 @@ class RichView:
         self.last_val = event.val
         self.metrics.append({"step": event.step, "train": event.train, "val": event.val})
         if len(self.metrics) > 1:
-            self.chart = loss_chart(self.metrics, min(self.console.width, CHART_WIDTH), CHART_ROWS, plain=False)
+            self.chart = loss_chart(self.metrics, min(self.console.width, CHART_WIDTH), CHART_ROWS, plain=plain_charts())
 
     def saved(self, event: core.Saved) -> None:
         """Measure speed from here: evaluating and saving are not training."""
