@@ -240,6 +240,7 @@ class RichView:
         self.rows: list[tuple[str, ...]] = []
         self.metrics: list[dict[str, float]] = []  # this session's evaluations, for the chart
         self.chart: Optional[Text] = None  # redrawn at each evaluation only, so steps never wait for it
+        self.plain_chart = plain_charts()  # markers, not braille, without colour
         self.last_val: Optional[float] = None
         self.window: Optional[torch.Tensor] = None  # sum of the losses since the bar last showed one
         self.window_steps = 0
@@ -317,7 +318,7 @@ class RichView:
         self.last_val = event.val
         self.metrics.append({"step": event.step, "train": event.train, "val": event.val})
         if len(self.metrics) > 1:
-            self.chart = loss_chart(self.metrics, min(self.console.width, CHART_WIDTH), CHART_ROWS, plain=plain_charts())
+            self.chart = loss_chart(self.metrics, min(self.console.width, CHART_WIDTH), CHART_ROWS, plain=self.plain_chart)
 
     def saved(self, event: core.Saved) -> None:
         """Measure speed from here: evaluating and saving are not training."""
