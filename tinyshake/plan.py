@@ -163,6 +163,10 @@ def validate(config: TrainConfig) -> None:
                 "eval_iters": config.eval_iters}
     if m.arch != "bigram":
         positive.update(n_embd=m.n_embd, n_head=m.n_head, n_layer=m.n_layer)
+    whole = dict(positive, max_iters=config.max_iters, seed=config.seed)
+    for name, value in whole.items():  # a stored record can hold 1.5 or "x" where the CLI only gives ints
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise UsageError(f"{name} must be a whole number, got {value!r}")
     for name, value in positive.items():
         if value <= 0:
             raise UsageError(f"{name} must be positive, got {value}")
@@ -297,7 +301,8 @@ def make_plan(stage: Optional[str] = None, run: Optional[str] = None, corpus: Op
             raise UsageError(f"there is no run {name!r} to resume; start it without --resume")
         _refuse_in_use(name)
         record = checkpoint.read_record(name)
-        config = resume_config(record, stage=stage, **settings)
+        # the folder names the run: a copied folder goes on as the copy, not as the run its record came from
+        config = replace(resume_config(record, stage=stage, **settings), run=name)
         corpus = corpus if corpus is not None else _stored_corpus(record) or DEFAULT_CORPUS
     else:
         config = make_config(stage if stage is not None else stages.DEFAULT_STAGE, run=run, **settings)
