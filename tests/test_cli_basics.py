@@ -45,7 +45,7 @@ def test_fetch_help_lists_its_options():
 def test_python_dash_m(home):
     proc = subprocess.run(
         [sys.executable, "-m", "tinyshake", "--version"],
-        env=subprocess_env(home), capture_output=True, text=True, timeout=60,
+        env=subprocess_env(home), capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0 and proc.stderr == ""
     assert proc.stdout == f"tinyshake {__version__}\n"

@@ -32,8 +32,8 @@ SMALL = ModelConfig(vocab_size=65, block_size=8, n_embd=16, n_head=2, n_layer=1,
                     residual=True, layernorm=True, dropout=0.0, init_std=0.02)
 SEED = 1337
 HALF = 4  # rows per rank; the single process takes 2 * HALF
-WORKER_TIMEOUT = 60  # seconds before a stuck rank is killed (a normal one takes a few)
-RUN_TIMEOUT = 240
+WORKER_TIMEOUT = 180  # seconds before a stuck rank is killed (a normal one takes a few)
+RUN_TIMEOUT = 400
 TORCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT",
              "TORCHELASTIC_RUN_ID")
 

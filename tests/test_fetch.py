@@ -152,7 +152,7 @@ def tinyshake_exe() -> str:
 def run_exe(home: Path, *args: str, preexec: Callable[[], None] | None = None, **env: str):
     return subprocess.run(
         [tinyshake_exe(), *args], env=subprocess_env(home, **env), capture_output=True,
-        text=True, timeout=60, preexec_fn=preexec,
+        text=True, timeout=300, preexec_fn=preexec,
     )
 
 

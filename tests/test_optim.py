@@ -38,18 +38,30 @@ def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
     assert [g["lr"] for g in combined.param_groups] == [0.01, 1.5e-3]
 
 
-def test_muon_lowers_the_loss_and_a_time_budget_stops_on_time(cached):
+def _modern(run: str, vocab_size: int, **settings) -> train.TrainConfig:
+    return train.with_vocab(train.make_config("modern", run=run, n_embd=32, n_layer=1, batch_size=8, block_size=16,
+                                              eval_iters=2, device="cpu", **settings), vocab_size)
+
+
+def test_muon_lowers_the_loss(cached):
+    """Counted in steps, not seconds, so a busy machine cannot fail it."""
     data = corpus.load()
-    config = train.with_vocab(train.make_config("modern", run="budget", n_embd=32, n_layer=1, batch_size=8,
-                                                block_size=16, eval_iters=2, eval_interval=10_000, max_iters=100_000,
-                                                time_budget=1.5, device="cpu"), data.tokenizer.vocab_size)
-    events = list(train.train(config, data))
+    events = list(train.train(_modern("muon", data.tokenizer.vocab_size, max_iters=150, eval_interval=150), data))
     evals = [e for e in events if isinstance(e, train.Evaluated)]
+    assert evals[-1].step == 149 and evals[-1].val < evals[0].val - 0.5
+    record = json.loads((checkpoint.run_dir("muon") / "config.json").read_text())
+    assert record["hyper"]["optimizer"] == "muon"
+
+
+def test_a_time_budget_ends_the_run_after_its_seconds_of_training(cached):
+    data = corpus.load()
+    config = _modern("budget", data.tokenizer.vocab_size, max_iters=100_000_000, eval_interval=10_000_000,
+                     time_budget=0.5)
+    events = list(train.train(config, data))
     finished = events[-1]
     assert isinstance(finished, train.Finished) and 0 < finished.step < config.max_iters
-    assert evals[-1].step == finished.step and evals[-1].val < evals[0].val - 0.5
     record = json.loads((checkpoint.run_dir("budget") / "config.json").read_text())
-    assert 1.5 <= record["train_seconds"] < 10 and record["hyper"]["optimizer"] == "muon"  # stopped at the budget
+    assert record["train_seconds"] >= 0.5  # it trained its budget, and stopped long before max_iters
 
 
 def test_flattened_adamw_trains_like_a_per_parameter_adamw(cached):
