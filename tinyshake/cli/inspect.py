@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
@@ -18,7 +17,9 @@ from rich.columns import Columns
 from rich.console import Console
 from rich.text import Text
 
+from tinyshake import record
 from tinyshake.cli import _render
+from tinyshake.cli._options import Weights, WeightsOpt
 from tinyshake.cli._output import handle_errors, make_console, use_rich
 from tinyshake.errors import UsageError
 
@@ -37,14 +38,8 @@ NEIGHBOURS = 10
 SCATTER_HEIGHT = 24
 
 
-class Weights(str, Enum):
-    best = "best"
-    last = "last"
-
-
 RunArg = Annotated[Optional[str], typer.Argument(help="The run to look at (default: the most recent).",
                                                  show_default=False)]
-WeightsOpt = Annotated[Weights, typer.Option(help="The run's best weights (lowest val loss) or its last saved.")]
 PromptOpt = Annotated[str, typer.Option("--prompt", "-p", help="The text to feed the model (\\n is a newline).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a picture.")]
 
@@ -53,10 +48,7 @@ def load_run(run: Optional[str], weights: Weights) -> LoadedRun:
     """The named run, or the most recently trained one, on the CPU: one forward pass needs nothing faster."""
     from tinyshake import checkpoint
 
-    name = run or checkpoint.latest()
-    if name is None:
-        raise UsageError("no trained runs yet; train one with `tinyshake train --model mini`")
-    return checkpoint.load(name, "cpu", weights=weights.value)
+    return checkpoint.load(record.resolve(run), "cpu", weights=weights.value)
 
 
 def weights_name(loaded: LoadedRun) -> str:
