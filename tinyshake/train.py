@@ -446,10 +446,11 @@ def _train(plan: Plan, config: TrainConfig, corpus: Corpus, should_stop: Callabl
         return Interrupted(step, saved_path, saved_step, during_evaluation)
 
     step = start
-    evaluated = {int(m["step"]) for m in metrics if not m.get("final")}  # a final one is not the lecture's
+    lecture = [m for m in metrics if not m.get("final")]  # a final evaluation is beyond the lecture's
+    evaluated = {int(m["step"]) for m in lecture}
     eval_steps = config.eval_steps()
-    last = (Evaluated(int(metrics[-1]["step"]), metrics[-1]["train"], metrics[-1]["val"], metrics[-1]["elapsed"])
-            if metrics else None)  # a resumed run's last evaluation
+    last = (Evaluated(int(lecture[-1]["step"]), lecture[-1]["train"], lecture[-1]["val"], lecture[-1]["elapsed"])
+            if lecture else None)  # a resumed run's last lecture evaluation
     finishing = False
     pending = torch.zeros((), dtype=torch.bool, device=device)  # a non-finite loss seen since the last check
     try:
