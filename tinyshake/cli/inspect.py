@@ -51,11 +51,6 @@ def load_run(run: Optional[str], weights: Weights) -> LoadedRun:
     return checkpoint.load(record.resolve(run), "cpu", weights=weights.value)
 
 
-def weights_name(loaded: LoadedRun) -> str:
-    """Which weights were loaded: a run with no best yet gives its last even when asked for the best."""
-    return loaded.weights
-
-
 def decode_prompt(text: str) -> str:
     """``\\n`` typed on the command line means a newline, as in ``chat --stop``."""
     return text.replace("\\n", "\n")
@@ -63,7 +58,7 @@ def decode_prompt(text: str) -> str:
 
 def header(loaded: LoadedRun, fancy: bool, what: str) -> Text:
     stage = loaded.record.get("stage", "?")
-    return Text.assemble((loaded.name, "bold cyan" if fancy else ""), f" ({stage}, {weights_name(loaded)} weights): {what}")
+    return Text.assemble((loaded.name, "bold cyan" if fancy else ""), f" ({stage}, {loaded.weights} weights): {what}")
 
 
 def emit(payload: dict[str, Any]) -> None:
@@ -132,7 +127,7 @@ def attention(
     text = decode_prompt(prompt)
     maps = inspection.attention_maps(loaded.model, loaded.tokenizer, text)
     if as_json:
-        emit({"run": loaded.name, "weights": weights_name(loaded), "tokens": maps.tokens,
+        emit({"run": loaded.name, "weights": loaded.weights, "tokens": maps.tokens,
               "attention": maps.weights.round(decimals=6).tolist()})
         return
     layers = pick(maps.weights.shape[0], layer, "layer")
@@ -177,7 +172,7 @@ def next_char(
     entropy = inspection.entropy_bits(dist)
     tokens = [loaded.tokenizer.chars[i] for i in inspection.context_ids(loaded.model, loaded.tokenizer, text)]
     if as_json:
-        emit({"run": loaded.name, "weights": weights_name(loaded), "tokens": tokens,
+        emit({"run": loaded.name, "weights": loaded.weights, "tokens": tokens,
               "next": [{"char": c, "p": p} for c, p in dist[:top_k]], "entropy_bits": entropy})
         return
     top = dist[: top_k or 10]
@@ -229,7 +224,7 @@ def embeddings(
     neighbours = inspection.nearest(table, chars, target, NEIGHBOURS) if target is not None else None
     bigram = not hasattr(loaded.model, "blocks")
     if as_json:
-        payload: dict[str, Any] = {"run": loaded.name, "weights": weights_name(loaded), "tokens": chars}
+        payload: dict[str, Any] = {"run": loaded.name, "weights": loaded.weights, "tokens": chars}
         if bigram:
             payload["next_probabilities"] = inspection.bigram_probabilities(loaded.model).round(decimals=6).tolist()
         else:
