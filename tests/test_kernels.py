@@ -118,11 +118,11 @@ def test_training_with_a_faulty_kernel_says_so_once_and_trains_with_unfused_atte
     _, healthy = _train(data, "healthy")
     real, drops_in_training = model.attend, []
 
-    def faulty(q, k, v, p, causal, future=None):
+    def faulty(q, k, v, p, causal, future=None, scale=None):
         unfused = not torch.backends.cuda.flash_sdp_enabled()  # sdpa_kernel([MATH]) switches the others off
         if p > 0 and torch.is_grad_enabled() and q.shape[0] == TINY["batch_size"]:
             drops_in_training.append(p if unfused else p / 4)
-        return real(q, k, v, p if unfused else p / 4, causal, future)
+        return real(q, k, v, p if unfused else p / 4, causal, future, scale)
 
     monkeypatch.setattr(model, "attend", faulty)
     notices, fallback = _train(data, "fallback")
@@ -137,8 +137,8 @@ def test_compiling_traces_under_the_unfused_attention_too(tmp_path, monkeypatch)
     import_tiny_corpus(tmp_path)
     data = corpus.load("tiny")
     real, fused_while_tracing = model.attend, []
-    monkeypatch.setattr(model, "attend", lambda q, k, v, p, causal, future=None: real(
-        q, k, v, p if not torch.backends.cuda.flash_sdp_enabled() else p / 4, causal, future))
+    monkeypatch.setattr(model, "attend", lambda q, k, v, p, causal, future=None, scale=None: real(
+        q, k, v, p if not torch.backends.cuda.flash_sdp_enabled() else p / 4, causal, future, scale))
 
     class RecordingCompile(torch.nn.Module):  # stands in for the module torch.compile returns
         def __init__(self, net: torch.nn.Module) -> None:
