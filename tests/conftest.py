@@ -100,6 +100,16 @@ def cached(home: Path, corpus_file: Path) -> Path:
     return corpus.text_path(corpus.DEFAULT_CORPUS)
 
 
+def default_sigint() -> None:
+    """``preexec_fn`` for a child that takes Ctrl-C as a shell's foreground job does.
+
+    A job that a script starts with ``&`` (pytest run that way, say) inherits
+    SIGINT ignored, and so would every ``tinyshake`` it starts: a Ctrl-C test
+    would then wait for ever on a signal that never arrives.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def subprocess_env(home: Path, **extra: str) -> dict[str, str]:
     """Environment for running the installed ``tinyshake`` entry point in a subprocess."""
     env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "TINYSHAKE_CORPUS_URL")}
@@ -120,6 +130,7 @@ class Terminal:
         self.pid, self.fd = pty.fork()
         if self.pid == 0:
             try:
+                default_sigint()
                 os.execve(argv[0], argv, environ)
             finally:
                 os._exit(127)

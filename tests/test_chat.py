@@ -15,7 +15,7 @@ from typing import Iterator, Optional
 
 import pytest
 import torch
-from conftest import TINYSHAKE, Terminal, colours, subprocess_env
+from conftest import TINYSHAKE, Terminal, colours, default_sigint, subprocess_env
 from test_train import assert_one_line_error, snapshot
 from typer.testing import CliRunner
 
@@ -457,7 +457,7 @@ LONG_REPLY = ("--seed", "1", "--stop", "", "--max-new-tokens", "100000000")
 
 def chat_process(home: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen([TINYSHAKE, "chat", "--run", RUN, *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=subprocess_env(home))
+                            stderr=subprocess.PIPE, env=subprocess_env(home), preexec_fn=default_sigint)
 
 
 @pytest.mark.parametrize("delay", [0.3, 1.0, 2.5])

@@ -50,3 +50,8 @@ def test_a_resumed_finished_run_evaluates_its_new_final_weights(cached, home):
     train_cli("--run", "g", "--resume", "--max-iters", "45", "--sample-chars", "0")
     record = checkpoint.read_record("g")
     assert record["step"] == 45 and record["final"]["step"] == 45
+
+
+def test_a_model_too_big_at_any_eval_iters_is_blamed_on_its_size_not_on_eval_iters(cached, home):
+    assert_one_line_error(train_cli("--model", "mini", "--n-embd", "100000000", "--n-head", "1", "--eval-iters", "1000",
+                                    "--max-iters", "1", code=2), "not enough memory for the model", "--n-embd")

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.text import Text
 
 from tinyshake import record
-from tinyshake.cli import _render
+from tinyshake.cli import _render, _torch
 from tinyshake.cli._options import Weights, WeightsOpt
 from tinyshake.cli._output import error_line, handle_errors, make_console, use_rich
 from tinyshake.errors import TinyshakeError, UsageError
@@ -515,6 +515,7 @@ def chat(
         "--device", help="cpu (fastest for one stream of characters), auto, cuda or mps.")] = "cpu",
 ) -> None:
     """Chat with a trained run: type text and watch the model continue it, character by character."""
+    _torch.load()
     from tinyshake import checkpoint, device, sampling
 
     settings = sampling.SamplingSettings(temperature=temperature, top_k=top_k, top_p=top_p,

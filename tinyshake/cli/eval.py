@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from tinyshake import record
+from tinyshake.cli import _torch
 from tinyshake.cli._options import Weights, WeightsOpt
 from tinyshake.cli._output import handle_errors, make_console
 from tinyshake.errors import UsageError
@@ -32,7 +33,8 @@ def eval_run(
     if split not in SPLITS:
         raise UsageError(f"unknown split {split!r}; choose train or val")
     name = record.resolve(run)
-    from tinyshake import checkpoint, corpus, device  # torch: only once there is something to score
+    _torch.load()  # only once there is something to score
+    from tinyshake import checkpoint, corpus, device
     from tinyshake.evaluate import corpus_notice, split_loss
 
     loaded = checkpoint.load(name, device.resolve(device_name).device, weights.value)

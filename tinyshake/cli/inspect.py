@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.text import Text
 
 from tinyshake import record
-from tinyshake.cli import _render
+from tinyshake.cli import _render, _torch
 from tinyshake.cli._options import Weights, WeightsOpt
 from tinyshake.cli._output import handle_errors, make_console, use_rich
 from tinyshake.errors import UsageError
@@ -118,6 +118,7 @@ def attention(
     as_json: JsonOpt = False,
 ) -> None:
     """The attention weights of a trained run on your prompt: rows are queries, columns the keys they look at."""
+    _torch.load()
     from tinyshake import inspection
 
     chosen_head = parse_head(head)
@@ -164,6 +165,7 @@ def next_char(
     as_json: JsonOpt = False,
 ) -> None:
     """The distribution of the character after your prompt: the likeliest ones as bars, and its entropy in bits."""
+    _torch.load()
     from tinyshake import inspection
 
     loaded = load_run(run, weights)
@@ -215,6 +217,7 @@ def embeddings(
     as_json: JsonOpt = False,
 ) -> None:
     """The token embedding table as a map of the characters (PCA to 2-D); a bigram's table as a heatmap."""
+    _torch.load()
     from tinyshake import inspection
 
     loaded = load_run(run, weights)

@@ -24,6 +24,7 @@ from rich.text import Text
 
 from tinyshake import paths, stages
 from tinyshake.atomic import write_bytes
+from tinyshake.cli import _torch
 from tinyshake.cli._output import handle_errors, make_console, use_rich
 from tinyshake.cli._render import loss_chart
 from tinyshake.cli.stages import run_header
@@ -371,8 +372,9 @@ def _refuse_endless_evaluation(plan: Plan, yes: bool) -> None:
     rate = CPU_FLOPS_GUESS if plan.device.device.type == "cpu" else GPU_FLOPS_GUESS
     per_token = flops_per_token(config.model) + LOSS_FLOPS_PER_LOGIT * config.model.vocab_size
     seconds = core.steps_per_evaluation(config) * per_token * config.batch_size * config.block_size / rate
-    if yes or seconds <= ENDLESS_EVALUATION_SECONDS or config.eval_iters <= lecture:
-        return  # at the lecture's count or below, the model's size is what to lower (and is checked as it is built)
+    at_lecture = seconds * lecture / config.eval_iters  # the same evaluation at the lecture's count
+    if yes or seconds <= ENDLESS_EVALUATION_SECONDS or at_lecture > ENDLESS_EVALUATION_SECONDS:
+        return  # endless even at the lecture's count: the model's size is what to lower (checked as it is built)
     raise UsageError(f"each evaluation of {config.eval_iters:,} batches per split would take at least "
                      f"{_duration(seconds)} on {plan.device.device.type}; lower --eval-iters (the lecture uses "
                      f"{lecture}), or pass --yes to run it anyway")
@@ -562,6 +564,7 @@ def train(
 def _train(stage: Optional[str], run: Optional[str], corpus_name: Optional[str], resume: bool, overwrite: bool,
            yes: bool, sample_chars: int, quiet: bool, metrics: Optional[Path], nproc: Optional[int],
            settings: dict[str, Any]) -> None:
+    _torch.load()  # first: a Ctrl-C while torch loads must end the command
     from tinyshake import corpus, distributed
     from tinyshake.cli.fetch import ensure_corpus
     from tinyshake.plan import make_plan
