@@ -3,6 +3,8 @@
     python tests/bench_reference.py mini layernorm residual      # per-step speed, interleaved best-of
     python tests/bench_reference.py --whole mini                  # a whole lecture-style run, timed end to end
 
+Both sides run on tinyshake's thread choice (``--threads N`` to set it), and
+tinyshake's side takes the CPU routes measured for it, as ``train`` does.
 The reference is ``lecture_reference.RefModel`` with a per-parameter AdamW and the
 lecture's ``torch.stack`` batches. Both sides alternate in short rounds and each
 keeps its best round, so a busy or noisy machine slows both alike.
@@ -17,7 +19,7 @@ from typing import Any, Callable
 import torch
 
 from lecture_reference import RefModel, ref_estimate_loss
-from tinyshake import corpus, model, optim, stages, train
+from tinyshake import corpus, machine, model, optim, stages, threads, train, tuning
 
 Step = Callable[[], None]
 Batch = Callable[[torch.Tensor, int, int], tuple[torch.Tensor, torch.Tensor]]
@@ -95,7 +97,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("stages", nargs="+", choices=[s for s in stages.STAGES if s not in ("bigram", "modern")])
     parser.add_argument("--whole", action="store_true", help="time a whole lecture-style run instead")
+    parser.add_argument("--threads", type=int, help="CPU threads for both sides (default: tinyshake's choice)")
     args = parser.parse_args()
+    choice = threads.decide(args.threads)  # one count for both sides: train's, from the free cores
+    threads.configure(choice)
+    routes = tuning.tune(choice.threads)
+    print(f"{machine.cpu_model()}, torch {torch.__version__}, {choice.describe()}; {routes.describe_linear()}; "
+          f"{routes.describe_attention()}", flush=True)
     data = corpus.load()
     for stage in args.stages:
         if args.whole:

@@ -15,6 +15,12 @@ from tinyshake import model, onednn
 needs_onednn = pytest.mark.skipif(not onednn.available(), reason="this PyTorch build has no oneDNN linear")
 
 
+@pytest.fixture(autouse=True)
+def onednn_on(monkeypatch):
+    """The route on, whatever a training earlier in this process measured and chose (tuning.apply)."""
+    monkeypatch.setattr(onednn, "_enabled", True)
+
+
 def operands(rows: tuple[int, ...], fan_in: int, fan_out: int, bias: bool) -> list[torch.Tensor]:
     torch.manual_seed(0)
     tensors = [torch.randn(*rows, fan_in), torch.randn(fan_out, fan_in)] + ([torch.randn(fan_out)] if bias else [])

@@ -6,7 +6,14 @@ import os
 import subprocess
 import sys
 
-from tinyshake import threads
+import pytest
+import torch
+from test_train import TINY_ARGS, assert_one_line_error, train_cli
+from typer.testing import CliRunner
+
+from tinyshake import checkpoint, threads
+from tinyshake.cli import app
+from tinyshake.errors import UsageError
 
 
 def test_a_quiet_machine_gets_every_core():
@@ -47,3 +54,61 @@ def test_the_wait_policy_is_set_before_torch_loads_and_threads_imports_no_torch(
     env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "KMP_BLOCKTIME")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["20000", "1"]
+
+
+# -- the choice in a run: decided once by the plan, applied by train, looked at again at each evaluation ----------
+
+
+def busy_machine(monkeypatch, cpus: int = 4, busy: float = 3.5) -> None:
+    """A machine of ``cpus`` cores that other programs keep ``busy``, whatever this one really is."""
+    monkeypatch.setattr(threads, "allowed_cpus", lambda: list(range(cpus)))
+    monkeypatch.setattr(threads, "_ceiling", lambda: cpus)
+    monkeypatch.setattr(threads, "busy_cores", lambda cpus_, seconds=threads.SAMPLE_SECONDS: busy)
+
+
+def test_decide_takes_the_request_or_the_free_cores(monkeypatch):
+    busy_machine(monkeypatch)
+    assert threads.decide(None) == threads.Choice(1, "other programs use 3.5 of 4 cores", busy=True)
+    assert threads.decide(3) == threads.Choice(3, "set by --threads", automatic=False)
+    for bad in (0, -1, 5):
+        with pytest.raises(UsageError, match="between 1 and the 4 CPUs"):
+            threads.decide(bad)
+
+
+def test_refresh_follows_the_machine_but_not_a_count_set_by_hand(monkeypatch):
+    busy_machine(monkeypatch, busy=0.0)
+    threads.configure(threads.decide(None))
+    assert torch.get_num_threads() == 4
+    busy_machine(monkeypatch, busy=2.0)
+    changed = threads.refresh()
+    assert changed is not None and changed.threads == 2 and torch.get_num_threads() == 2
+    assert threads.refresh() is None  # no change, no event
+    threads.configure(threads.decide(3))
+    busy_machine(monkeypatch, busy=0.0)
+    assert threads.refresh() is None and torch.get_num_threads() == 3
+
+
+@pytest.mark.parametrize("given", ["0", "100000", "-2"])
+def test_threads_out_of_range_is_one_line_exit_2_before_anything_is_fetched(home, given):
+    result = CliRunner().invoke(app, ["train", "--threads", given, "--max-iters", "1"])
+    assert_one_line_error(result, "--threads must be between 1 and the")
+    assert not (home / "corpus").exists()
+
+
+def test_the_header_names_the_threads_and_the_record_keeps_them(cached):
+    result = train_cli(*TINY_ARGS, "--threads", "1", "--max-iters", "2", "--sample-chars", "0")
+    assert "on cpu, 1 thread (set by --threads)" in result.stderr
+    assert checkpoint.read_record("mini")["threads"] == 1
+
+
+def test_a_busy_machine_says_so_in_one_line_and_a_change_between_evaluations_is_noted(cached, monkeypatch):
+    busy_machine(monkeypatch)
+    looks = iter([threads.Choice(3, "other programs use 0.8 of 4 cores", busy=True)])
+    monkeypatch.setattr(threads, "refresh", lambda: next(looks, None))
+    result = train_cli(*TINY_ARGS, "--max-iters", "4", "--eval-interval", "2", "--sample-chars", "0")
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note: the machine is busy")]
+    assert notes == ["note: the machine is busy: other programs use 3.5 of 4 cores; using 1 thread, so steps may "
+                     "be slower than on a quiet day"]
+    assert "on cpu, 1 thread (other programs use 3.5 of 4 cores)" in result.stderr
+    assert "note: after step 0: now 3 threads (other programs use 0.8 of 4 cores)" in result.stderr
+    assert checkpoint.read_record("mini")["threads"] == 3

@@ -5,17 +5,20 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
+from typer.testing import CliRunner
 
-from tinyshake import model, onednn, tuning
+from tinyshake import bench, model, onednn, threads, tuning
+from tinyshake.cli import app
 
 
 @pytest.fixture
 def counted(monkeypatch):
-    """measure() replaced by a counter (the real one is timed below once); returns the call count list."""
+    """measure() replaced by a counter (a real one runs below, at tiny shapes); returns the threads of each call."""
     calls = []
 
-    def fake() -> tuning.Routes:
-        calls.append(1)
+    def fake(threads: int) -> tuning.Routes:
+        calls.append(threads)
         return tuning.Routes(onednn=False, small_attention=64, linear_margin={"mini": 0.8},
                              attention_margin={"64": 1.2}, measured="now")
     monkeypatch.setattr(tuning, "measure", fake)
@@ -63,3 +66,50 @@ def test_apply_sets_the_models_routes(monkeypatch):
 def test_small_attention_is_the_longest_context_that_won_throughout():
     assert tuning.small_attention({8: 1.5, 32: 1.2, 64: 0.9, 128: 1.1}) == 32
     assert tuning.small_attention({8: 0.9, 32: 1.2}) == 0
+
+
+def test_the_margin_is_the_median_of_interleaved_ratios_so_one_burst_does_not_decide(monkeypatch):
+    clock = [0.0]
+    other_costs = iter([0.0, 2.0, 2.0, 30.0, 2.0, 2.0])  # warm-up, then one turn hit by a burst of load
+    monkeypatch.setattr(tuning.time, "perf_counter", lambda: clock[0])
+
+    def candidate() -> None:
+        clock[0] += 1.0
+
+    def other() -> None:
+        clock[0] += next(other_costs)
+    monkeypatch.setattr(tuning, "TRIAL_BUDGET", 1e9)
+    assert tuning.margin(candidate, other) == 2.0
+
+
+def test_a_real_measurement_on_given_threads_leaves_the_count_as_it_was(monkeypatch):
+    monkeypatch.setattr(tuning, "LINEAR_SHAPES", {"mini": [(256, 64, 256)]})
+    monkeypatch.setattr(tuning, "ATTENTION_CONTEXTS", (8, 16))
+    monkeypatch.setattr(tuning, "ATTENTION_TOKENS", 64)
+    routes = tuning.measure(1)
+    assert torch.get_num_threads() == 1
+    assert set(routes.attention_margin) == {"8", "16"} and routes.small_attention in (0, 8, 16)
+    assert set(routes.linear_margin) == ({"mini"} if onednn.available() else set())
+    assert routes.onednn == (bool(routes.linear_margin) and routes.linear_margin["mini"] > 1)
+
+
+def test_info_shows_the_routes_only_once_measured_and_never_measures(counted):
+    threads_now = threads.plan().threads
+    before = CliRunner().invoke(app, ["info"])
+    assert before.exit_code == 0 and "not measured yet" in before.output and "bench --retune" in before.output
+    assert counted == []
+    tuning.choose(threads_now)
+    after = CliRunner().invoke(app, ["info"]).output
+    assert "float32 layers through the default BLAS (cached; the BLAS's time over oneDNN's: mini 0.80x)" in after
+    assert "batched matmuls up to 64 positions" in after and "64: 1.20x" in after
+
+
+def test_bench_uses_the_cache_and_retune_measures_again(cached, counted, monkeypatch):
+    monkeypatch.setattr(bench, "matmul_peak", lambda device, dtype=None: 100.0)
+    args = ["bench", "-s", "bigram", "--steps", "1", "--eval-iters", "1", "--threads", "1"]
+    for extra, measured in (([], 1), ([], 1), (["--retune"], 2)):
+        tuning._measured.clear()
+        result = CliRunner().invoke(app, args + extra)
+        assert result.exit_code == 0, result.output
+        assert len(counted) == measured and "float32 layers through the default BLAS" in result.stdout
+    assert "(measured now;" in result.stdout

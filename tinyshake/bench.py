@@ -16,9 +16,8 @@ from typing import Callable, Optional
 import torch
 
 from tinyshake import onednn, optim, sampling
-from tinyshake.device import resolve
 from tinyshake.model import build, flops_per_token
-from tinyshake.train import TrainConfig, autocast, estimate_loss, get_batch
+from tinyshake.train import TrainConfig, autocast, estimate_loss, for_config, get_batch
 
 
 @dataclass(frozen=True)
@@ -80,8 +79,12 @@ def sampling_speed(model: torch.nn.Module, chars: int, use_cache: bool) -> float
 
 def measure(config: TrainConfig, train_data: torch.Tensor, val_data: torch.Tensor, steps: int = 30,
             warmup: int = 5, peak_gflops: Optional[float] = None) -> StageFigures:
-    """Time ``steps`` training steps (after ``warmup``), one evaluation, and sampling over one block."""
-    device = resolve(config.device).device
+    """Time ``steps`` training steps (after ``warmup``), one evaluation, and sampling over one block.
+
+    The device and the dtype (``auto`` included) are resolved as training resolves them.
+    """
+    plan = for_config(config)
+    device, dtype = plan.device.device, plan.dtype
     torch.manual_seed(config.seed)
     model = build(config.model).to(device)
     optimizer = optim.make(model, config.optimizer, config.learning_rate, config.muon_lr)
@@ -89,7 +92,7 @@ def measure(config: TrainConfig, train_data: torch.Tensor, val_data: torch.Tenso
 
     def step() -> None:
         xb, yb = get_batch(train_data, config.batch_size, config.block_size)
-        with autocast(device, config.dtype):
+        with autocast(device, dtype):
             _, loss = model(xb, yb)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -103,7 +106,7 @@ def measure(config: TrainConfig, train_data: torch.Tensor, val_data: torch.Tenso
     peak = peak_gflops or matmul_peak(device)
     splits = {"train": train_data, "val": val_data}
     eval_s = _timed(lambda: estimate_loss(model, splits, config.batch_size, config.block_size, config.eval_iters,
-                                          config.dtype), device)
+                                          dtype), device)
     chars = config.block_size
     return StageFigures(
         stage=config.stage,

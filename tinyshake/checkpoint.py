@@ -152,7 +152,14 @@ def model_config(name: str, record: dict[str, Any]) -> ModelConfig:
         if field.name in given and field.default is not None and not _fits(given[field.name], field.default):
             raise CheckpointError(f"run {name!r} stores model.{field.name} = {given[field.name]!r}, "
                                   f"not a {type(field.default).__name__}; retrain it with --overwrite")
-    return ModelConfig.from_dict(given)
+        if isinstance(field.default, int) and not isinstance(field.default, bool) and given.get(field.name, 1) < 1:
+            raise CheckpointError(f"run {name!r} stores model.{field.name} = {given[field.name]!r}, "
+                                  "not a positive size; retrain it with --overwrite")
+    config = ModelConfig.from_dict(given)
+    if config.n_embd % config.n_head:
+        raise CheckpointError(f"run {name!r} stores n_embd {config.n_embd}, not divisible by n_head {config.n_head}; "
+                              "retrain it with --overwrite")
+    return config
 
 
 def load(name: str, device: torch.device | str = "cpu", weights: str = "best") -> LoadedRun:

@@ -1,49 +1,62 @@
 """The lecture's ladder as one tour: train each stage in turn at its lecture settings, and compare them.
 
-Each stage is an ordinary run (``<prefix>-<stage>``), planned and trained by the
-same code as ``tinyshake train``, so ``chat``, ``eval``, ``runs`` and ``plot``
-work on it. A finished stage is reused, an interrupted one resumed, so a tour
-stopped by Ctrl-C goes on where it stopped when started again. After each stage
-its val loss over the whole split (every position once, comparable across
-stages) and the first line of a sample are measured: the text visibly improves
-down the ladder. This module yields events; front ends render them.
+Each stage is an ordinary run (``<prefix>-<stage>``), planned by
+:func:`tinyshake.plan.make_plan` and trained by :func:`tinyshake.train.train`,
+exactly as ``tinyshake train`` plans and trains, so ``chat``, ``eval``, ``runs``
+and ``plot`` work on it. A finished stage is reused, an interrupted one resumed,
+so a tour stopped by Ctrl-C goes on where it stopped when started again. After
+each stage its val loss over the whole split (every position once, comparable
+across stages) and the first line of a sample are measured: the text visibly
+improves down the ladder. This module yields events; front ends render them.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterator, Optional, Union
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import torch.nn as nn
 
 from tinyshake import checkpoint, record, sampling, stages
 from tinyshake import train as core
-from tinyshake.corpus import Corpus
-from tinyshake.device import resolve
+from tinyshake.corpus import DEFAULT_CORPUS, Corpus
 from tinyshake.errors import UsageError
 from tinyshake.evaluate import split_loss
-from tinyshake.model import ModelConfig
+from tinyshake.plan import Plan, TrainConfig, make_plan
 
 DEFAULT_STAGES = ("bigram", "head", "multihead", "ffwd", "blocks", "residual", "layernorm", "mini")
 DEFAULT_PREFIX = "ladder"
 QUICK_SHARE = 10  # --quick: a tenth of the steps, with evaluations scaled to match
 SAMPLE_CHARS = 200  # sampled to find the sample's first line
 SAMPLE_SEED = 1337  # the same model always shows the same line, reused or just trained
-# What a stored run must share with this tour's plan to count as the same stage.
-SAME_RUN = ("stage", "batch_size", "learning_rate", "max_iters", "eval_interval", "eval_iters", "seed")
+# Settings that say how a run goes, not what it computes: a stored stage may differ in these and still count.
+HOW_IT_RUNS = ("run", "device", "compile")
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """One stage of the tour, decided: ``action`` is "train", "resume" (an interrupted run) or "reuse" (a finished one)."""
+
+    stage: str
+    action: str
+    plan: Plan
+
+    @property
+    def run(self) -> str:
+        return self.plan.run
 
 
 @dataclass(frozen=True)
 class StageStarted:
-    """A stage begins: ``action`` is "train", "resume" (an interrupted run) or "reuse" (a finished one)."""
+    """A stage begins (or is reused)."""
 
     index: int
     total: int
     stage: str
     run: str
     action: str
-    config: core.TrainConfig
+    config: TrainConfig
 
 
 @dataclass(frozen=True)
@@ -62,7 +75,7 @@ class StageResult:
     run: str
     adds: str
     parameters: int
-    last_val: Optional[float]  # the last random-batch estimate during training
+    last_val: Optional[float]  # the last random-batch estimate (of the final weights, where there is one)
     full_val: float  # every position of the val split once
     published_val: Optional[float]
     seconds: float  # training time, evaluations included
@@ -72,17 +85,18 @@ class StageResult:
 
 @dataclass(frozen=True)
 class StageInterrupted:
-    """Ctrl-C stopped the stage at ``step``; its checkpoint is saved and the same tour goes on from it."""
+    """The tour stopped in (or before) a stage at ``step``; ``saved_step`` is its checkpoint (``None``: none yet)."""
 
     stage: str
     run: str
     step: int
+    saved_step: Optional[int]
 
 
 Event = Union[StageStarted, StageProgress, StageResult, StageInterrupted]
 
 
-def check_stages(names: list[str]) -> list[str]:
+def check_stages(names: Sequence[str]) -> list[str]:
     """The stages to tour, in the order given (default: bigram through layernorm, then mini), each once."""
     chosen = list(names) or list(DEFAULT_STAGES)
     for name in chosen:
@@ -93,30 +107,58 @@ def check_stages(names: list[str]) -> list[str]:
     return chosen
 
 
-def stage_config(stage: str, prefix: str, quick: bool, vocab_size: int, device: str) -> core.TrainConfig:
-    """The stage's lecture settings for this tour; ``quick`` takes a tenth of the steps and of each evaluation."""
+def stage_settings(stage: str, quick: bool, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The settings this tour gives ``make_plan`` for a stage: ``quick`` takes a tenth of the steps and of each
+    evaluation; ``overrides`` (``None`` keeps the preset) go on top, for every stage alike."""
     preset = stages.get(stage)
-    shrink: dict[str, Any] = {}
+    settings: dict[str, Any] = {}
     if quick:
-        shrink = dict(max_iters=max(1, preset.max_iters // QUICK_SHARE),
-                      eval_interval=max(1, preset.eval_interval // QUICK_SHARE),
-                      eval_iters=max(1, core.TrainConfig.eval_iters // QUICK_SHARE))
-    return core.make_config(stage, vocab_size, run=f"{prefix}-{stage}", device=device, **shrink)
+        settings = dict(max_iters=max(1, preset.max_iters // QUICK_SHARE),
+                        eval_interval=max(1, preset.eval_interval // QUICK_SHARE),
+                        eval_iters=max(1, TrainConfig.eval_iters // QUICK_SHARE))
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    return settings
 
 
-def _action(config: core.TrainConfig, overwrite: bool) -> str:
-    """Train afresh, resume, or reuse the stored run; a run of other settings is refused unless overwritten."""
-    if overwrite or not checkpoint.exists(config.run):
-        return "train"
-    stored = record.read_record(config.run)
-    hyper = stored.get("hyper", {})
-    wanted = config.hyper()
-    differ = [k for k in SAME_RUN if hyper.get(k) != wanted[k]]
-    if differ or ModelConfig.from_dict(stored.get("model", {})) != config.model:
-        what = f"{differ[0]} {hyper.get(differ[0])}, not {wanted[differ[0]]}" if differ else "another model shape"
-        raise UsageError(f"run {config.run!r} was trained with other settings ({what}); "
+def _differences(stored: Plan, wanted: TrainConfig, corpus: str) -> Optional[str]:
+    """What makes a stored run another computation than this tour's stage (``None``: it is the same)."""
+    have, want = stored.config.hyper(), wanted.hyper()
+    for key, value in want.items():
+        if key not in HOW_IT_RUNS and have.get(key) != value:
+            return f"{key} {have.get(key)}, not {value}"
+    if replace(stored.config.model, vocab_size=wanted.model.vocab_size) != wanted.model:
+        return "another model shape"
+    if stored.corpus != corpus:
+        return f"corpus {stored.corpus!r}, not {corpus!r}"
+    return None
+
+
+def plan_stage(stage: str, run: str, corpus: str, overwrite: bool, settings: dict[str, Any]) -> StagePlan:
+    """One stage's plan, made by ``make_plan`` as ``train`` makes it; a stored run of other settings is refused.
+
+    A run folder without a checkpoint is a training that never saved: it is
+    trained afresh. ``make_plan`` also refuses a run that another process holds.
+    """
+    fresh = make_plan(stage, run, corpus, overwrite=True, **settings)  # decides; writes nothing
+    if overwrite or not checkpoint.exists(run):
+        return StagePlan(stage, "train", fresh)
+    # no stage and no corpus given: the stored run's own, so that _differences sees them
+    stored = make_plan(None, run, None, resume=True, device=settings.get("device"))
+    differ = _differences(stored, fresh.config, corpus)
+    if differ:
+        raise UsageError(f"run {run!r} was trained with other settings ({differ}); "
                          "--overwrite trains it again, --prefix NAME tours under other names")
-    return "reuse" if int(stored.get("step", 0)) >= config.max_iters else "resume"
+    return StagePlan(stage, "reuse" if stored.complete else "resume", stored)
+
+
+def plan_tour(names: Sequence[str], prefix: str = DEFAULT_PREFIX, corpus: str = DEFAULT_CORPUS, quick: bool = False,
+              overwrite: bool = False, **overrides: Any) -> list[StagePlan]:
+    """Every stage's plan, before anything trains, so a refused stage late in the tour costs no training.
+
+    ``overrides`` are ``train``'s settings (``device``, ``max_iters``, ``n_embd``, ...) for every stage.
+    """
+    return [plan_stage(s, f"{prefix}-{s}", corpus, overwrite, stage_settings(s, quick, overrides))
+            for s in check_stages(names)]
 
 
 def first_line(model: nn.Module, corpus: Corpus, chars: int = SAMPLE_CHARS) -> str:
@@ -128,48 +170,50 @@ def first_line(model: nn.Module, corpus: Corpus, chars: int = SAMPLE_CHARS) -> s
     return lines[0] if lines else ""
 
 
-def _result(config: core.TrainConfig, corpus: Corpus, model: nn.Module, stored: dict[str, Any],
-            seconds: float, reused: bool) -> StageResult:
-    preset = stages.get(config.stage)
-    metrics = stored.get("metrics") or []
-    last = metrics[-1]["val"] if metrics else None
-    full = split_loss(model, corpus.val.to(next(model.parameters()).device), config.block_size).loss
-    return StageResult(config.stage, config.run, preset.adds, int(stored.get("parameters", 0)),
-                       last if isinstance(last, (int, float)) and math.isfinite(last) else None, full,
+def _last_val(stored: dict[str, Any]) -> Optional[float]:
+    """The run's last estimate: of its final weights where it made one, else its last lecture evaluation."""
+    final, metrics = stored.get("final"), stored.get("metrics") or []
+    row = final if isinstance(final, dict) else metrics[-1] if metrics else {}
+    value = row.get("val")
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def _result(stage: StagePlan, corpus: Corpus, model: nn.Module, seconds: float, reused: bool) -> StageResult:
+    preset, stored = stages.get(stage.stage), record.read_record(stage.run)
+    full = split_loss(model, corpus.val.to(next(model.parameters()).device), stage.plan.config.block_size).loss
+    return StageResult(stage.stage, stage.run, preset.adds, int(stored.get("parameters", 0)), _last_val(stored), full,
                        preset.published_val, seconds, first_line(model, corpus), reused)
 
 
-def tour(names: list[str], corpus: Corpus, prefix: str = DEFAULT_PREFIX, quick: bool = False,
-         overwrite: bool = False, device: str = "auto",
+def tour(plans: Sequence[StagePlan], corpus: Corpus,
          should_stop: Callable[[], bool] = lambda: False) -> Iterator[Event]:
-    """Train (or reuse, or resume) each stage in turn, yielding its training events and then its result.
+    """Train (or reuse, or resume) each planned stage in turn, yielding its training events and then its result.
 
-    Stops after a :class:`StageInterrupted` when ``should_stop`` asked for it.
+    ``should_stop`` stops the stage in training at the end of its step, with its
+    checkpoint (as in ``train``), or the tour before its next stage; either way
+    the last event is a :class:`StageInterrupted`.
     """
-    chosen = check_stages(names)
-    configs = [stage_config(s, prefix, quick, corpus.tokenizer.vocab_size, device) for s in chosen]
-    actions = [_action(c, overwrite) for c in configs]  # refuse a mismatched run before anything trains
-    for index, (config, action) in enumerate(zip(configs, actions)):
-        if action == "resume":
-            config = core.resume_config(record.read_record(config.run), device=device)
-        yield StageStarted(index, len(chosen), config.stage, config.run, action, config)
-        if action == "reuse":
-            loaded = checkpoint.load(config.run, resolve(config.device).device, weights="last")  # as it ended
-            yield _result(config, corpus, loaded.model, loaded.record,
-                          float(loaded.record.get("wall_time", 0.0)), reused=True)
+    for index, stage in enumerate(plans):
+        if should_stop():
+            yield StageInterrupted(stage.stage, stage.run, stage.plan.start_step,
+                                   stage.plan.start_step if stage.plan.resume is not None else None)
+            return
+        yield StageStarted(index, len(plans), stage.stage, stage.run, stage.action, stage.plan.config)
+        if stage.action == "reuse":
+            loaded = checkpoint.load(stage.run, stage.plan.device.device, weights="last")  # as it ended
+            yield _result(stage, corpus, loaded.model, float(loaded.record.get("wall_time", 0.0)), reused=True)
             continue
         finished = None
-        for event in core.train(config, corpus, resume=action == "resume", should_stop=should_stop):
-            yield StageProgress(config.stage, event)
+        for event in core.train(stage.plan, corpus, should_stop=should_stop):
+            yield StageProgress(stage.stage, event)
             if isinstance(event, core.Interrupted):
-                yield StageInterrupted(config.stage, config.run, event.step)
+                yield StageInterrupted(stage.stage, stage.run, event.step, event.saved_step)
                 return
             if isinstance(event, core.Finished):
                 finished = event
         assert finished is not None  # the core always ends with Finished or Interrupted
-        yield _result(config, corpus, finished.model, record.read_record(config.run), finished.elapsed,
-                      reused=False)
+        yield _result(stage, corpus, finished.model, finished.elapsed, reused=False)
 
 
-__all__ = ["DEFAULT_STAGES", "StageStarted", "StageProgress", "StageResult", "StageInterrupted", "tour",
-           "check_stages", "stage_config", "first_line"]
+__all__ = ["DEFAULT_STAGES", "DEFAULT_PREFIX", "StagePlan", "StageStarted", "StageProgress", "StageResult",
+           "StageInterrupted", "check_stages", "stage_settings", "plan_stage", "plan_tour", "tour", "first_line"]

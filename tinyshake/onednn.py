@@ -28,6 +28,7 @@ from torch.nn import functional as F
 
 MIN_FLOPS = 1 << 23  # below about 8 MFLOP the two libraries take the same time (measured)
 ENV = "TINYSHAKE_ONEDNN"
+MISSING = f"{ENV}=0, or no oneDNN in this build"  # why the layers take the default BLAS without a measurement
 
 
 def forced() -> Optional[bool]:

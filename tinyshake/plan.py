@@ -14,7 +14,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
-from tinyshake import checkpoint, runlock, stages
+from tinyshake import checkpoint, machine, runlock, stages, threads as cpu_threads
 from tinyshake.corpus import DEFAULT_CORPUS, validate_name
 from tinyshake.device import DeviceChoice, resolve
 from tinyshake.errors import UsageError
@@ -23,7 +23,7 @@ from tinyshake.model import ModelConfig
 if TYPE_CHECKING:
     import torch
 
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("float32", "bfloat16", "float16", "auto")  # auto: bf16 where the hardware multiplies it natively
 OPTIMIZERS = ("adamw", "muon")
 TORCH_INT_MAX = 2**63 - 1  # sizes and seeds end up in int64 tensors or torch's seed
 
@@ -115,7 +115,7 @@ def make_config(stage_name: str, vocab_size: int = ModelConfig.vocab_size, run: 
         max_iters=stage.max_iters,
         eval_interval=stage.eval_interval,
         eval_last=stage.eval_last,
-        **dict(stage.hyper, **{k: v for k, v in overrides.items() if v is not None}),
+        **{**stage.hyper, "dtype": stage.dtype, **{k: v for k, v in overrides.items() if v is not None}},
     )
     validate(config)
     return config
@@ -163,6 +163,10 @@ def validate(config: TrainConfig) -> None:
                 "eval_iters": config.eval_iters}
     if m.arch != "bigram":
         positive.update(n_embd=m.n_embd, n_head=m.n_head, n_layer=m.n_layer)
+    whole = dict(positive, max_iters=config.max_iters, seed=config.seed)
+    for name, value in whole.items():  # a stored record can hold 1.5 or "x" where the CLI only gives ints
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise UsageError(f"{name} must be a whole number, got {value!r}")
     for name, value in positive.items():
         if value <= 0:
             raise UsageError(f"{name} must be positive, got {value}")
@@ -190,8 +194,16 @@ def validate(config: TrainConfig) -> None:
 
 
 def resolve_dtype(device: torch.device, dtype: str, notices: list[str]) -> str:
-    """The autocast dtype this device can use for ``dtype``, with a notice where it falls back."""
+    """The autocast dtype this device can use for ``dtype``, with a notice where it falls back.
+
+    ``auto`` is bfloat16 where the hardware multiplies it natively (a CPU with
+    AMX or AVX512-BF16, a CUDA device with bf16) and float32 elsewhere: emulated
+    bf16 is slower than float32, so it would buy nothing for its rounding.
+    """
     kind = device.type
+    if dtype == "auto":
+        native = machine.native_bf16() if kind == "cpu" else kind == "cuda" and _cuda_bf16()
+        return "bfloat16" if native else "float32"
     if kind == "mps" and dtype == "bfloat16":
         notices.append("bfloat16 autocast is not supported on MPS here; using float32")
         return "float32"
@@ -199,6 +211,11 @@ def resolve_dtype(device: torch.device, dtype: str, notices: list[str]) -> str:
         notices.append("float16 autocast is slow or missing on CPUs; using bfloat16")
         return "bfloat16"
     return dtype
+
+
+def _cuda_bf16() -> bool:
+    import torch
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
 @dataclass(frozen=True)
@@ -217,6 +234,7 @@ class Plan:
     resume: Optional[Mapping[str, Any]] = None
     overwrite: bool = False
     notices: tuple[str, ...] = field(default=())
+    threads: Optional[cpu_threads.Choice] = None  # the CPU threads and why; None leaves the process's count alone
 
     @property
     def run(self) -> str:
@@ -255,8 +273,13 @@ def _stored_corpus(record: Mapping[str, Any]) -> Optional[str]:
 
 
 def make_plan(stage: Optional[str] = None, run: Optional[str] = None, corpus: Optional[str] = None,
-              resume: bool = False, overwrite: bool = False, **settings: Any) -> Plan:
+              resume: bool = False, overwrite: bool = False, threads_requested: Optional[int] = None,
+              **settings: Any) -> Plan:
     """Decide a training session from the user's choices (``None`` means not given), or refuse it in one line.
+
+    The CPU threads come from the free cores unless ``threads_requested``
+    (``--threads``) says; training takes the CPU routes measured for that count
+    (:mod:`tinyshake.tuning`) once it starts, so a refused plan measures nothing.
 
     A new run merges the stage's preset with ``settings``; without ``run`` it
     takes the stage's name, or the next free one (``bigram-2``, ...) with a
@@ -278,7 +301,8 @@ def make_plan(stage: Optional[str] = None, run: Optional[str] = None, corpus: Op
             raise UsageError(f"there is no run {name!r} to resume; start it without --resume")
         _refuse_in_use(name)
         record = checkpoint.read_record(name)
-        config = resume_config(record, stage=stage, **settings)
+        # the folder names the run: a copied folder goes on as the copy, not as the run its record came from
+        config = replace(resume_config(record, stage=stage, **settings), run=name)
         corpus = corpus if corpus is not None else _stored_corpus(record) or DEFAULT_CORPUS
     else:
         config = make_config(stage if stage is not None else stages.DEFAULT_STAGE, run=run, **settings)
@@ -294,7 +318,10 @@ def make_plan(stage: Optional[str] = None, run: Optional[str] = None, corpus: Op
     _refuse_in_use(config.run)
     choice = resolve(config.device)
     dtype = resolve_dtype(choice.device, config.dtype, notices)
-    return Plan(config, corpus, choice, dtype, record, overwrite, tuple(notices))
+    threads = cpu_threads.decide(threads_requested)
+    if threads.busy:
+        notices.append(threads.notice())
+    return Plan(config, corpus, choice, dtype, record, overwrite, tuple(notices), threads)
 
 
 def _refuse_in_use(run: str) -> None:

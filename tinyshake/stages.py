@@ -24,6 +24,7 @@ class Stage:
     published_val: float | None = None
     published_train: float | None = None  # where the lecture also gave its final train loss
     hyper: dict[str, Any] = field(default_factory=dict)
+    dtype: str = "float32"  # the lecture's stages keep float32, so their numbers hold; "auto": bf16 where native
 
 
 _SMALL = dict(batch_size=32, block_size=8, learning_rate=1e-3, max_iters=5000, eval_interval=500)
@@ -67,7 +68,7 @@ STAGES: dict[str, Stage] = {
               dict(n_embd=128, n_head=4, n_layer=4, ffwd="wide", proj=True, residual=True, layernorm=True,
                    norm="rmsnorm", activation="relu2", qk_norm=True, zero_init_proj=True, pos="rope", init_std=0.02),
               batch_size=32, block_size=64, learning_rate=3e-3, max_iters=2000, eval_interval=500, eval_last=True,
-              hyper=dict(optimizer="muon", muon_lr=0.03, warmup=0.02, warmdown=0.5)),
+              hyper=dict(optimizer="muon", muon_lr=0.03, warmup=0.02, warmdown=0.5), dtype="auto"),
     ]
 }
 DEFAULT_STAGE = "mini"

@@ -40,6 +40,7 @@ class Choice:
     threads: int
     reason: str
     busy: bool = False  # fewer threads than the machine would give on a quiet day
+    automatic: bool = True  # chosen from the machine (and looked at again by refresh), not set by --threads
 
     def count(self) -> str:
         return f"{self.threads} thread{'s' if self.threads != 1 else ''}"
@@ -158,12 +159,12 @@ def choose(cpus: int, busy: float, peers: int, ceiling: int) -> Choice:
     return Choice(threads, " and ".join(reasons), busy=True)
 
 
-def plan(sample: Callable[[list[int]], float] = busy_cores, ceiling: Optional[int] = None) -> Choice:
-    """The choice this machine calls for now, without applying it (``tinyshake info``)."""
+def plan(sample: Optional[Callable[[list[int]], float]] = None, ceiling: Optional[int] = None) -> Choice:
+    """The choice this machine calls for now, without applying it (``tinyshake info``); ``sample``: busy_cores."""
     cpus = allowed_cpus()
     if ceiling is None:
         ceiling = _ceiling()
-    return choose(len(cpus), sample(cpus), others(), ceiling)
+    return choose(len(cpus), (sample or busy_cores)(cpus), others(), ceiling)
 
 
 _state: dict[str, object] = {}  # the ceiling, and whether this process's count is automatic
@@ -177,25 +178,29 @@ def _ceiling() -> int:
     return int(_state["ceiling"])  # type: ignore[call-overload]
 
 
-def configure(requested: Optional[int] = None) -> Choice:
-    """Set torch's thread count for this process: ``requested`` (``--threads``) if given, else from the free cores.
+def decide(requested: Optional[int] = None) -> Choice:
+    """The thread count for a run, without applying it: ``requested`` (``--threads``) if given, else the free cores.
 
-    The process registers itself, so tinyshake processes started later share the cores with it.
+    ``requested`` must be between 1 and the CPUs this process may use: more
+    threads than CPUs is the very oversubscription this module avoids.
     """
+    if requested is None:
+        return plan()
+    cpus = len(allowed_cpus())
+    if not 1 <= requested <= cpus:
+        raise UsageError(f"--threads must be between 1 and the {cpus} CPU{'s' if cpus != 1 else ''} "
+                         f"this process may use, got {requested}")
+    return Choice(requested, "set by --threads", automatic=False)
+
+
+def configure(choice: Choice) -> None:
+    """Use ``choice`` in this process; it registers itself, so tinyshake processes started later share the cores."""
     import torch
-    if requested is not None and requested < 1:
-        raise UsageError(f"--threads must be 1 or more, got {requested}")
     _ceiling()
     register()
-    if requested is not None:
-        choice = Choice(requested, "set by --threads")
-        _state["automatic"] = False
-    else:
-        choice = plan()
-        _state["automatic"] = True
     torch.set_num_threads(choice.threads)
+    _state["automatic"] = choice.automatic
     _state["choice"] = choice
-    return choice
 
 
 def refresh() -> Optional[Choice]:
@@ -215,11 +220,5 @@ def refresh() -> Optional[Choice]:
     return choice
 
 
-def current() -> Optional[Choice]:
-    """The choice :func:`configure` or :func:`refresh` made last in this process, if any."""
-    choice = _state.get("choice")
-    return choice if isinstance(choice, Choice) else None
-
-
-__all__ = ["Choice", "allowed_cpus", "busy_cores", "choose", "configure", "current", "others", "plan", "refresh",
-           "register"]
+__all__ = ["Choice", "allowed_cpus", "busy_cores", "choose", "configure", "decide", "others", "plan",
+           "refresh", "register"]

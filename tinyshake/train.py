@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from tinyshake import checkpoint, distributed, kernels, optim
+from tinyshake import checkpoint, distributed, kernels, optim, threads, tuning
 from tinyshake.corpus import Corpus
 from tinyshake.errors import UsageError
 from tinyshake.model import ModelConfig, build, count_parameters
@@ -60,6 +60,15 @@ class Started:
     notices: list[str] = field(default_factory=list)
     rank: int = 0  # this process's place in a data-parallel job (0 of 1 when alone)
     world_size: int = 1
+    threads: str = ""  # the CPU threads and why, e.g. "2 threads (2 cores, 1.8 free)"; empty when left alone
+
+
+@dataclass(frozen=True)
+class Rethreaded:
+    """A look at the machine at an evaluation changed the thread count (another program started or ended)."""
+
+    step: int
+    choice: threads.Choice
 
 
 @dataclass(frozen=True)
@@ -112,7 +121,7 @@ class Finished:
     budget_ended: bool = False  # the time budget, not max_iters, ended the run
 
 
-Event = Union[Started, Stepped, Evaluated, Saved, Interrupted, Finished]
+Event = Union[Started, Stepped, Evaluated, Saved, Interrupted, Finished, Rethreaded]
 
 
 # --------------------------------------------------------------------------- data
@@ -346,6 +355,21 @@ def _history(stored: dict[str, Any]) -> list[dict[str, Any]]:
     return metrics
 
 
+def _use_cpu(plan: Plan) -> None:
+    """Apply the plan's thread count, and on a CPU the routes measured for it (cached after the first time).
+
+    A plan built by hand (:func:`for_config`) has no thread choice and leaves
+    both as they are. This runs once the model is built and its state loaded,
+    so a run refused before then writes no tuning cache and registers nowhere;
+    it runs before the attention check and compiling, which use the routes.
+    """
+    if plan.threads is None:
+        return
+    threads.configure(plan.threads)
+    if plan.device.device.type == "cpu":
+        tuning.tune(plan.threads.threads)
+
+
 def _stored_best(stored: dict[str, Any], metrics: list[dict[str, Any]]) -> tuple[Optional[int], Optional[float]]:
     """The best (step, val) a resumed run already has: its record's, or the lowest of its evaluations."""
     if isinstance(stored.get("best_val"), (int, float)) and isinstance(stored.get("best_step"), int):
@@ -374,6 +398,7 @@ def _train(plan: Plan, config: TrainConfig, corpus: Corpus, should_stop: Callabl
     best_step, best_val = _stored_best(stored, metrics)
     saved_step: Optional[int] = start if plan.resume else None
     saved_path: Optional[str] = str(checkpoint.run_dir(config.run)) if plan.resume else None
+    _use_cpu(plan)  # the model fits and the state loaded: from here on the run trains
     attention = _attention_for_training(config.model, device, dtype, notices)
     forward = _maybe_compile(distributed.wrap(model, dist, device), config, device, notices, attention)
     splits = {"train": corpus.train.to(device), "val": corpus.val.to(device)}
@@ -381,8 +406,10 @@ def _train(plan: Plan, config: TrainConfig, corpus: Corpus, should_stop: Callabl
         "name": config.run, "stage": config.stage, "model": config.model.to_dict(), "hyper": config.hyper(),
         "vocab": corpus.tokenizer.chars, "corpus": {"name": corpus.name, "sha256": corpus.sha256},
         "parameters": count_parameters(model), "max_iters": config.max_iters, "created": stored.get("created"),
+        "dtype": dtype, "threads": torch.get_num_threads(),  # what this session used: auto resolved, the CPU's count
     }
-    yield Started(config, record["parameters"], str(device), start, notices, dist.rank, dist.world_size)
+    yield Started(config, record["parameters"], str(device), start, notices, dist.rank, dist.world_size,
+                  plan.threads.describe() if plan.threads is not None else "")
 
     clock = time.perf_counter()
     trained = float(stored.get("train_seconds", 0.0))  # training time alone: what --time-budget counts
@@ -432,6 +459,10 @@ def _train(plan: Plan, config: TrainConfig, corpus: Corpus, should_stop: Callabl
         if not all(math.isfinite(value) for value in losses.values()):
             raise _diverged(step, "the evaluated loss", config, saved_step)
         event = Evaluated(step, losses["train"], losses["val"], elapsed(), final)
+        rethreaded = threads.refresh()  # between evaluation and training: a look costs 50 ms, not a step's rhythm
+        if rethreaded is not None:
+            record["threads"] = rethreaded.threads
+            yield Rethreaded(step, rethreaded)
         row = {"step": step, "train": event.train, "val": event.val, "elapsed": event.elapsed}
         if not final:
             metrics.append(row)

@@ -9,7 +9,9 @@ Two choices depend on the CPU more than on anything else:
   ``scaled_dot_product_attention`` kernel (128 on the first AMD EPYC).
 
 Both are timed forward and backward, at the shapes of the ``mini`` and
-``modern`` presets, best of a few interleaved rounds, in about a second. The
+``modern`` presets, in well under two seconds: the two candidates take turns,
+and the margin is the median of the ratios of each turn, so a burst of load from
+another program slows one pair and moves the median little. The
 result is cached as JSON in the cache folder, keyed by the CPU model, the torch
 version and the thread count, so each machine measures once; ``tinyshake bench
 --retune`` measures again. A damaged cache is measured again and replaced.
@@ -19,6 +21,7 @@ The measurement draws from its own random generator, so runs are unchanged.
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -32,14 +35,16 @@ from tinyshake import atomic, machine, model, onednn, paths
 from tinyshake.errors import TinyshakeError
 
 CACHE_VERSION = 1
-ROUNDS = 3  # interleaved rounds; each route keeps its best, so a noisy machine slows both alike
+TRIALS = 5  # interleaved trials per comparison, after one warm-up call of each candidate
+MIN_TRIALS = 3  # fewer than this, the median is no better than one noisy trial
+TRIAL_BUDGET = 0.06  # seconds per comparison after which it stops at MIN_TRIALS: on a busy machine ~1.5 s in all
 # (rows, fan_in, fan_out) of the float32 layers big enough for oneDNN (onednn.MIN_FLOPS), per preset
 LINEAR_SHAPES = {
     "mini": [(512, 64, 192), (512, 256, 64)],  # attention's projection in, the feed-forward's projection out
-    "modern": [(2048, 128, 384), (2048, 512, 128)],
+    "modern": [(1024, 128, 384), (1024, 512, 128)],  # half modern's 2048 rows: the same kernels, half the wait
 }
 ATTENTION_CONTEXTS = (8, 32, 64, 128, 256)  # the presets' block sizes, and one between
-ATTENTION_TOKENS = 1024  # batch x context at each length, between the mini preset's 512 and modern's 2048
+ATTENTION_TOKENS = 512  # batch x context at each length: the mini preset's batch
 ATTENTION_HEADS, ATTENTION_HEAD_SIZE = 4, 32
 
 
@@ -55,15 +60,18 @@ class Routes:
     source: str = "measured now"  # or "cached", or why a route was forced
 
     def describe_linear(self) -> str:
+        if not self.linear_margin and not onednn.available():
+            return f"float32 layers through the default BLAS ({onednn.MISSING})"
         route = "oneDNN" if self.onednn else "the default BLAS"
         margins = ", ".join(f"{name} {m:.2f}x" for name, m in self.linear_margin.items())
-        measured = f"; oneDNN against the BLAS: {margins}" if margins else ""
+        measured = f"; the BLAS's time over oneDNN's: {margins}" if margins else ""
         return f"float32 layers through {route} ({self.source}{measured})"
 
     def describe_attention(self) -> str:
         margins = ", ".join(f"{t}: {m:.2f}x" for t, m in self.attention_margin.items())
-        return (f"batched matmuls up to {self.small_attention} positions, the fused kernel beyond"
-                + (f" (fused time over batched, by context: {margins})" if margins else ""))
+        where = (f"batched matmuls up to {self.small_attention} positions, the fused kernel beyond"
+                 if self.small_attention else "the fused kernel at every context length")
+        return where + (f" (its time over the batched matmuls', by context: {margins})" if margins else "")
 
 
 def cache_file() -> Path:
@@ -78,17 +86,26 @@ def machine_key(threads: int) -> str:
 # --------------------------------------------------------------------------- measuring
 
 
-def _best_of(candidates: dict[str, Callable[[], None]], rounds: int = ROUNDS) -> dict[str, float]:
-    """Seconds of each candidate's best round, the candidates taking turns (after one warm-up call each)."""
-    for run in candidates.values():
-        run()
-    best = {name: float("inf") for name in candidates}
-    for _ in range(rounds):
-        for name, run in candidates.items():
-            start = time.perf_counter()
-            run()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
+def margin(candidate: Callable[[], None], other: Callable[[], None]) -> float:
+    """How many times longer ``other`` takes than ``candidate``: above 1, ``candidate`` is faster.
+
+    The two take turns (after one warm-up call each) and each turn gives a
+    ratio; the median of those ratios is what counts, since load that arrives in
+    the middle of a turn slows both of that turn's calls alike, and a turn that
+    it hits harder is outvoted. It stops after :data:`TRIALS` turns, or after
+    :data:`MIN_TRIALS` once :data:`TRIAL_BUDGET` seconds have gone.
+    """
+    candidate()
+    other()
+    ratios: list[float] = []
+    start = time.perf_counter()
+    while len(ratios) < TRIALS and (len(ratios) < MIN_TRIALS or time.perf_counter() - start < TRIAL_BUDGET):
+        first = time.perf_counter()
+        candidate()
+        second = time.perf_counter()
+        other()
+        ratios.append((time.perf_counter() - second) / max(second - first, 1e-9))
+    return statistics.median(ratios)
 
 
 def _layers_step(shapes: list[tuple[int, int, int]], generator: torch.Generator,
@@ -107,12 +124,9 @@ def _layers_step(shapes: list[tuple[int, int, int]], generator: torch.Generator,
 
 def measure_linear(generator: torch.Generator) -> dict[str, float]:
     """Per preset, the default BLAS's time over oneDNN's for its layers: above 1, oneDNN is faster."""
-    margins = {}
-    for name, shapes in LINEAR_SHAPES.items():
-        best = _best_of({"onednn": _layers_step(shapes, generator, onednn.through_onednn),
-                         "blas": _layers_step(shapes, generator, F.linear)})
-        margins[name] = best["blas"] / best["onednn"]
-    return margins
+    return {name: margin(_layers_step(shapes, generator, onednn.through_onednn),
+                         _layers_step(shapes, generator, F.linear))
+            for name, shapes in LINEAR_SHAPES.items()}
 
 
 def _attention_step(context: int, generator: torch.Generator, fused: bool) -> Callable[[], None]:
@@ -132,12 +146,9 @@ def _attention_step(context: int, generator: torch.Generator, fused: bool) -> Ca
 
 def measure_attention(generator: torch.Generator) -> dict[int, float]:
     """Per context length, the fused kernel's time over the batched matmuls': above 1, batched is faster."""
-    margins = {}
-    for context in ATTENTION_CONTEXTS:
-        best = _best_of({"batched": _attention_step(context, generator, fused=False),
-                         "fused": _attention_step(context, generator, fused=True)})
-        margins[context] = best["fused"] / best["batched"]
-    return margins
+    return {context: margin(_attention_step(context, generator, fused=False),
+                            _attention_step(context, generator, fused=True))
+            for context in ATTENTION_CONTEXTS}
 
 
 def small_attention(margins: dict[int, float]) -> int:
@@ -150,15 +161,17 @@ def small_attention(margins: dict[int, float]) -> int:
     return longest
 
 
-def measure() -> Routes:
-    """Time both routes here, now (about a second), on a generator of its own."""
+def measure(threads: int) -> Routes:
+    """Time both routes here, now, on ``threads`` threads (about a second), on a generator of its own."""
     generator = torch.Generator().manual_seed(0)
-    linear = measure_linear(generator) if onednn.available() else {}
-    attention = measure_attention(generator)
-    product = 1.0
-    for margin in linear.values():
-        product *= margin
-    wins = bool(linear) and product ** (1 / len(linear)) > 1.0  # oneDNN wins over the presets, geometrically
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        linear = measure_linear(generator) if onednn.available() else {}
+        attention = measure_attention(generator)
+    finally:
+        torch.set_num_threads(before)
+    wins = bool(linear) and statistics.geometric_mean(linear.values()) > 1.0  # oneDNN wins over the presets
     return Routes(onednn=wins, small_attention=small_attention(attention),
                   linear_margin={k: round(v, 3) for k, v in linear.items()},
                   attention_margin={str(k): round(v, 3) for k, v in attention.items()},  # type: ignore[misc]
@@ -200,10 +213,10 @@ def choose(threads: int, retune: bool = False) -> Routes:
     """This machine's routes: cached for ``threads`` threads, else (or with ``retune``) measured and cached."""
     key = machine_key(threads)
     entries = _read_cache()
-    cached = None if retune else _from_entry(entries.get(key))
-    if cached is not None:
-        return cached
-    routes = _measured[key] if key in _measured and not retune else measure()
+    stored = None if retune else _from_entry(entries.get(key))
+    if stored is not None:
+        return stored
+    routes = _measured[key] if key in _measured and not retune else measure(threads)
     _measured[key] = routes
     entry = asdict(routes)
     entry.pop("source")
@@ -231,11 +244,23 @@ def apply(routes: Routes) -> None:
     model.SMALL_ATTENTION = routes.small_attention
 
 
+def decide(threads: int, retune: bool = False) -> Routes:
+    """This machine's routes for ``threads`` threads, with the user's TINYSHAKE_ONEDNN over the measurement."""
+    return forced(choose(threads, retune))
+
+
+def cached(threads: int) -> Optional[Routes]:
+    """The routes cached for ``threads`` threads, or None: what ``tinyshake info`` shows, without measuring."""
+    routes = _from_entry(_read_cache().get(machine_key(threads)))
+    return forced(routes) if routes is not None else None
+
+
 def tune(threads: int, retune: bool = False) -> Routes:
-    """Choose this machine's routes for ``threads`` threads and use them: what train and bench call."""
-    routes = forced(choose(threads, retune))
+    """Choose this machine's routes for ``threads`` threads and use them: what bench calls."""
+    routes = decide(threads, retune)
     apply(routes)
     return routes
 
 
-__all__ = ["Routes", "apply", "cache_file", "choose", "forced", "machine_key", "measure", "small_attention", "tune"]
+__all__ = ["Routes", "apply", "cache_file", "cached", "choose", "decide", "forced", "machine_key", "measure",
+           "small_attention", "tune"]

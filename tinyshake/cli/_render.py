@@ -16,6 +16,8 @@ from rich.console import Console
 from rich.style import Style
 from rich.text import Text
 
+from tinyshake.cli._output import no_color, use_rich
+
 # =========================================================================== heatmaps, bars and scatters
 # (inspect and demo: attention weights, next-character probabilities, embeddings)
 
@@ -135,6 +137,23 @@ class Series:
     points: Sequence[tuple[float, float]]
 
 
+def plain_charts() -> bool:
+    """Charts in marker characters, not coloured braille: piped, ``TERM=dumb``, or ``NO_COLOR``.
+
+    Braille curves are told apart by colour alone, so without colour they would be one tangle.
+    """
+    return not use_rich() or no_color()
+
+
+def run_metrics(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """A run record's evaluations in step order, ending with its final weights' one where it made one."""
+    rows = [m for m in run.get("metrics") or [] if isinstance(m, dict)]
+    final = run.get("final")
+    if isinstance(final, dict) and (not rows or final.get("step", -1) > rows[-1].get("step", -1)):
+        rows.append(dict(final, final=True))
+    return rows
+
+
 def metric_series(metrics: Iterable[dict[str, Any]], split: str, label: str) -> Series:
     """A curve from a run's recorded metrics (``{"step", "train", "val", ...}`` rows) for ``split``."""
     points = [(float(m["step"]), float(m[split])) for m in metrics
@@ -232,13 +251,24 @@ def line_chart(series: Sequence[Series], width: int, height: int, plain: bool, t
     gap = columns - len(left) - len(middle) - len(right)
     scale = left + " " * max(1, gap // 2) + middle + " " * max(1, gap - gap // 2) + right
     out.append(" " * (label_width + 2) + scale + "  step\n", style=axis_style)
-    out.append(" " * (label_width + 2))
+    return out.append_text(_legend(drawn, label_width + 2, width, plain))
+
+
+def _legend(drawn: Sequence[Series], indent: int, width: int, plain: bool) -> Text:
+    """Each curve's marker (or colour) and label, as many to a line as fit in ``width`` cells."""
+    out, used = Text(" " * indent), indent
     for index, s in enumerate(drawn):
+        size = 3 + len(s.label)  # marker and its space, or the coloured "━━ "
+        if used > indent and used + size > width:
+            out.rstrip()
+            out.append("\n" + " " * indent)
+            used = indent
         if plain:
             out.append(f"{MARKERS[index % len(MARKERS)]} {s.label}")
         else:
             out.append("━━ ", style=PALETTE[index % len(PALETTE)]).append(s.label)
         out.append("   ")
+        used += size + 3
     out.rstrip()
     return out
 

@@ -1,13 +1,37 @@
-"""``tinyshake info``: where things live, versions, the device, and the cached corpora."""
+"""``tinyshake info``: where things live, versions, the device, the CPU's threads and routes, the cached corpora.
+
+It measures nothing (that is ``tinyshake bench --retune``, or the first
+training run): it reads the free cores in 0.15 s and the tuning cache.
+"""
 
 from __future__ import annotations
 
 import platform
 
+from typing import TYPE_CHECKING, Optional
+
 from rich.table import Table
 
 from tinyshake import __version__, corpus, paths
 from tinyshake.cli._output import handle_errors, make_console
+
+if TYPE_CHECKING:
+    from tinyshake.tuning import Routes
+
+NOT_MEASURED = "not measured yet for {threads}; `tinyshake bench --retune` measures (so does the first `train`)"
+
+
+def _routes(routes: Optional[Routes], threads: int) -> list[tuple[str, str]]:
+    """The tuning rows: the routes measured for this thread count and their margins, or how to measure them."""
+    from tinyshake import onednn
+
+    if routes is None:
+        rows = [("routes", NOT_MEASURED.format(threads=f"{threads} thread{'s' if threads != 1 else ''}"))]
+        if not onednn.available():
+            rows.append(("layers", f"float32 layers through the default BLAS ({onednn.MISSING})"))
+        return rows
+    return [("layers", routes.describe_linear()),
+            ("attention", f"{routes.describe_attention()}; measured {routes.measured}")]
 
 
 @handle_errors
@@ -15,10 +39,11 @@ def info() -> None:
     """Show where data lives, the versions, the device that would be used and the cached corpora."""
     import torch
 
-    from tinyshake import device, onednn
+    from tinyshake import device, machine, threads, tuning
 
     console = make_console()
     choice = device.resolve("auto")
+    cpu = threads.plan()
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
@@ -27,8 +52,9 @@ def info() -> None:
         ("python", platform.python_version()),
         ("torch", torch.__version__),
         ("device", f"{choice.device} ({choice.reason})"),
-        ("cpu", f"{torch.get_num_threads()} threads; float32 layers through "
-                f"{'oneDNN' if onednn.available() else 'the default BLAS (TINYSHAKE_ONEDNN=0, or no oneDNN in this build)'}"),
+        ("cpu", machine.cpu_model()),
+        ("threads", f"{cpu.describe()}; --threads N overrides"),
+        *_routes(tuning.cached(cpu.threads), cpu.threads),
         ("home", f"{paths.home()} (set {paths.HOME_ENV} to move it)"),
         ("corpora", str(paths.corpus_root())),
         ("runs", str(paths.runs_root())),

@@ -1,10 +1,16 @@
-"""``tinyshake ladder [STAGE ...]``: train the lecture's stages in turn and compare them in one table."""
+"""``tinyshake ladder [STAGE ...]``: train the lecture's stages in turn and compare them in one table.
+
+The core (:mod:`tinyshake.ladder`) plans each stage with ``make_plan`` and trains
+it with the training generator, as ``train`` does; this module renders its
+events and handles stop signals with ``train``'s own :class:`~tinyshake.cli.train.StopFlag`.
+"""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Console, Group, RenderableType
@@ -13,11 +19,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from tinyshake import stages
 from tinyshake.cli._output import handle_errors, make_console, use_rich
+from tinyshake.cli.train import INTERRUPT_EXIT, STOP_SIGNALS, StopFlag, confirm_slow_run
 
-INTERRUPT_EXIT = 130
+if TYPE_CHECKING:
+    from tinyshake import ladder as core
+    from tinyshake import train as training
+
 ACTIONS = {"train": "training", "resume": "resuming", "reuse": "reusing"}
+NUMBERS = ("params", "val\nestimate", "val\nfull split", "lecture\nval", "time")  # never wrapped or cut
 
 
 def _val(value: Optional[float]) -> str:
@@ -28,28 +38,37 @@ def _lecture(value: Optional[float]) -> str:
     return f"{value:.2f}" if value is not None else "-"
 
 
-def results_table(results: list[Any], final: bool) -> Table:
-    """The tour so far: one row per finished stage; ``final`` adds what each adds and its sample."""
+def results_table(results: list[core.StageResult], final: bool) -> Table:
+    """The tour so far: one row per finished stage; ``final`` adds what each adds.
+
+    Names and numbers are never cut; what a stage adds and its sample wrap
+    instead, so the table fits a terminal of 100 columns.
+    """
     table = Table(title="The lecture's ladder" if final else None, title_justify="left")
-    columns = ["stage", *(["what it adds"] if final else []), "params", "val (estimate)", "val (full split)",
-               "lecture val", "time", "sample (first line)"]
-    for column in columns:
-        table.add_column(column, justify="right" if column in ("params", "val (estimate)", "val (full split)",
-                                                                "lecture val", "time") else "left",
-                         overflow="fold" if column == "what it adds" else "ellipsis",
-                         no_wrap=column == "sample (first line)", max_width=30 if column == "what it adds" else None)
+    table.add_column("stage", no_wrap=True, min_width=max(len(r.stage) for r in results) if results else None)
+    if final:
+        table.add_column("what it adds", ratio=1, overflow="fold", min_width=10)
+    for column in NUMBERS:
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("sample (first line)", ratio=2, overflow="fold", min_width=12)
     for r in results:
         table.add_row(r.stage, *([r.adds] if final else []), f"{r.parameters:,}", _val(r.last_val), _val(r.full_val),
-                      _lecture(r.published_val), f"{r.seconds:.1f}s" + (" (reused)" if r.reused else ""),
+                      _lecture(r.published_val), f"{r.seconds:.1f}s" + ("\nreused" if r.reused else ""),
                       Text(r.sample))
     return table
 
 
-def plain_line(r: Any) -> str:
+def plain_line(r: core.StageResult) -> str:
     """One stage as one plain line, for pipes and logs."""
     reused = ", reused" if r.reused else ""
     return (f"{r.stage}: {r.parameters:,} parameters, val {_val(r.last_val)} (full split {_val(r.full_val)}), "
             f"lecture {_lecture(r.published_val)}, {r.seconds:.1f} s{reused} | {r.sample}")
+
+
+def _notices(event: training.Event) -> list[str]:
+    from tinyshake import train as training
+
+    return list(event.notices) if isinstance(event, training.Started) else []
 
 
 class LiveTour:
@@ -57,7 +76,7 @@ class LiveTour:
 
     def __init__(self, console: Console) -> None:
         self.console = console
-        self.results: list[Any] = []
+        self.results: list[core.StageResult] = []
         self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("loss {task.fields[val]}"), TimeElapsedColumn(), console=console)
         self.task: Optional[Any] = None
@@ -73,38 +92,39 @@ class LiveTour:
     def __exit__(self, *exc: object) -> None:
         self.live.stop()
 
-    def started(self, event: Any) -> None:
+    def started(self, event: core.StageStarted) -> None:
         if self.task is not None:
             self.progress.remove_task(self.task)
         label = f"{event.index + 1}/{event.total} {event.stage} ({ACTIONS[event.action]} run {event.run})"
         self.task = self.progress.add_task(label, total=event.config.max_iters, val="-")
 
-    def trained(self, event: Any) -> None:
-        from tinyshake import train as core
+    def trained(self, event: training.Event) -> None:
+        from tinyshake import train as training
 
-        if isinstance(event, core.Stepped) and self.task is not None:
+        if self.task is None:
+            return
+        if isinstance(event, training.Stepped):
             self.progress.update(self.task, completed=event.step)
-        elif isinstance(event, core.Evaluated) and self.task is not None:
+        elif isinstance(event, training.Evaluated):
             self.progress.update(self.task, val=f"train {event.train:.4f}, val {event.val:.4f}")
-        elif isinstance(event, core.Started) and self.task is not None:
+        elif isinstance(event, training.Started):
             self.progress.update(self.task, completed=event.start_step)
-            for notice in event.notices:
-                self.console.print(Text.assemble(("note: ", "yellow"), notice))
+        for notice in _notices(event):
+            self.console.print(Text.assemble(("note: ", "yellow"), notice))
 
-    def done(self, result: Any) -> None:
+    def done(self, result: core.StageResult) -> None:
         self.results.append(result)
 
-    def stopping(self) -> None:
+    def stopping(self, why: str) -> None:
         if self.task is not None:
-            self.progress.update(self.task, description="[yellow]stopping after this step…[/]")
+            self.progress.update(self.task, description=f"[yellow]{why}: stopping after this step…[/]")
 
 
 class PlainTour:
-    """Piped: one line per stage when it is done, and nothing else on stdout."""
+    """Piped: one line per stage on stdout when it is done; what it is doing goes to stderr."""
 
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self.results: list[Any] = []
+    def __init__(self) -> None:
+        self.results: list[core.StageResult] = []
 
     def __enter__(self) -> "PlainTour":
         return self
@@ -112,48 +132,47 @@ class PlainTour:
     def __exit__(self, *exc: object) -> None:
         return None
 
-    def started(self, event: Any) -> None:
-        print(f"{event.stage}: {ACTIONS[event.action]} run {event.run}", file=sys.stderr)
+    def started(self, event: core.StageStarted) -> None:
+        print(f"{event.stage}: {ACTIONS[event.action]} run {event.run}", file=sys.stderr, flush=True)
 
-    def trained(self, event: Any) -> None:
-        from tinyshake import train as core
+    def trained(self, event: training.Event) -> None:
+        for notice in _notices(event):
+            print(f"note: {notice}", file=sys.stderr)
 
-        if isinstance(event, core.Started):
-            for notice in event.notices:
-                print(f"note: {notice}", file=sys.stderr)
-
-    def done(self, result: Any) -> None:
+    def done(self, result: core.StageResult) -> None:
         self.results.append(result)
         print(plain_line(result), flush=True)
 
-    def stopping(self) -> None:
-        print("Stopping after this step and saving the stage's checkpoint (Ctrl-C again to abort)...",
-              file=sys.stderr, flush=True)
+    def stopping(self, why: str) -> None:
+        """Called from the signal handler: one raw write, which cannot re-enter a buffered stream."""
+        text = f"{why}: stopping after this step and saving the stage's checkpoint (press Ctrl-C again to abort)...\n"
+        try:
+            os.write(sys.stderr.fileno(), text.encode())
+        except (OSError, ValueError):  # no real file descriptor (an in-process test runner)
+            pass
 
 
-class StopFlag:
-    """The first Ctrl-C stops the current stage at the end of its step, with its checkpoint; a second aborts."""
-
-    def __init__(self, view: Any) -> None:
-        self.requested, self.view = False, view
-
-    def __call__(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        self.view.stopping()
+def stopped_line(event: core.StageInterrupted) -> str:
+    """Where the tour stopped, what is kept, and how to go on."""
+    kept = (f"its checkpoint of step {event.saved_step} is kept in run {event.run}" if event.saved_step is not None
+            else "nothing of it was saved yet")
+    return f"Stopped {event.stage} at step {event.step}; {kept}. Run the same command again to go on."
 
 
 @handle_errors
 def ladder(
     stage_names: Annotated[Optional[list[str]], typer.Argument(
-        metavar="[STAGE]...", help="Stages to train, in order (default: bigram through layernorm, then mini; "
+        metavar="STAGE", help="Stages to train, in order (default: bigram through layernorm, then mini; "
                                    "gpt only when named). `tinyshake stages` lists them.")] = None,
     prefix: Annotated[str, typer.Option(help="Runs are named PREFIX-STAGE.")] = "ladder",
     quick: Annotated[bool, typer.Option("--quick", help="A tenth of each stage's steps, and of each evaluation: "
                                                         "a tour of minutes.")] = False,
+    max_iters: Annotated[Optional[int], typer.Option(help="Training steps of every stage (default: each "
+                                                          "stage's own).")] = None,
+    eval_interval: Annotated[Optional[int], typer.Option(help="Steps between evaluations, for every stage.")] = None,
+    eval_iters: Annotated[Optional[int], typer.Option(help="Random batches per split in each evaluation.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Train every stage again, even a finished one.")] = False,
-    device_name: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")] = "auto",
+    device_name: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or mps.")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Don't ask before a very long stage.")] = False,
 ) -> None:
     """Train the lecture's ladder stage by stage and compare them: val loss, the lecture's, time and a sample.
@@ -164,22 +183,39 @@ def ladder(
     from tinyshake import corpus
     from tinyshake import ladder as core
     from tinyshake.cli.fetch import ensure_corpus
-    from tinyshake.cli.train import _confirm_slow_run
 
-    chosen = core.check_stages(stage_names or [])
-    for name in chosen:  # the gpt stages warn (and, if very long, ask) before anything trains
-        if name in stages.GPU_SIZED:
-            _confirm_slow_run(core.stage_config(name, prefix, quick, 65, device_name), yes)
+    plans = core.plan_tour(stage_names or [], prefix, corpus.DEFAULT_CORPUS, quick, overwrite, device=device_name,
+                           max_iters=max_iters, eval_interval=eval_interval, eval_iters=eval_iters)
+    for stage in plans:  # the gpt stages warn (and, if very long, ask) before anything trains
+        if stage.action != "reuse":
+            confirm_slow_run(stage.plan, yes)
     ensure_corpus(corpus.DEFAULT_CORPUS, make_console(stderr=True))
     data = corpus.load(corpus.DEFAULT_CORPUS)
     console = make_console()
-    view: Any = LiveTour(console) if use_rich() else PlainTour(console)
+    view: Any = LiveTour(console) if use_rich() else PlainTour()
     flag = StopFlag(view)
-    previous = signal.signal(signal.SIGINT, flag)
-    stopped = None
+    stopped = _run_tour(core.tour(plans, data, should_stop=lambda: flag.requested), view, flag)
+    if use_rich() and view.results:
+        console.print(results_table(view.results, final=True))
+    if stopped is not None:
+        console.print(stopped_line(stopped), markup=False)
+        raise typer.Exit(flag.exit_code)
+    if use_rich():
+        console.print(f"Compare the curves: tinyshake plot '{prefix}-*'", markup=False)
+
+
+def _run_tour(events: Any, view: Any, flag: StopFlag) -> Optional[core.StageInterrupted]:
+    """Render the tour's events; return where it stopped (``None``: it went to its end).
+
+    A stop signal once ends the current stage at the end of its step, with its
+    checkpoint; twice aborts at once, keeping what is saved.
+    """
+    from tinyshake import ladder as core
+
+    previous = {sig: signal.signal(sig, flag) for sig in STOP_SIGNALS}
     try:
         with view:
-            for event in core.tour(chosen, data, prefix, quick, overwrite, device_name, lambda: flag.requested):
+            for event in events:
                 if isinstance(event, core.StageStarted):
                     view.started(event)
                 elif isinstance(event, core.StageProgress):
@@ -187,17 +223,12 @@ def ladder(
                 elif isinstance(event, core.StageResult):
                     view.done(event)
                 elif isinstance(event, core.StageInterrupted):
-                    stopped = event
+                    flag.saved = True
+                    return event
     except KeyboardInterrupt:
         print("\nAborted; every finished stage and the last checkpoint are kept", file=sys.stderr)
         raise typer.Exit(INTERRUPT_EXIT) from None
     finally:
-        signal.signal(signal.SIGINT, previous)
-    if use_rich() and view.results:
-        console.print(results_table(view.results, final=True))
-    if stopped is not None:
-        console.print(f"Stopped {stopped.stage} at step {stopped.step}; its checkpoint is saved in run {stopped.run}. "
-                      "Run the same command again to go on.", markup=False)
-        raise typer.Exit(INTERRUPT_EXIT)
-    if use_rich():
-        console.print(f"Compare the curves: tinyshake plot '{prefix}-*'", markup=False)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return None

@@ -12,8 +12,8 @@ from rich.table import Table
 
 from tinyshake import record
 from tinyshake.atomic import write_bytes
-from tinyshake.cli._output import handle_errors, make_console, use_rich
-from tinyshake.cli._render import chart_svg, line_chart, metric_series
+from tinyshake.cli._output import handle_errors, make_console
+from tinyshake.cli._render import chart_svg, line_chart, metric_series, plain_charts, run_metrics
 from tinyshake.errors import UsageError
 
 SPLITS = ("train", "val", "both")
@@ -40,19 +40,28 @@ def select_runs(patterns: list[str], records: list[dict[str, Any]]) -> list[dict
     return chosen
 
 
-def _table(records: list[dict[str, Any]]) -> Table:
-    table = Table("run", "stage", "steps", "last train", "last val", "best val")
+def _table(records: list[dict[str, Any]], plain: bool) -> Table:
+    """Each run's last train and val (of its final weights where it has them) and its best val."""
+    table = Table("run", "stage", "steps", "last train", "last val", "best val", header_style="" if plain else None)
     for run in records:
-        last = (run.get("metrics") or [{}])[-1]
+        last = (run_metrics(run) or [{}])[-1]
         table.add_row(run["name"], str(run.get("stage", "?")), str(run.get("step", "?")),
                       *(f"{last[k]:.4f}" if isinstance(last.get(k), (int, float)) else "-" for k in ("train", "val")),
                       f"{run['best_val']:.4f}" if isinstance(run.get("best_val"), (int, float)) else "-")
     return table
 
 
+def _label(run: str, split: str, runs: int, chosen: str) -> str:
+    """A curve's name in the legend: the run (the title names the split), the split (one run), or both."""
+    if chosen == "both":
+        return f"{run} {split}" if runs > 1 else split
+    return run if runs > 1 else split
+
+
 @handle_errors
 def plot(
     runs: Annotated[Optional[list[str]], typer.Argument(
+        metavar="RUN",
         help="Runs to draw, by name or pattern (`'ladder-*'`); default: the most recent run.")] = None,
     split: Annotated[str, typer.Option(help="Which curves: val, train or both.")] = "val",
     height: Annotated[int, typer.Option(help="Rows of the plot area.", min=3)] = 16,
@@ -65,14 +74,13 @@ def plot(
         raise UsageError(f"cannot write {svg}: its folder does not exist or it is a folder")
     records = select_runs(runs or [], record.list_runs())
     splits = ("train", "val") if split == "both" else (split,)
-    several = len(records) > 1
-    series = [metric_series(r.get("metrics", []), s, f"{r['name']} {s}" if several or split == "both" else s)
+    series = [metric_series(run_metrics(r), s, _label(r["name"], s, len(records), split))
               for r in records for s in splits]
     title = f"{'train and val' if split == 'both' else split} loss"
-    console = make_console()
-    width = min(console.width, 120) if use_rich() else int(os.environ.get("COLUMNS", "0") or 0) or 100
-    console.print(line_chart(series, width, height, plain=not use_rich(), title=title))
-    console.print(_table(records))
+    console, plain = make_console(), plain_charts()
+    width = int(os.environ.get("COLUMNS", "0") or 0) or 100 if plain else min(console.width, 120)
+    console.print(line_chart(series, width, height, plain=plain, title=title))
+    console.print(_table(records, plain))
     if svg is not None:
         write_bytes(svg, chart_svg(line_chart(series, SVG_WIDTH, height, plain=False, title=title),
                                    title=f"tinyshake plot: {title}", width=SVG_WIDTH).encode())

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from tinyshake import paths, record
 from tinyshake.cli._output import handle_errors, make_console
@@ -73,29 +74,37 @@ def rm(name: Annotated[str, typer.Argument(help="Run to delete.")]) -> None:
     make_console().print(f"Deleted run {name}", markup=False)
 
 
+def _settings(run: dict[str, Any]) -> list[tuple[str, str]]:
+    """What a run is: its stage, size, progress, best, corpus, model shape and training settings."""
+    best, at = run.get("best_val"), run.get("best_step")
+    model = {k: v for k, v in run["model"].items() if k != "vocab_size"}
+    return [
+        ("stage", str(run.get("stage"))), ("parameters", f"{run.get('parameters', 0):,}"),
+        ("steps", f"{run.get('step')}/{run.get('max_iters', '?')}"),
+        ("best val", f"{best:.4f} at step {at}" if best is not None and at is not None else "-"),
+        ("corpus", str((run.get("corpus") or {}).get("name"))), ("updated", str(run.get("updated"))),
+        ("model", ", ".join(f"{k} {v}" for k, v in model.items())),
+        ("training", ", ".join(f"{k} {v}" for k, v in run["hyper"].items() if k not in ("stage", "run"))),
+    ]
+
+
 @app.command("show")
 @handle_errors
 def show(name: Annotated[str, typer.Argument(help="Run to show.")]) -> None:
-    """Show a run's settings, every evaluation it recorded, and its loss chart."""
-    from tinyshake.cli._output import use_rich
-    from tinyshake.cli._render import loss_chart
+    """Show a run's settings, every evaluation it recorded (its final weights' last), and its loss chart."""
+    from tinyshake.cli._render import loss_chart, plain_charts, run_metrics
 
     run, console = record.read_record(name), make_console()
     settings = Table(show_header=False, box=None, title=f"run {name}", title_justify="left")
     settings.add_column(style="bold")
     settings.add_column()
-    model = {k: v for k, v in run["model"].items() if k not in ("vocab_size",)}
-    for key, value in (("stage", run.get("stage")), ("parameters", f"{run.get('parameters', 0):,}"),
-                       ("steps", f"{run.get('step')}/{run.get('max_iters', '?')}"),
-                       ("best val", f"{run['best_val']:.4f} at step {run['best_step']}" if run.get("best_val") is not None and run.get("best_step") is not None else "-"),
-                       ("corpus", run.get("corpus", {}).get("name")), ("updated", run.get("updated")),
-                       ("model", ", ".join(f"{k} {v}" for k, v in model.items())),
-                       ("training", ", ".join(f"{k} {v}" for k, v in run["hyper"].items() if k not in ("stage", "run")))):
-        settings.add_row(key, str(value))
+    for key, value in _settings(run):
+        settings.add_row(key, Text(value))
     console.print(settings)
     metrics = Table("step", "train", "val", "elapsed", title="evaluations", title_justify="left")
-    for row in run.get("metrics", []):
+    rows = run_metrics(run)
+    for row in rows:
         step = f"final {row['step']}" if row.get("final") else str(row["step"])
         metrics.add_row(step, f"{row['train']:.4f}", f"{row['val']:.4f}", f"{row.get('elapsed', 0):.1f}s")
     console.print(metrics)
-    console.print(loss_chart(run.get("metrics", []), min(console.width, 100), 12, plain=not use_rich(), title="loss"))
+    console.print(loss_chart(rows, min(console.width, 100), 12, plain=plain_charts(), title="loss"))

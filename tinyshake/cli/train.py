@@ -26,7 +26,7 @@ from tinyshake import paths, stages
 from tinyshake.atomic import write_bytes
 from tinyshake.cli import _torch
 from tinyshake.cli._output import handle_errors, make_console, use_rich
-from tinyshake.cli._render import loss_chart
+from tinyshake.cli._render import loss_chart, plain_charts
 from tinyshake.cli.stages import run_header
 from tinyshake.errors import TinyshakeError, UsageError
 
@@ -66,6 +66,7 @@ class View(Protocol):
     def evaluated(self, event: core.Evaluated) -> None: ...
     def saved(self, event: core.Saved) -> None: ...
     def stopping(self, why: str) -> None: ...
+    def note(self, text: str) -> None: ...
 
 
 class StopFlag:
@@ -147,10 +148,15 @@ def lecture_line(event: core.Evaluated) -> str:
 
 
 def training_line(event: core.Started, title: str) -> str:
-    """What trains where, e.g. ``Training run mini-2: mini (209,729 parameters; ...) on cpu``."""
+    """What trains where, e.g. ``Training run mini-2: mini (209,729 parameters; ...) on cpu, 2 threads (...)``."""
     resuming = f", resuming at step {event.start_step}" if event.start_step else ""
     where = f"{event.device} × {event.world_size} processes" if event.world_size > 1 else event.device
-    return f"Training run {event.config.run}: {title} on {where}{resuming}"
+    threads = f", {event.threads}" if event.threads else ""
+    return f"Training run {event.config.run}: {title} on {where}{threads}{resuming}"
+
+
+def rethreaded_line(event: core.Rethreaded) -> str:
+    return f"after step {event.step}: now {event.choice.describe()}"
 
 
 def final_line(event: core.Evaluated) -> str:
@@ -195,6 +201,9 @@ class PlainView:
     def saved(self, event: core.Saved) -> None:
         return None
 
+    def note(self, text: str) -> None:
+        print(f"note: {text}", file=sys.stderr, flush=True)
+
     def stopping(self, why: str) -> None:
         _say_now(f"{why}: stopping after this step and saving a checkpoint (press Ctrl-C again to abort)...\n")
 
@@ -235,6 +244,7 @@ class RichView:
         self.rows: list[tuple[str, ...]] = []
         self.metrics: list[dict[str, float]] = []  # this session's evaluations, for the chart
         self.chart: Optional[Text] = None  # redrawn at each evaluation only, so steps never wait for it
+        self.plain_chart = plain_charts()  # markers, not braille, without colour
         self.last_val: Optional[float] = None
         self.window: Optional[torch.Tensor] = None  # sum of the losses since the bar last showed one
         self.window_steps = 0
@@ -312,11 +322,14 @@ class RichView:
         self.last_val = event.val
         self.metrics.append({"step": event.step, "train": event.train, "val": event.val})
         if len(self.metrics) > 1:
-            self.chart = loss_chart(self.metrics, min(self.console.width, CHART_WIDTH), CHART_ROWS, plain=False)
+            self.chart = loss_chart(self.metrics, min(self.console.width, CHART_WIDTH), CHART_ROWS, plain=self.plain_chart)
 
     def saved(self, event: core.Saved) -> None:
         """Measure speed from here: evaluating and saving are not training."""
         self.mark = (event.step, time.perf_counter())
+
+    def note(self, text: str) -> None:
+        self.console.print(Text.assemble(("note: ", "yellow"), text))
 
     def stopping(self, why: str) -> None:
         self.progress.update(self.task, description=f"{self.config.stage} [yellow]stopping ({why})…[/]")
@@ -333,7 +346,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 86400:,.0f} days"
 
 
-def _confirm_slow_run(plan: Plan, yes: bool) -> None:
+def confirm_slow_run(plan: Plan, yes: bool) -> None:
     """Warn (on stderr) before the gpt stage on a CPU, with an estimate; ask on a terminal if it is long.
 
     On a CPU the gpt stage's evaluations (2 x 200 batches each) can cost more
@@ -473,6 +486,8 @@ def run_training(plan: Plan, data: corpus.Corpus, view: View, console: Console,
                     metrics.write(event)
                 elif isinstance(event, core.Saved):
                     view.saved(event)
+                elif isinstance(event, core.Rethreaded) and main:
+                    view.note(rethreaded_line(event))
                 elif isinstance(event, core.Interrupted):
                     flag.saved = True
                     view.__exit__()
@@ -535,7 +550,9 @@ def train(
         help="Random batches per split in each evaluation (default 200).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed (default 1337).")] = None,
     device_name: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or mps (default auto).")] = None,
-    dtype: Annotated[Optional[str], typer.Option(help="float32 (default), or bfloat16/float16 autocast.")] = None,
+    dtype: Annotated[Optional[str], typer.Option(
+        help="float32 (the lecture's stages' default), bfloat16/float16 autocast, or auto (modern's default): "
+             "bfloat16 where the CPU or GPU multiplies it natively, else float32.")] = None,
     compile_model: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="Use torch.compile.")] = None,
     time_budget: Annotated[Optional[float], typer.Option(
         help="Seconds of training (evaluations excluded); a warmup/warmdown schedule ends exactly then.")] = None,
@@ -548,12 +565,15 @@ def train(
     metrics: Annotated[Optional[Path], typer.Option(help="Write every evaluation to this file as JSON lines.")] = None,
     nproc: Annotated[Optional[int], typer.Option(
         help="Train data-parallel in N processes on this machine (runs torchrun for you).", min=1)] = None,
+    threads: Annotated[Optional[int], typer.Option(
+        help="CPU threads (default: as many as there are free cores, looked at again at each evaluation).")] = None,
 ) -> None:
     """Train a stage of the lecture's model ladder, save a checkpoint, and stream a sample."""
     settings = dict(batch_size=batch_size, block_size=block_size, n_embd=n_embd, n_head=n_head, n_layer=n_layer,
                     dropout=dropout, learning_rate=lr, max_iters=max_iters, eval_interval=eval_interval,
                     eval_iters=eval_iters, seed=seed, device=device_name, dtype=dtype, compile=compile_model,
-                    time_budget=time_budget, optimizer=optimizer, muon_lr=muon_lr, warmup=warmup, warmdown=warmdown)
+                    time_budget=time_budget, optimizer=optimizer, muon_lr=muon_lr, warmup=warmup, warmdown=warmdown,
+                    threads_requested=threads)
     try:
         _train(model, run, corpus_name, resume, overwrite, yes, sample_chars, quiet, metrics, nproc, settings)
     except KeyboardInterrupt:  # before training's own handler is in place: importing, fetching, loading
@@ -582,7 +602,7 @@ def _train(stage: Optional[str], run: Optional[str], corpus_name: Optional[str],
     _refuse_endless_evaluation(plan, yes)  # on every rank alike, before anything is written
     log = MetricsLog(metrics if dist.is_main else None, resume)
     if dist.is_main:
-        _confirm_slow_run(plan, yes or dist.enabled)  # workers under torchrun cannot ask
+        confirm_slow_run(plan, yes or dist.enabled)  # workers under torchrun cannot ask
     ensure_corpus(plan.corpus, make_console(stderr=True))  # fetch progress must not mix with the log on stdout
     if nproc is not None and nproc > 1:  # everything is checked and fetched: now the workers do the rest
         code = distributed.launch(nproc, sys.argv[1:])

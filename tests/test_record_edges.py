@@ -1,0 +1,39 @@
+"""Records that pass their hash but still cannot be trusted, and run folders that a user copied (issue #11)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from test_checkpoint import reseal
+from test_train import assert_one_line_error, tiny_run, train_cli
+from tinyshake import checkpoint
+from tinyshake.cli import app
+
+
+def test_a_copied_run_folder_resumes_as_the_copy_and_leaves_the_original_alone(cached):
+    tiny_run("orig", "--max-iters", "3", "--eval-interval", "3")
+    shutil.copytree(checkpoint.run_dir("orig"), checkpoint.run_dir("copy"))
+    result = tiny_run("copy", "--resume", "--max-iters", "5")
+    assert "Training run copy" in result.stderr
+    assert checkpoint.read_record("copy")["step"] == 5
+    assert checkpoint.read_record("orig")["step"] == 3
+
+
+@pytest.mark.parametrize("field, value", [("batch_size", 1.5), ("max_iters", "x"), ("seed", True)])
+def test_a_resealed_setting_of_the_wrong_type_is_one_line_on_resume(cached, field, value):
+    tiny_run("r", "--max-iters", "2", "--eval-interval", "2")
+    reseal("r", lambda stored: stored["hyper"].update({field: value}))
+    assert_one_line_error(train_cli("--run", "r", "--resume", "--max-iters", "4", code=2), "unreadable")
+
+
+@pytest.mark.parametrize("field, value", [("block_size", 0), ("n_head", -1), ("n_head", 3)])
+def test_a_resealed_impossible_model_is_one_line_for_every_reader(cached, field, value):
+    tiny_run("m", "--max-iters", "2", "--eval-interval", "2")
+    reseal("m", lambda stored: stored["model"].update({field: value}))
+    for args in (["eval", "m"], ["inspect", "next", "m", "--prompt", "a"]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "Traceback" not in result.output and "retrain it with --overwrite" in result.stderr, result.stderr

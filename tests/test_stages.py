@@ -1,0 +1,76 @@
+"""`tinyshake stages`: the ladder in one table, its parameter counts by arithmetic, and train's pointers to it."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from tinyshake import record, stages
+from tinyshake.cli import app
+from tinyshake.model import build, count_parameters
+from tinyshake.plan import make_config
+
+WIDE = {"COLUMNS": "400"}  # one table row per line
+
+
+def table_rows(output: str) -> dict[str, list[str]]:
+    """The plain table's rows by stage: the cells of each line that starts with a stage's name."""
+    rows = {}
+    for line in output.splitlines():
+        cells = [c.strip() for c in line.strip("│ ").split("│")]
+        if cells and cells[0] in stages.STAGES:
+            rows[cells[0]] = cells
+    return rows
+
+
+@pytest.mark.parametrize("name", list(stages.STAGES))
+def test_parameter_count_by_arithmetic_equals_the_built_models(name):
+    for vocab in (65, 80):
+        config = make_config(name, vocab)
+        assert stages.parameter_count(stages.get(name), vocab) == count_parameters(build(config.model))
+
+
+def test_the_table_lists_every_stage_with_its_size_settings_and_the_lectures_val(home):
+    result = CliRunner().invoke(app, ["stages"], env=WIDE)
+    assert result.exit_code == 0 and "\x1b" not in result.output
+    rows = table_rows(result.stdout)
+    assert list(rows) == list(stages.STAGES)
+    for name, stage in stages.STAGES.items():
+        cells = rows[name]
+        assert cells[1] == stage.adds
+        assert cells[2] == f"{stages.parameter_count(stage):,}"
+        assert cells[3:5] == [str(stage.batch_size), str(stage.block_size)]
+        assert cells[10] == str(stage.max_iters)
+        lecture = "-" if stage.published_val is None else f"{stage.published_val:.2f}"
+        assert cells[11].startswith(lecture)
+        assert cells[12:] == ["-", "-"]  # nothing trained yet
+    assert rows["gpt-video"][11] == "1.49 (train 1.08)" and rows["gpt"][11] == "1.48"
+
+
+def test_your_best_val_and_its_run_appear_after_training(cached, home):
+    for run, steps in (("short", "2"), ("longer", "12")):
+        trained = CliRunner().invoke(app, ["train", "--model", "head", "--run", run, "--max-iters", steps,
+                                           "--eval-interval", "5", "--eval-iters", "2", "--sample-chars", "0",
+                                           "--device", "cpu"])
+        assert trained.exit_code == 0, trained.output
+    best = min((record.read_record(r) for r in ("short", "longer")), key=lambda r: r["best_val"])
+    rows = table_rows(CliRunner().invoke(app, ["stages"], env=WIDE).stdout)
+    assert rows["head"][12:] == [f"{best['best_val']:.4f}", best["name"]]
+    assert rows["multihead"][12:] == ["-", "-"]
+
+
+def test_train_help_points_to_stages(home):
+    result = CliRunner().invoke(app, ["train", "--help"], env=WIDE)
+    assert result.exit_code == 0
+    assert "`tinyshake stages` shows what each adds" in " ".join(result.stdout.split())
+
+
+def test_trains_header_names_what_the_stage_adds_its_settings_and_the_lectures_val(cached, home):
+    result = CliRunner().invoke(app, ["train", "--model", "ffwd", "--max-iters", "2", "--eval-iters", "2",
+                                      "--batch-size", "8", "--sample-chars", "0", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    header = result.stderr.splitlines()
+    assert header[0] == "Training run ffwd: ffwd (8,609 parameters; the lecture reached val 2.24) on cpu"
+    assert header[1] == f"  {stages.get('ffwd').adds}"
+    assert header[2] == "  batch 8, block 8, width 32, heads 4, layers 1, lr 1e-3, steps 2"  # the run's own
+
