@@ -1,4 +1,5 @@
-"""Shared fixtures: a temporary data home for every test, and the tiny Shakespeare corpus wherever it is.
+"""Shared fixtures: a temporary data home for every test, the tiny Shakespeare corpus wherever it is, and a
+pseudo-terminal to run the installed ``tinyshake`` on.
 
 The corpus is looked for in this order, each candidate checked by its SHA-256:
 1. ``$TINYSHAKE_TEST_CORPUS`` (a path; if set, it must be the corpus),
@@ -9,10 +10,20 @@ With none of them, the tests that need the corpus are skipped, all with one reas
 
 from __future__ import annotations
 
+import codecs
+import fcntl
 import hashlib
 import os
+import pty
+import re
+import select
+import signal
+import struct
+import sys
+import termios
+import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import pytest
 import torch
@@ -20,8 +31,9 @@ import torch
 from tinyshake import corpus
 
 TEST_CORPUS_ENV = "TINYSHAKE_TEST_CORPUS"
+TINYSHAKE = str(Path(sys.executable).with_name("tinyshake"))  # the installed entry point of this venv
+SGR = re.compile(r"\x1b\[([0-9;]*)m")  # Select Graphic Rendition: colours and attributes (bold, dim, ...)
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-NOTEBOOK = SHARED / "reference" / "lecture-notebook.txt"
 
 
 def find_test_corpus(shared: Path = SHARED) -> Path | str:
@@ -88,12 +100,14 @@ def cached(home: Path, corpus_file: Path) -> Path:
     return corpus.text_path(corpus.DEFAULT_CORPUS)
 
 
-@pytest.fixture(scope="session")
-def notebook() -> str:
-    """The lecture notebook's text, where a checkout has ../shared/reference (skipped elsewhere)."""
-    if not NOTEBOOK.is_file():
-        pytest.skip(f"needs the lecture notebook at {NOTEBOOK}")
-    return NOTEBOOK.read_text(encoding="utf-8")
+def default_sigint() -> None:
+    """``preexec_fn`` for a child that takes Ctrl-C as a shell's foreground job does.
+
+    A job that a script starts with ``&`` (pytest run that way, say) inherits
+    SIGINT ignored, and so would every ``tinyshake`` it starts: a Ctrl-C test
+    would then wait for ever on a signal that never arrives.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def subprocess_env(home: Path, **extra: str) -> dict[str, str]:
@@ -101,3 +115,116 @@ def subprocess_env(home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "TINYSHAKE_CORPUS_URL")}
     env.update({"TINYSHAKE_HOME": str(home), "PYTHONUNBUFFERED": "1"}, **extra)
     return env
+
+
+class Terminal:
+    """The installed ``tinyshake`` on a pseudo-terminal (width ``columns``); every read is kept with its time.
+
+    The pty is the child's controlling terminal, so a ^C typed there is a real
+    SIGINT, and Rich sees a terminal as a user's shell would give it.
+    """
+
+    def __init__(self, home: Path, *args: str, columns: int = 120, **env: str) -> None:
+        environ = subprocess_env(home, **{"TERM": "xterm-256color", "COLUMNS": str(columns), "LINES": "40", **env})
+        argv = [TINYSHAKE, *args]
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:
+            try:
+                default_sigint()
+                os.execve(argv[0], argv, environ)
+            finally:
+                os._exit(127)
+        fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.output = ""
+        self.raw = b""
+        self.reads: list[tuple[float, int, str]] = []  # (time, offset in output, text)
+        self.status: Optional[int] = None
+
+    def _read(self, timeout: float) -> bool:
+        ready, _, _ = select.select([self.fd], [], [], timeout)
+        if not ready:
+            return True
+        try:
+            data = os.read(self.fd, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            data = b""
+        if not data:
+            return False
+        self.raw += data
+        text = self.decoder.decode(data)
+        self.reads.append((time.perf_counter(), len(self.output), text))
+        self.output += text
+        return True
+
+    def expect(self, pattern: str, after: int = 0, timeout: float = 60.0) -> re.Match:
+        """Read until ``pattern`` matches the output from offset ``after``; fails with the output so far."""
+        deadline = time.perf_counter() + timeout
+        while True:
+            match = re.compile(pattern).search(self.output, after)
+            if match:
+                return match
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0 or not self._read(min(remaining, 0.5)):
+                raise AssertionError(f"never saw {pattern!r}; output:\n{self.output[after:]!r}")
+
+    def send(self, text: str) -> int:
+        """Type ``text``; returns the output offset from which its answer will appear."""
+        mark = len(self.output)
+        os.write(self.fd, text.encode())
+        return mark
+
+    def wait(self, timeout: float = 60.0) -> int:
+        """Read everything until the command exits; returns its exit status."""
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            self._read(0.1)
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                while self._read(0.1) and select.select([self.fd], [], [], 0)[0]:
+                    pass  # what it wrote just before it ended
+                self.status = os.waitstatus_to_exitcode(status)
+                return self.status
+        raise AssertionError(f"tinyshake did not exit; output:\n{self.output[-2000:]!r}")
+
+    def close(self) -> None:
+        if self.status is None:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        os.close(self.fd)
+
+
+@pytest.fixture
+def terminal() -> Iterator[type[Terminal]]:
+    """Start :class:`Terminal` sessions (``terminal(home, *args)``); whatever is still running is killed after the test."""
+    opened: list[Terminal] = []
+
+    def start(home: Path, *args: str, **kwargs: object) -> Terminal:
+        opened.append(Terminal(home, *args, **kwargs))  # type: ignore[arg-type]
+        return opened[-1]
+
+    yield start  # type: ignore[misc]
+    for term in opened:
+        term.close()
+
+
+def colours(text: str) -> set[str]:
+    """The colours that the SGR codes in ``text`` set: foreground as ``31`` or ``38;5;208``, background as ``bg 41``.
+
+    Other attributes (bold, dim, italic, underline, reset) are not colours, so ``NO_COLOR`` may keep them.
+    """
+    found = set()
+    for params in SGR.findall(text):
+        codes = params.split(";")
+        while codes:
+            code = codes.pop(0)
+            if code in ("38", "48"):  # extended: 38;5;N or 38;2;R;G;B, and the same for backgrounds
+                size = 2 if codes[:1] == ["5"] else 4
+                value = ";".join(["38", *codes[:size]])
+                found.add(value if code == "38" else f"bg {value[1:]}")
+                del codes[:size]
+            elif re.fullmatch(r"3[0-7]|9[0-7]", code):
+                found.add(code)
+            elif re.fullmatch(r"4[0-7]|10[0-7]", code):
+                found.add(f"bg {code}")
+    return found

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import codecs
-import fcntl
 import io
-import os
-import pty
+import json
 import re
-import select
 import shutil
 import signal
-import struct
 import subprocess
-import termios
 import time
 from pathlib import Path
 from contextlib import contextmanager
@@ -21,13 +15,13 @@ from typing import Iterator, Optional
 
 import pytest
 import torch
-from conftest import subprocess_env
-from test_train import TINYSHAKE
+from conftest import TINYSHAKE, Terminal, colours, default_sigint, subprocess_env
+from test_train import assert_one_line_error, snapshot
 from typer.testing import CliRunner
 
-from tinyshake import checkpoint, corpus, sampling
+from tinyshake import checkpoint, corpus, inspection, sampling
 from tinyshake import train as core
-from tinyshake.cli import app
+from tinyshake.cli import _render, app
 from tinyshake.cli.chat import (PROMPT, Session, Unknown, apply_setting, parse_stops, sigint_flag, text_writer,
                                 write_reply)
 from tinyshake.errors import UsageError
@@ -76,9 +70,10 @@ def invoke(*args: str, stdin: Optional[str] = None):
     return CliRunner().invoke(app, ["chat", *args], input=stdin)
 
 
-def expected(prompt: str, seed: int, stops: tuple[str, ...] = (), **settings) -> str:
+def expected(prompt: str, seed: int, stops: tuple[str, ...] = (), run: str = RUN, weights: str = "best",
+             **settings) -> str:
     """The continuation sampled in this process, as the chat command should print it (refill is its default)."""
-    loaded = checkpoint.load(RUN)
+    loaded = checkpoint.load(run, weights=weights)
     generator, _ = sampling.make_generator("cpu", seed)
     settings = sampling.SamplingSettings(**{"overflow": "refill", **settings})
     stream = sampling.stream_text(loaded.model, loaded.tokenizer.encode(prompt), settings, loaded.tokenizer.decode,
@@ -256,49 +251,8 @@ def test_an_interrupted_reply_stops_between_characters_and_shows_what_was_held(r
 # -- the terminal session, on a pseudo-terminal ------------------------------------------------------
 
 
-class Terminal:
-    """The installed ``tinyshake chat`` on a pseudo-terminal; every read is kept with the time it arrived."""
-
-    def __init__(self, home: Path, *args: str) -> None:
-        env = subprocess_env(home, TERM="xterm-256color", COLUMNS="120", LINES="40")
-        argv = [TINYSHAKE, "chat", "--run", RUN, *args]
-        self.pid, self.fd = pty.fork()
-        if self.pid == 0:  # the child: the pty is its controlling terminal, so ^C there is SIGINT
-            try:
-                os.execve(argv[0], argv, env)
-            finally:
-                os._exit(127)
-        fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self.output = ""
-        self.reads: list[tuple[float, int, str]] = []  # (time, offset in output, text)
-        self.status: Optional[int] = None
-
-    def _read(self, timeout: float) -> bool:
-        ready, _, _ = select.select([self.fd], [], [], timeout)
-        if not ready:
-            return True
-        try:
-            data = os.read(self.fd, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            data = b""
-        if not data:
-            return False
-        text = self.decoder.decode(data)
-        self.reads.append((time.perf_counter(), len(self.output), text))
-        self.output += text
-        return True
-
-    def expect(self, pattern: str, after: int = 0, timeout: float = 30.0) -> re.Match:
-        """Read until ``pattern`` matches the output from offset ``after``; fails with the output so far."""
-        deadline = time.perf_counter() + timeout
-        while True:
-            match = re.compile(pattern).search(self.output, after)
-            if match:
-                return match
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0 or not self._read(min(remaining, 0.5)):
-                raise AssertionError(f"never saw {pattern!r}; output:\n{self.output[after:]!r}")
+class ChatTerminal(Terminal):
+    """``tinyshake chat --run tiny`` on a pseudo-terminal, with the prompt's timing taken care of."""
 
     def ready(self, after: int) -> None:
         """Wait for the prompt after offset ``after``, and for readline to take the terminal over.
@@ -310,11 +264,15 @@ class Terminal:
         self.expect(re.escape(PROMPT), after)
         time.sleep(0.3)
 
-    def send(self, text: str) -> int:
-        """Type ``text``; returns the output offset from which its answer will appear."""
-        mark = len(self.output)
-        os.write(self.fd, text.encode())
-        return mark
+    at = 0  # the output offset after which the next prompt appears
+
+    def turn(self, line: str, until: str = STATS.pattern) -> str:
+        """At the next prompt, type ``line``; returns the raw output up to ``until`` (by default a reply's stats line)."""
+        self.ready(self.at)
+        mark = self.send(line + "\n")
+        found = self.expect(until, mark)
+        self.at = found.end()
+        return self.output[mark: found.start()]
 
     def leave(self, after: int, keys: str) -> int:
         """At the prompt after offset ``after``, type ``keys`` (Ctrl-D or /bye); returns the exit status."""
@@ -322,30 +280,14 @@ class Terminal:
         self.send(keys)
         return self.wait()
 
-    def wait(self, timeout: float = 20.0) -> int:
-        deadline = time.perf_counter() + timeout
-        while time.perf_counter() < deadline:
-            self._read(0.1)
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                self.status = os.waitstatus_to_exitcode(status)
-                return self.status
-        raise AssertionError(f"tinyshake chat did not exit; output:\n{self.output[-2000:]!r}")
-
-    def close(self) -> None:
-        if self.status is None:
-            os.kill(self.pid, signal.SIGKILL)
-            os.waitpid(self.pid, 0)
-        os.close(self.fd)
-
 
 @pytest.fixture
-def terminal(run_home):
-    opened: list[Terminal] = []
+def chat_terminal(run_home):
+    opened: list[ChatTerminal] = []
 
-    def start(*args: str) -> Terminal:
+    def start(*args: str, run: str = RUN) -> ChatTerminal:
         """Start a session and wait for its first prompt."""
-        opened.append(Terminal(run_home, *args))
+        opened.append(ChatTerminal(run_home, "chat", *(["--run", run] if run else []), *args))
         opened[-1].expect(re.escape(PROMPT))
         return opened[-1]
 
@@ -354,8 +296,8 @@ def terminal(run_home):
         term.close()
 
 
-def test_characters_stream_as_they_are_sampled_and_ctrl_d_exits_0(terminal):
-    term = terminal("--seed", "1", "--stop", "", "--max-new-tokens", "1500")
+def test_characters_stream_as_they_are_sampled_and_ctrl_d_exits_0(chat_terminal):
+    term = chat_terminal("--seed", "1", "--stop", "", "--max-new-tokens", "1500")
     term.expect(r"Chatting with .*tiny")
     mark = term.send("ROMEO:\n")
     echo = term.expect(r"ROMEO:\r?\n", mark)
@@ -375,8 +317,8 @@ def test_characters_stream_as_they_are_sampled_and_ctrl_d_exits_0(terminal):
     assert term.leave(stats.end(), "\x04") == 0
 
 
-def test_ctrl_c_stops_a_reply_and_keeps_the_session(terminal):
-    term = terminal("--seed", "2", "--stop", "", "--max-new-tokens", "1000000")
+def test_ctrl_c_stops_a_reply_and_keeps_the_session(chat_terminal):
+    term = chat_terminal("--seed", "2", "--stop", "", "--max-new-tokens", "1000000")
     mark = term.send("ROMEO:\n")
     term.expect(r"ROMEO:\r?\n(.|\n){200}", mark)  # a long reply is under way
     interrupted_at = time.perf_counter()
@@ -396,8 +338,8 @@ def test_ctrl_c_stops_a_reply_and_keeps_the_session(terminal):
     assert term.leave(second.end(), "/bye\n") == 0
 
 
-def test_commands_errors_and_reset_keep_the_session_going(terminal):
-    term = terminal("--seed", "3", "--max-new-tokens", "20", "--stop", "")
+def test_commands_errors_and_reset_keep_the_session_going(chat_terminal):
+    term = chat_terminal("--seed", "3", "--max-new-tokens", "20", "--stop", "")
     mark = term.send("/help\n")
     for command in ("/set NAME VALUE", "/show", "/reset", "/bye", "temperature, top_k"):
         term.expect(re.escape(command), mark)
@@ -420,3 +362,126 @@ def test_commands_errors_and_reset_keep_the_session_going(terminal):
     mark = term.send("/show\n")
     shown = term.expect(r"context +0 of 32 characters[^>]*unknown +error", mark)
     assert term.leave(shown.end(), "\x04") == 0
+
+
+# -- which run, and which of its weights ----------------------------------------------------------------------
+
+
+def newer_run(name: str) -> None:
+    """Another run with other weights (so it writes other text), saved after RUN (so it is the latest)."""
+    loaded = checkpoint.load(RUN, weights="last")
+    with torch.no_grad():
+        for parameter in loaded.model.parameters():
+            parameter.mul_(0.5)
+    checkpoint.save(name, loaded.model, dict(loaded.record, name=name), checkpoint.load_state(RUN, loaded.record))
+
+
+def test_chat_eval_and_inspect_pick_the_run_alike(run_home, cached):
+    """No name: the run trained last; '' and unknown names: the same one-line errors from all three commands."""
+    newer_run("newer")
+    args = ("-p", "ROMEO:", "--seed", "1", "--stop", "", "--max-new-tokens", "60")
+    assert invoke(*args).stdout == expected("ROMEO:", 1, run="newer", max_new_tokens=60)
+    assert invoke(*args).stdout != invoke(*args, "--run", RUN).stdout
+    assert CliRunner().invoke(app, ["eval"]).stdout.startswith("newer (last weights, step 40): full val loss")
+    assert json.loads(CliRunner().invoke(app, ["inspect", "next", "--json"]).stdout)["run"] == "newer"
+    commands = (["chat", "-p", "x", "--run"], ["eval"], ["inspect", "next"])
+    for command in commands:
+        assert_one_line_error(CliRunner().invoke(app, [*command, ""]), "invalid run name ''")
+        assert_one_line_error(CliRunner().invoke(app, [*command, "nope"]), "no run named 'nope'", "runs: newer, tiny")
+
+
+@pytest.mark.parametrize("command", [["chat", "-p", "x"], ["eval"], ["inspect", "next"]], ids=["chat", "eval", "inspect"])
+def test_without_runs_every_command_says_how_to_train_one(home, command):
+    assert_one_line_error(CliRunner().invoke(app, command), "there are no trained runs in",
+                          "train one first: tinyshake train --model mini")
+
+
+def test_weights_best_and_last_load_what_the_banner_says(run_home, chat_terminal):
+    stored = checkpoint.read_record(RUN)
+    assert stored["best_step"] != stored["step"]  # the run's best weights are not its last
+    args = ("-p", "ROMEO:", "--seed", "9", "--stop", "", "--max-new-tokens", "80")
+    best, last = invoke(*args).stdout, invoke(*args, "--weights", "last").stdout
+    assert best == expected("ROMEO:", 9, max_new_tokens=80) and best == invoke(*args, "--weights", "best").stdout
+    assert last == expected("ROMEO:", 9, weights="last", max_new_tokens=80) and last != best
+    term = chat_terminal("--weights", "best")
+    term.expect(re.escape(f"best weights · stage mini · step {stored['best_step']} · best val "
+                          f"{stored['best_val']:.4f} (step {stored['best_step']})"))
+    term = chat_terminal("--weights", "last")
+    term.expect(re.escape(f"last weights · stage mini · step {stored['step']} · block 32"))  # no evaluation there
+
+
+# -- confidence: --probs, /set probs, /probs ------------------------------------------------------------------------
+
+LEGEND = "colour = the model's probability of each character"
+BAND_COLOURS = {"32", "33", "38;5;208", "31"}  # green, yellow, dark orange, red: the four bands
+def test_probs_on_a_terminal_colours_each_character_and_shows_the_legend_once(chat_terminal):
+    term = chat_terminal("--probs", "--seed", "4", "--stop", "", "--max-new-tokens", "60")
+    term.expect(re.escape(LEGEND))
+    shown = colours(term.turn("ROMEO:")) | colours(term.turn("JULIET:"))
+    assert shown <= BAND_COLOURS and len(shown) >= 2, shown  # coloured by band, and not all alike
+    assert term.output.count(LEGEND) == 1
+    assert term.leave(term.at, "/bye\n") == 0
+
+
+def test_set_probs_on_turns_colour_on_with_one_legend_and_off_again(chat_terminal):
+    term = chat_terminal("--seed", "4", "--stop", "", "--max-new-tokens", "60")
+    assert LEGEND not in term.output
+    assert not colours(term.turn("ROMEO:"))  # plain chat: no colour in a reply
+    term.turn("/set probs on", re.escape(LEGEND))
+    assert colours(term.turn("JULIET:")) & BAND_COLOURS
+    term.turn("/set probs on", "probs = on")  # already on: no second legend
+    term.turn("/set probs off", "probs = off")
+    assert not colours(term.turn("KING:"))
+    assert term.output.count(LEGEND) == 1
+    assert term.leave(term.at, "\x04") == 0
+
+
+def test_slash_probs_lists_the_likeliest_next_characters(run_home, chat_terminal):
+    loaded = checkpoint.load(RUN)
+    dist = inspection.next_distribution(loaded.model, loaded.tokenizer, "\n")  # an empty conversation: token 0
+    term = chat_terminal()
+    mark = term.send("/probs\n")
+    entropy = term.expect(r"entropy ([\d.]+) bits", mark)
+    shown = ANSI.sub("", term.output[mark: entropy.start()])
+    assert "the next character after the 0 characters so far" in shown
+    rows = re.findall(r"^  (\S) (\d\.\d{4})", shown.replace("\r", ""), re.M)
+    assert rows == [(_render.visible(c), f"{p:.4f}") for c, p in dist[:10]]
+    assert entropy.group(1) == f"{inspection.entropy_bits(dist):.2f}"
+    assert term.leave(entropy.end(), "\x04") == 0
+
+
+# -- Ctrl-C from the installed command -------------------------------------------------------------------------
+
+LONG_REPLY = ("--seed", "1", "--stop", "", "--max-new-tokens", "100000000")
+
+
+def chat_process(home: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([TINYSHAKE, "chat", "--run", RUN, *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=subprocess_env(home), preexec_fn=default_sigint)
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.0, 2.5])
+def test_ctrl_c_while_chat_starts_exits_130_without_a_traceback_or_a_write(run_home, delay):
+    """Imports, loading the run, building the model or the first characters: wherever the Ctrl-C lands."""
+    before = snapshot(run_home)
+    proc = chat_process(run_home, "-p", "ROMEO:", *LONG_REPLY)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and b"Traceback" not in err, (proc.returncode, err)
+    assert snapshot(run_home) == before
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["loading", "streaming"])
+def test_two_ctrl_c_in_pipe_mode_exit_130_without_a_traceback(run_home, streaming):
+    proc = chat_process(run_home, "-p", "ROMEO:", *LONG_REPLY)
+    if streaming:
+        assert proc.stdout.read(100)  # the reply is under way
+    else:
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert b"Traceback" not in err

@@ -132,3 +132,71 @@ def test_help_and_version_import_no_torch(home):
                               capture_output=True, text=True, timeout=120)
         imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line}
         assert done.returncode == 0 and "torch" not in imported, args
+
+
+# -- Ctrl-C while train starts, and what a terminal gets (issue #11) ------------------------------------------------
+
+import re  # noqa: E402
+import signal  # noqa: E402
+import time  # noqa: E402
+
+from conftest import SGR, colours, default_sigint  # noqa: E402
+from test_train import TINY_ARGS  # noqa: E402
+
+from tinyshake import record  # noqa: E402
+
+SHORT_RUN = ("train", *TINY_ARGS, "--max-iters", "40", "--eval-interval", "20", "--sample-chars", "0")
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.0, 2.5])
+def test_ctrl_c_while_train_starts_exits_130_and_leaves_no_run(cached, home, delay):
+    """Imports, planning, loading the corpus, building the model, the first evaluation: no traceback, no run."""
+    proc = subprocess.Popen([TINYSHAKE, "train", *TINY_ARGS, "--run", "early", "--eval-iters", "100000000"],
+                            env=subprocess_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, (proc.returncode, out, err)
+    assert not (home / "runs" / "early").exists() and record.list_runs() == []
+
+
+def test_no_color_on_a_terminal_keeps_the_live_display_and_drops_only_colour(cached, home, terminal):
+    coloured = terminal(home, *SHORT_RUN, "--run", "coloured")
+    assert coloured.wait(300) == 0
+    assert colours(coloured.output)  # the control: on a terminal Rich colours the bar and the table
+    plain = terminal(home, *SHORT_RUN, "--run", "plain", NO_COLOR="1")
+    assert plain.wait(300) == 0
+    out = plain.output
+    assert "\x1b[?25l" in out and re.search(r"\x1b\[\d*A", out)  # a live display: cursor hidden, redrawn in place
+    assert "━" in out and re.search(r"┃ +step ┃ +train ┃ +val ┃", SGR.sub("", out))  # its bar and its loss table
+    assert not colours(out), colours(out)
+
+
+def test_term_dumb_on_a_terminal_and_a_pipe_give_plain_text(cached, home, terminal):
+    dumb = terminal(home, *SHORT_RUN, "--run", "dumb", TERM="dumb")
+    assert dumb.wait(300) == 0
+    piped = subprocess.run([TINYSHAKE, *SHORT_RUN, "--run", "piped"], env=subprocess_env(home), capture_output=True,
+                           text=True, timeout=300)
+    assert piped.returncode == 0
+    for out in (dumb.output, piped.stdout + piped.stderr):
+        assert "\x1b" not in out and re.search(r"^step 20: train loss \d\.\d{4}, val loss \d\.\d{4}\r?$", out, re.M)
+
+
+@pytest.mark.parametrize("command", [["chat", "-p", "ROMEO:"], ["train", *TINY_ARGS, "--run", "early"]],
+                         ids=["chat", "train"])
+def test_ctrl_c_while_torch_imports_numpy_is_not_lost(cached, home, command):
+    """torch imports numpy from C++ and clears any error there: a Ctrl-C at that moment used to be lost.
+
+    The moment is found by the import log: numpy's first submodule is in, numpy itself is not yet. Lost, the
+    Ctrl-C would let chat go on to say there is no run (exit 2) and train go on training.
+    """
+    proc = subprocess.Popen([TINYSHAKE, *command], env=subprocess_env(home, PYTHONPROFILEIMPORTTIME="1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
+    for line in proc.stderr:
+        if "numpy" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, (proc.returncode, out, err[-2000:])
+    assert not (home / "runs" / "early").exists()

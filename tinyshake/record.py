@@ -38,6 +38,7 @@ KINDS = ("weights", "state", "best")  # the files a record may name; weights and
 # Run names follow the corpus-name rule (one folder name, no separators); matched whole.
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 HEX64 = re.compile(r"[0-9a-f]{64}")
+TRAIN_HINT = "train one first: tinyshake train --model mini"
 
 T = TypeVar("T")
 
@@ -271,10 +272,35 @@ def list_runs() -> list[dict[str, Any]]:
     return sorted(found, key=lambda r: (r.get("updated", ""), r["name"]), reverse=True)
 
 
+def _readable() -> list[str]:
+    """The names of the runs that can be loaded (not damaged, saved at least once), newest first."""
+    return [r["name"] for r in list_runs() if r["damaged"] is None and "updated" in r]
+
+
 def latest() -> str | None:
     """The most recently saved readable run's name, if any."""
-    runs = [r for r in list_runs() if r["damaged"] is None and "updated" in r]
-    return runs[0]["name"] if runs else None
+    runs = _readable()
+    return runs[0] if runs else None
+
+
+def resolve(name: str | None) -> str:
+    """The run a command reads: ``name`` if that run exists, or the most recently saved one when ``name`` is None.
+
+    Every command that reads a run (chat, eval, inspect) picks it here, so
+    they agree: '' is a name (and an invalid one), never "the latest"; a
+    missing run is a usage error that lists the runs there are; with no runs
+    at all, it says how to train one.
+    """
+    if name is None:
+        found = latest()
+        if found is None:
+            raise UsageError(f"there are no trained runs in {paths.runs_root()} yet; {TRAIN_HINT}")
+        return found
+    if not exists(name):
+        known = _readable()
+        hint = f"runs: {', '.join(known)}" if known else TRAIN_HINT
+        raise CheckpointError(f"no run named {name!r} in {paths.runs_root()}; {hint}")
+    return name
 
 
 def clean(folder: Path, keep: Iterable[str]) -> None:

@@ -168,8 +168,10 @@ def estimate_loss(
     The indices are drawn batch by batch in the lecture's order, a chunk of
     batches at a time, and each chunk runs as one forward pass; the forward
     passes draw no random numbers in eval mode, so the order of draws is the
-    lecture's and memory does not grow with ``eval_iters``. ``should_stop`` is
-    asked before each chunk, so a long evaluation stops within one chunk
+    lecture's. As in the lecture, the batch losses go into one float32 tensor
+    of ``eval_iters`` values (4 bytes a batch, allocated up front, so a size
+    that cannot fit fails at once) whose mean is the estimate. ``should_stop``
+    is asked before each chunk, so a long evaluation stops within one chunk
     (:class:`EvaluationStopped`).
     """
     was_training = model.training
@@ -179,7 +181,7 @@ def estimate_loss(
     device = next(model.parameters()).device
     try:
         for split, data in splits.items():
-            losses = []
+            losses = torch.empty(eval_iters, dtype=torch.float32, device=device)
             for first in range(0, eval_iters, per_chunk):
                 if should_stop is not None and should_stop():
                     raise EvaluationStopped
@@ -189,8 +191,8 @@ def estimate_loss(
                 with autocast(device, dtype):
                     logits, _ = model(x)
                 token_losses = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none")
-                losses.append(token_losses.view(-1, batch_size * block_size).mean(dim=1))
-            out[split] = torch.cat(losses).cpu().mean().item()
+                losses[first: first + count] = token_losses.view(-1, batch_size * block_size).mean(dim=1)
+            out[split] = losses.cpu().mean().item()
     finally:
         model.train(was_training)
     return out
@@ -339,6 +341,20 @@ def train(
             distributed.shutdown()  # _train's frame, and with it the DDP wrapper, is gone by now
 
 
+def _history(stored: dict[str, Any]) -> list[dict[str, Any]]:
+    """A resumed run's evaluations, its final one included (marked ``"final": true``), or [] for a new run.
+
+    A finished run's best may be the evaluation of its final weights, which is
+    kept beside the lecture's rows; resumed, it joins them, so that the saves
+    that follow know the best weights as one of this run's evaluations and keep them.
+    """
+    metrics = list(stored.get("metrics", []))
+    final = stored.get("final")
+    if isinstance(final, dict) and dict(final, final=True) not in metrics:
+        metrics.append(dict(final, final=True))
+    return metrics
+
+
 def _use_cpu(plan: Plan) -> None:
     """Apply the plan's thread count, and on a CPU the routes measured for it (cached after the first time).
 
@@ -378,7 +394,7 @@ def _train(plan: Plan, config: TrainConfig, corpus: Corpus, should_stop: Callabl
         torch.manual_seed(config.seed + dist.rank)  # own batches per rank; DDP gives every rank rank 0's weights
     stored: dict[str, Any] = dict(plan.resume or {})
     start, elapsed_before = _restore(plan, config, model, optimizer, dist) if plan.resume else (0, 0.0)
-    metrics: list[dict[str, Any]] = list(stored.get("metrics", []))
+    metrics = _history(stored)
     best_step, best_val = _stored_best(stored, metrics)
     saved_step: Optional[int] = start if plan.resume else None
     saved_path: Optional[str] = str(checkpoint.run_dir(config.run)) if plan.resume else None
@@ -435,8 +451,8 @@ def _train(plan: Plan, config: TrainConfig, corpus: Corpus, should_stop: Callabl
         """
         nonlocal best_step, best_val
         rng = torch.random.fork_rng(devices=[]) if final else contextlib.nullcontext()
-        with rng, _memory_for(f"an evaluation at batch_size {config.batch_size} × block_size {config.block_size}",
-                              "--batch-size or --block-size"):
+        with rng, _memory_for(f"an evaluation of {config.eval_iters:,} batches at batch_size {config.batch_size} × "
+                              f"block_size {config.block_size}", "--eval-iters, --batch-size or --block-size"):
             losses = estimate_loss(forward, splits, config.batch_size, config.block_size, config.eval_iters, dtype,
                                    should_stop=stop_vote)
         losses = {split: distributed.mean(loss) for split, loss in losses.items()}  # over every rank's batches
@@ -461,10 +477,11 @@ def _train(plan: Plan, config: TrainConfig, corpus: Corpus, should_stop: Callabl
         return Interrupted(step, saved_path, saved_step, during_evaluation)
 
     step = start
-    evaluated = {int(m["step"]) for m in metrics}
+    lecture = [m for m in metrics if not m.get("final")]  # a final evaluation is beyond the lecture's
+    evaluated = {int(m["step"]) for m in lecture}
     eval_steps = config.eval_steps()
-    last = (Evaluated(int(metrics[-1]["step"]), metrics[-1]["train"], metrics[-1]["val"], metrics[-1]["elapsed"])
-            if metrics else None)  # a resumed run's last evaluation
+    last = (Evaluated(int(lecture[-1]["step"]), lecture[-1]["train"], lecture[-1]["val"], lecture[-1]["elapsed"])
+            if lecture else None)  # a resumed run's last lecture evaluation
     finishing = False
     pending = torch.zeros((), dtype=torch.bool, device=device)  # a non-finite loss seen since the last check
     try:
@@ -547,13 +564,18 @@ def _restore(plan: Plan, config: TrainConfig, model: nn.Module, optimizer: optim
     return int(state["step"]), float(state.get("elapsed", 0.0))
 
 
+def steps_per_evaluation(config: TrainConfig) -> float:
+    """One evaluation in training steps: 2 x eval_iters forwards (train and val), a third of a step each."""
+    return 2 * config.eval_iters / 3
+
+
 def evaluation_steps(config: TrainConfig) -> float:
-    """A whole run's evaluations in training steps: each is 2 x eval_iters forwards, a third of a step each.
+    """A whole run's evaluations in training steps.
 
     Counted, never enumerated: ``max_iters`` may be astronomically large.
     """
     evaluations = config.eval_steps().count() + (0 if config.eval_last else 1)  # stages without one get a final one
-    return evaluations * 2 * config.eval_iters / 3
+    return evaluations * steps_per_evaluation(config)
 
 
 def estimate_seconds(config: TrainConfig, seconds_per_step: float) -> float:

@@ -35,6 +35,9 @@ try:  # Ctrl-C while the app itself loads ends as every Ctrl-C does: exit 130, n
     from tinyshake.cli._output import error_line, usage_error
     from tinyshake.errors import TinyshakeError
 except KeyboardInterrupt:
+    # A second Ctrl-C would find the interpreter shutting down, which puts back the default handler: the process
+    # would die by the signal (or print a traceback) instead of exiting 130. Ignored from here, as in main().
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise SystemExit(EXIT_INTERRUPTED) from None
 
 app = typer.Typer(

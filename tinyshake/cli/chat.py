@@ -22,10 +22,10 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from tinyshake import paths, record
-from tinyshake.cli import _render
+from tinyshake import record
+from tinyshake.cli import _render, _torch
+from tinyshake.cli._options import Weights, WeightsOpt
 from tinyshake.cli._output import error_line, handle_errors, make_console, use_rich
-from tinyshake.cli.inspect import Weights
 from tinyshake.errors import TinyshakeError, UsageError
 
 if TYPE_CHECKING:
@@ -484,21 +484,6 @@ def interactive(session: Session, console: Console) -> None:
 # --------------------------------------------------------------------------- the command
 
 
-def pick_run(name: Optional[str]) -> str:
-    """The run to load: ``name``, or the most recently trained one; with none, how to train one."""
-    if name is None:
-        latest = record.latest()
-        if latest is None:
-            raise UsageError(f"there are no trained runs in {paths.runs_root()} yet; "
-                             "train one first: tinyshake train --model mini")
-        return latest
-    if not record.exists(name):
-        known = [r["name"] for r in record.list_runs() if r.get("damaged") is None and "updated" in r]
-        hint = f"runs: {', '.join(known)}" if known else "train one first: tinyshake train --model mini"
-        raise UsageError(f"there is no run named {name!r}; {hint}")
-    return name
-
-
 @handle_errors
 def chat(
     run: Annotated[Optional[str], typer.Option(
@@ -522,8 +507,7 @@ def chat(
              "or crop and recompute every step (the lecture's exact semantics).")] = Overflow.refill,
     no_cache: Annotated[bool, typer.Option(
         "--no-cache", help="Recompute the whole context for every character (the reference path, slow).")] = False,
-    weights: Annotated[Weights, typer.Option(
-        help="The run's best weights (lowest val loss) or its last saved ones.")] = Weights.best,
+    weights: WeightsOpt = Weights.best,
     probs: Annotated[bool, typer.Option(
         "--probs", help="Show how sure the model was of each character: coloured on a terminal; "
                         "piped, one 'character<TAB>probability' line per character.")] = False,
@@ -531,6 +515,7 @@ def chat(
         "--device", help="cpu (fastest for one stream of characters), auto, cuda or mps.")] = "cpu",
 ) -> None:
     """Chat with a trained run: type text and watch the model continue it, character by character."""
+    _torch.load()
     from tinyshake import checkpoint, device, sampling
 
     settings = sampling.SamplingSettings(temperature=temperature, top_k=top_k, top_p=top_p,
@@ -538,7 +523,7 @@ def chat(
                                          overflow=overflow.value).validate()
     if prompt is not None:
         check_utf8(prompt, "--prompt")
-    name = pick_run(run)
+    name = record.resolve(run)
     dev = device.resolve(device_name).device
     session = Session(checkpoint.load(name, dev, weights=weights.value), settings, parse_stops(stop), unknown, dev,
                       seed, probs)

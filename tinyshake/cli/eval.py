@@ -3,40 +3,24 @@
 from __future__ import annotations
 
 import sys
-from enum import Enum
 from typing import Annotated, Optional
 
 import typer
 
 from tinyshake import record
+from tinyshake.cli import _torch
+from tinyshake.cli._options import Weights, WeightsOpt
 from tinyshake.cli._output import handle_errors, make_console
 from tinyshake.errors import UsageError
 
 SPLITS = ("train", "val")
 
 
-class Weights(str, Enum):
-    best = "best"
-    last = "last"
-
-
-def resolve_run(name: Optional[str]) -> str:
-    """The named run, or the most recent one; with no runs at all, say how to make one. '' is a name, and invalid."""
-    if name is None:
-        name = record.latest()
-        if name is None:
-            raise UsageError("no trained runs yet; train one with `tinyshake train --model mini`")
-    elif not record.exists(name):
-        raise record.missing(name)
-    return name
-
-
 @handle_errors
 def eval_run(
     run: Annotated[Optional[str], typer.Argument(help="Run to evaluate (default: the most recent).")] = None,
     split: Annotated[str, typer.Option(help="train or val.")] = "val",
-    weights: Annotated[Weights, typer.Option(
-        help="The run's best weights (lowest val estimate during training) or its last.")] = Weights.best,
+    weights: WeightsOpt = Weights.best,
     corpus_name: Annotated[Optional[str], typer.Option(
         "--corpus", help="Score on this cached corpus (default: the run's own; same characters needed).")] = None,
     device_name: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")] = "auto",
@@ -48,8 +32,9 @@ def eval_run(
     """
     if split not in SPLITS:
         raise UsageError(f"unknown split {split!r}; choose train or val")
-    name = resolve_run(run)
-    from tinyshake import checkpoint, corpus, device  # torch: only once there is something to score
+    name = record.resolve(run)
+    _torch.load()  # only once there is something to score
+    from tinyshake import checkpoint, corpus, device
     from tinyshake.evaluate import corpus_notice, split_loss
 
     loaded = checkpoint.load(name, device.resolve(device_name).device, weights.value)

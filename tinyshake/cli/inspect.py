@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
@@ -18,7 +17,9 @@ from rich.columns import Columns
 from rich.console import Console
 from rich.text import Text
 
-from tinyshake.cli import _render
+from tinyshake import record
+from tinyshake.cli import _render, _torch
+from tinyshake.cli._options import Weights, WeightsOpt
 from tinyshake.cli._output import handle_errors, make_console, use_rich
 from tinyshake.errors import UsageError
 
@@ -37,14 +38,8 @@ NEIGHBOURS = 10
 SCATTER_HEIGHT = 24
 
 
-class Weights(str, Enum):
-    best = "best"
-    last = "last"
-
-
 RunArg = Annotated[Optional[str], typer.Argument(help="The run to look at (default: the most recent).",
                                                  show_default=False)]
-WeightsOpt = Annotated[Weights, typer.Option(help="The run's best weights (lowest val loss) or its last saved.")]
 PromptOpt = Annotated[str, typer.Option("--prompt", "-p", help="The text to feed the model (\\n is a newline).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a picture.")]
 
@@ -53,15 +48,7 @@ def load_run(run: Optional[str], weights: Weights) -> LoadedRun:
     """The named run, or the most recently trained one, on the CPU: one forward pass needs nothing faster."""
     from tinyshake import checkpoint
 
-    name = run or checkpoint.latest()
-    if name is None:
-        raise UsageError("no trained runs yet; train one with `tinyshake train --model mini`")
-    return checkpoint.load(name, "cpu", weights=weights.value)
-
-
-def weights_name(loaded: LoadedRun) -> str:
-    """Which weights were loaded: a run with no best yet gives its last even when asked for the best."""
-    return loaded.weights
+    return checkpoint.load(record.resolve(run), "cpu", weights=weights.value)
 
 
 def decode_prompt(text: str) -> str:
@@ -71,7 +58,7 @@ def decode_prompt(text: str) -> str:
 
 def header(loaded: LoadedRun, fancy: bool, what: str) -> Text:
     stage = loaded.record.get("stage", "?")
-    return Text.assemble((loaded.name, "bold cyan" if fancy else ""), f" ({stage}, {weights_name(loaded)} weights): {what}")
+    return Text.assemble((loaded.name, "bold cyan" if fancy else ""), f" ({stage}, {loaded.weights} weights): {what}")
 
 
 def emit(payload: dict[str, Any]) -> None:
@@ -131,6 +118,7 @@ def attention(
     as_json: JsonOpt = False,
 ) -> None:
     """The attention weights of a trained run on your prompt: rows are queries, columns the keys they look at."""
+    _torch.load()
     from tinyshake import inspection
 
     chosen_head = parse_head(head)
@@ -140,7 +128,7 @@ def attention(
     text = decode_prompt(prompt)
     maps = inspection.attention_maps(loaded.model, loaded.tokenizer, text)
     if as_json:
-        emit({"run": loaded.name, "weights": weights_name(loaded), "tokens": maps.tokens,
+        emit({"run": loaded.name, "weights": loaded.weights, "tokens": maps.tokens,
               "attention": maps.weights.round(decimals=6).tolist()})
         return
     layers = pick(maps.weights.shape[0], layer, "layer")
@@ -177,6 +165,7 @@ def next_char(
     as_json: JsonOpt = False,
 ) -> None:
     """The distribution of the character after your prompt: the likeliest ones as bars, and its entropy in bits."""
+    _torch.load()
     from tinyshake import inspection
 
     loaded = load_run(run, weights)
@@ -185,7 +174,7 @@ def next_char(
     entropy = inspection.entropy_bits(dist)
     tokens = [loaded.tokenizer.chars[i] for i in inspection.context_ids(loaded.model, loaded.tokenizer, text)]
     if as_json:
-        emit({"run": loaded.name, "weights": weights_name(loaded), "tokens": tokens,
+        emit({"run": loaded.name, "weights": loaded.weights, "tokens": tokens,
               "next": [{"char": c, "p": p} for c, p in dist[:top_k]], "entropy_bits": entropy})
         return
     top = dist[: top_k or 10]
@@ -228,6 +217,7 @@ def embeddings(
     as_json: JsonOpt = False,
 ) -> None:
     """The token embedding table as a map of the characters (PCA to 2-D); a bigram's table as a heatmap."""
+    _torch.load()
     from tinyshake import inspection
 
     loaded = load_run(run, weights)
@@ -237,7 +227,7 @@ def embeddings(
     neighbours = inspection.nearest(table, chars, target, NEIGHBOURS) if target is not None else None
     bigram = not hasattr(loaded.model, "blocks")
     if as_json:
-        payload: dict[str, Any] = {"run": loaded.name, "weights": weights_name(loaded), "tokens": chars}
+        payload: dict[str, Any] = {"run": loaded.name, "weights": loaded.weights, "tokens": chars}
         if bigram:
             payload["next_probabilities"] = inspection.bigram_probabilities(loaded.model).round(decimals=6).tolist()
         else:

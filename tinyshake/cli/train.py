@@ -24,6 +24,7 @@ from rich.text import Text
 
 from tinyshake import paths, stages
 from tinyshake.atomic import write_bytes
+from tinyshake.cli import _torch
 from tinyshake.cli._output import handle_errors, make_console, use_rich
 from tinyshake.cli._render import loss_chart, plain_charts
 from tinyshake.cli.stages import run_header
@@ -36,7 +37,10 @@ if TYPE_CHECKING:
     from tinyshake import train as core
     from tinyshake.plan import Plan
 
-CPU_FLOPS_GUESS = 60e9  # sustained training FLOP/s on a laptop CPU, for the gpt stage's warning only
+CPU_FLOPS_GUESS = 60e9  # sustained training FLOP/s on a laptop CPU, for the time estimates below
+GPU_FLOPS_GUESS = 100e12  # more than any GPU sustains here: an estimate that only absurd evaluations exceed
+LOSS_FLOPS_PER_LOGIT = 15  # softmax and cross-entropy per logit, training: what a bigram's step costs
+ENDLESS_EVALUATION_SECONDS = 24 * 3600  # an evaluation estimated at more than a day is a typo, refused
 ASK_ABOVE_SECONDS = 30 * 60  # a gpt run on a CPU this long asks before it starts (on a terminal)
 INTERRUPT_EXIT = 130  # what shells report for a process stopped by Ctrl-C
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
@@ -332,12 +336,14 @@ class RichView:
 
 
 def _duration(seconds: float) -> str:
-    """A rough duration for people: seconds, minutes or hours."""
+    """A rough duration for people: seconds, minutes, hours or days."""
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 90 * 60:
         return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+    if seconds < 72 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:,.0f} days"
 
 
 def confirm_slow_run(plan: Plan, yes: bool) -> None:
@@ -362,6 +368,29 @@ def confirm_slow_run(plan: Plan, yes: bool) -> None:
         return
     if not typer.confirm("Train it anyway?", default=False):
         raise typer.Exit(1)
+
+
+def _refuse_endless_evaluation(plan: Plan, yes: bool) -> None:
+    """Refuse in one line an ``--eval-iters`` that would make each evaluation take more than a day.
+
+    ``--eval-iters 1000000000`` on mini would evaluate for months before the
+    first step. The estimate counts FLOPs at a rate above what the device
+    sustains, so it errs short and only absurd values are refused; ``--yes``
+    runs them anyway.
+    """
+    from tinyshake import train as core
+    from tinyshake.model import flops_per_token
+
+    config, lecture = plan.config, core.TrainConfig.eval_iters
+    rate = CPU_FLOPS_GUESS if plan.device.device.type == "cpu" else GPU_FLOPS_GUESS
+    per_token = flops_per_token(config.model) + LOSS_FLOPS_PER_LOGIT * config.model.vocab_size
+    seconds = core.steps_per_evaluation(config) * per_token * config.batch_size * config.block_size / rate
+    at_lecture = seconds * lecture / config.eval_iters  # the same evaluation at the lecture's count
+    if yes or seconds <= ENDLESS_EVALUATION_SECONDS or at_lecture > ENDLESS_EVALUATION_SECONDS:
+        return  # endless even at the lecture's count: the model's size is what to lower (checked as it is built)
+    raise UsageError(f"each evaluation of {config.eval_iters:,} batches per split would take at least "
+                     f"{_duration(seconds)} on {plan.device.device.type}; lower --eval-iters (the lecture uses "
+                     f"{lecture}), or pass --yes to run it anyway")
 
 
 def _resume_hint(run: str) -> str:
@@ -555,6 +584,7 @@ def train(
 def _train(stage: Optional[str], run: Optional[str], corpus_name: Optional[str], resume: bool, overwrite: bool,
            yes: bool, sample_chars: int, quiet: bool, metrics: Optional[Path], nproc: Optional[int],
            settings: dict[str, Any]) -> None:
+    _torch.load()  # first: a Ctrl-C while torch loads must end the command
     from tinyshake import corpus, distributed
     from tinyshake.cli.fetch import ensure_corpus
     from tinyshake.plan import make_plan
@@ -569,6 +599,7 @@ def _train(stage: Optional[str], run: Optional[str], corpus_name: Optional[str],
         return
     if nproc is not None and nproc > 1:
         distributed.check_launch(nproc, plan.device.device)
+    _refuse_endless_evaluation(plan, yes)  # on every rank alike, before anything is written
     log = MetricsLog(metrics if dist.is_main else None, resume)
     if dist.is_main:
         confirm_slow_run(plan, yes or dist.enabled)  # workers under torchrun cannot ask
