@@ -37,3 +37,13 @@ def test_a_resealed_impossible_model_is_one_line_for_every_reader(cached, field,
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 2, (args, result.output)
         assert "Traceback" not in result.output and "retrain it with --overwrite" in result.stderr, result.stderr
+
+
+def test_runs_rm_of_a_linked_run_deletes_nothing_behind_the_link(cached, home, tmp_path):
+    tiny_run("real", "--max-iters", "2", "--eval-interval", "2")
+    outside = tmp_path / "elsewhere"
+    shutil.move(checkpoint.run_dir("real"), outside)
+    checkpoint.run_dir("real").symlink_to(outside)
+    result = CliRunner().invoke(app, ["runs", "rm", "real"])
+    assert_one_line_error(result, "is a link to")
+    assert (outside / "config.json").exists() and checkpoint.run_dir("real").is_symlink()

@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import re
 import shutil
 from pathlib import Path
@@ -320,6 +321,9 @@ def clean(folder: Path, keep: Iterable[str]) -> None:
 def remove(name: str) -> None:
     """Delete a run, unless a process holds it (a training): refused with that process's pid."""
     folder = run_dir(name)
+    if folder.is_symlink():  # deleting through it would delete a run that lives somewhere else
+        raise UsageError(f"run {name!r} is a link to {os.readlink(folder)}; remove the link itself ({folder}) "
+                         "if you mean to")
     if not folder.is_dir():
         raise missing(name)
     with runlock.hold(name, "rm"):

@@ -8,18 +8,14 @@ that does, at module level; the commands import them when they run.
 
 from __future__ import annotations
 
-import errno
-import os
 import signal
-import sys
-from typing import Annotated, NoReturn, Optional, Sequence
-
-PROG = "tinyshake"
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
-EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for `... | head` where the reader left early
-OUTPUT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)  # a write to stdout failed: no room, dead device
 
 try:  # Ctrl-C while the app itself loads ends as every Ctrl-C does: exit 130, no traceback
+    import errno
+    import os
+    import sys
+    from typing import Annotated, NoReturn, Optional, Sequence
+
     import typer
 
     from tinyshake import __version__
@@ -38,7 +34,12 @@ except KeyboardInterrupt:
     # A second Ctrl-C would find the interpreter shutting down, which puts back the default handler: the process
     # would die by the signal (or print a traceback) instead of exiting 130. Ignored from here, as in main().
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise SystemExit(EXIT_INTERRUPTED) from None
+    raise SystemExit(130) from None  # EXIT_INTERRUPTED, which may not be defined yet
+
+PROG = "tinyshake"
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for `... | head` where the reader left early
+OUTPUT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)  # a write to stdout failed: no room, dead device
 
 app = typer.Typer(
     name=PROG,
