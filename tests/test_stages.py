@@ -70,7 +70,8 @@ def test_trains_header_names_what_the_stage_adds_its_settings_and_the_lectures_v
                                       "--batch-size", "8", "--sample-chars", "0", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     header = result.stderr.splitlines()
-    assert header[0] == "Training run ffwd: ffwd (8,609 parameters; the lecture reached val 2.24) on cpu"
+    assert header[0].startswith("Training run ffwd: ffwd (8,609 parameters; the lecture reached val 2.24) on cpu, ")
+    assert " thread" in header[0]  # and the CPU threads it uses, with why
     assert header[1] == f"  {stages.get('ffwd').adds}"
     assert header[2] == "  batch 8, block 8, width 32, heads 4, layers 1, lr 1e-3, steps 2"  # the run's own
 
