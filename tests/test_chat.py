@@ -224,7 +224,15 @@ def test_history_is_cropped_to_the_block_and_keeps_the_stop_string(run_home):
     assert stream.stopped is None or session.loaded.tokenizer.decode(stream.ids).endswith("\n\n")
 
 
-def test_ctrl_c_raises_a_flag_while_a_reply_streams_and_the_old_handler_comes_back(run_home):
+@pytest.fixture
+def python_sigint():
+    """Python's own SIGINT handler for the test, whatever pytest inherited (a shell's `cmd &` ignores SIGINT)."""
+    saved = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, saved)
+
+
+def test_ctrl_c_raises_a_flag_while_a_reply_streams_and_the_old_handler_comes_back(run_home, python_sigint):
     before = signal.getsignal(signal.SIGINT)
     with sigint_flag() as interrupted:
         assert not interrupted()
