@@ -12,7 +12,6 @@ import shlex
 import signal
 import struct
 import subprocess
-import sys
 import termios
 import time
 from pathlib import Path
@@ -21,11 +20,10 @@ import pytest
 import torch
 from typer.testing import CliRunner, Result
 
-from conftest import subprocess_env
+from conftest import TINYSHAKE, subprocess_env
 from tinyshake import checkpoint, corpus, device, stages, train as core
 from tinyshake.cli import app
 
-TINYSHAKE = str(Path(sys.executable).with_name("tinyshake"))  # the installed entry point of this venv
 TINY = dict(n_embd=16, n_layer=1, n_head=2, block_size=8, batch_size=4, eval_iters=2, device="cpu")
 TINY_ARGS = ["--model", "mini"] + [a for k, v in TINY.items() for a in (f"--{k.replace('_', '-')}", str(v))]
 HEAD_STEP0 = "step 0: train loss 4.2000, val loss 4.2047"
