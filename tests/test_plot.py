@@ -160,3 +160,13 @@ def test_runs_show_has_the_settings_every_evaluation_with_the_final_one_and_a_ch
 
 def test_runs_show_of_an_unknown_run_is_one_line(runs):
     assert_one_line_error(cli("runs", "show", "nope", code=2), "no run named 'nope'")
+
+
+def test_plot_with_no_runs_says_how_to_train_one(home):
+    assert_one_line_error(CliRunner().invoke(app, ["plot"]), "there are no trained runs", "tinyshake train")
+
+
+def test_plot_without_a_name_draws_the_latest_run(runs):
+    result = cli("plot")
+    rows = [line for line in result.stdout.splitlines() if line.startswith("│ ")]
+    assert [row.split("│")[1].strip() for row in rows] == [record.latest()]

@@ -26,10 +26,9 @@ def select_runs(patterns: list[str], records: list[dict[str, Any]]) -> list[dict
     A pattern that matches nothing is a usage error; with no patterns, the most recent run.
     """
     readable = [r for r in records if r.get("damaged") is None and "updated" in r]
-    if not patterns:
-        if not readable:
-            raise UsageError("no trained runs yet; train one with `tinyshake train --model mini`")
-        return readable[:1]
+    if not patterns:  # the latest run, picked (and refused when there is none) as chat, eval and inspect pick it
+        latest = record.resolve(None)
+        return [r for r in readable if r["name"] == latest]
     chosen: list[dict[str, Any]] = []
     for pattern in patterns:
         found = sorted((r for r in readable if fnmatch.fnmatchcase(r["name"], pattern)), key=lambda r: r["created"]
