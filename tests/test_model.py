@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from lecture_reference import RefModel, RefMultiHead, ref_estimate_loss
-from tinyshake import corpus, train
+from tinyshake import corpus, model, train
 from tinyshake.cli import app
 from tinyshake.model import Head, ModelConfig, MultiHeadAttention, attend, build, future_mask
 
@@ -165,3 +165,44 @@ def test_attention_beyond_the_kept_mask_builds_its_own():
     expected = F.scaled_dot_product_attention(q, k, v, is_causal=True)
     for future in (None, future_mask(4), future_mask(12), future_mask(20)):
         torch.testing.assert_close(attend(q, k, v, 0.0, True, future), expected)
+
+
+def _value_and_grads(fn, *inputs: torch.Tensor) -> list[torch.Tensor]:
+    """fn(*inputs), then the gradients of its product with a fixed random upstream, for each input that needs one."""
+    leaves = [t.detach().clone().requires_grad_(t.requires_grad) for t in inputs]
+    out = fn(*leaves)
+    out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(1)))
+    return [out.detach()] + [t.grad for t in leaves if t.requires_grad]
+
+
+@pytest.mark.parametrize("shape, weighted", [((4, 8, 128), True), ((4, 2, 8, 32), False)])
+def test_rms_norm_equals_pytorchs_in_value_and_gradient(shape: tuple[int, ...], weighted: bool) -> None:
+    """The modern preset's RMSNorm and QK-norm: tinyshake's closed-form backward against autograd through F.rms_norm."""
+    torch.manual_seed(0)
+    x = (3 * torch.randn(shape)).requires_grad_()
+    inputs = [x, (1 + 0.2 * torch.randn(shape[-1])).requires_grad_()] if weighted else [x]
+    ours = _value_and_grads(lambda x, *w: model.rms_norm(x, *w), *inputs)
+    theirs = _value_and_grads(lambda x, *w: F.rms_norm(x, (shape[-1],), *w), *inputs)
+    assert len(ours) == len(theirs) == len(inputs) + 1
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_rms_norm_module_keeps_nn_rmsnorms_parameter_and_eps() -> None:
+    """Checkpoints of modern runs load as before: one ``weight``, PyTorch's default eps, the same output."""
+    torch.manual_seed(0)
+    ours, theirs = model.RMSNorm(16), torch.nn.RMSNorm(16)
+    assert list(ours.state_dict()) == list(theirs.state_dict()) == ["weight"]
+    x = torch.randn(3, 5, 16)
+    torch.testing.assert_close(ours(x), theirs(x))
+
+
+def test_relu_squared_equals_autograds_chain_bit_for_bit() -> None:
+    """The fused ReLU² gives exactly relu(x).square() and its gradient, zeros included."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 96).requires_grad_()
+    ours = _value_and_grads(model.ReLUSquared(), x)
+    theirs = _value_and_grads(lambda x: F.relu(x).square(), x)
+    for a, b in zip(ours, theirs):
+        assert torch.equal(a, b)
+    assert (ours[1][x.detach() <= 0] == 0).all()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -112,3 +113,26 @@ def test_a_busy_machine_says_so_in_one_line_and_a_change_between_evaluations_is_
     assert "on cpu, 1 thread (other programs use 3.5 of 4 cores)" in result.stderr
     assert "note: after step 0: now 3 threads (other programs use 0.8 of 4 cores)" in result.stderr
     assert checkpoint.read_record("mini")["threads"] == 3
+
+
+def test_others_during_counts_other_programs_but_not_this_process(tmp_path, monkeypatch):
+    """From /proc/stat's counters: this process's own CPU time is taken out, another program's is not."""
+    stat = tmp_path / "stat"
+    monkeypatch.setattr(threads, "STAT", stat)
+
+    def write(busy_per_cpu: int, idle_per_cpu: int) -> None:
+        stat.write_text("".join(f"cpu{c} {busy_per_cpu} 0 0 {idle_per_cpu} 0 0 0 0\n" for c in (0, 1)))
+
+    def measured(own_seconds: float) -> float | None:
+        """One second in which both CPUs were busy throughout, ``own_seconds`` of it this process's."""
+        clocks = {"process_time": iter([0.0, own_seconds]), "perf_counter": iter([0.0, 1.0])}
+        monkeypatch.setattr(threads, "time", type("Clock", (), {
+            name: staticmethod(lambda it=it: next(it)) for name, it in clocks.items()}))
+        write(50, 50)
+        return threads.others_during([0, 1], lambda: write(150, 50))  # 100 more busy jiffies on each CPU
+
+    assert measured(own_seconds=0.0) == pytest.approx(2.0)  # both cores busy, none of it ours
+    assert measured(own_seconds=1.5) == pytest.approx(0.5)  # 1.5 cores of it were this process's threads
+    stat.unlink()
+    monkeypatch.setattr(threads, "time", time)
+    assert threads.others_during([0, 1], lambda: None) is None  # no /proc/stat: cannot tell

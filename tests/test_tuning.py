@@ -50,6 +50,37 @@ def test_a_damaged_cache_is_measured_again(counted, damage):
     assert json.loads(tuning.cache_file().read_text())["version"] == tuning.CACHE_VERSION
 
 
+def test_a_measurement_crowded_by_other_programs_is_used_but_not_cached(monkeypatch):
+    """A ratio timed while another program held the measurement's cores is this run's, not the machine's for good."""
+    calls = []
+
+    def crowded(threads: int) -> tuning.Routes:
+        calls.append(threads)
+        return tuning.Routes(onednn=False, small_attention=0, attention_margin={"8": 0.36}, measured="now",
+                             crowded=1.4)
+    monkeypatch.setattr(tuning, "measure", crowded)
+    tuning._measured.clear()
+    routes = tuning.choose(1)
+    assert routes.small_attention == 0 and "other programs took 1.4 of its cores; not cached" in routes.source
+    assert tuning.cached(1) is None
+    tuning._measured.clear()  # the next process
+    tuning.choose(1)
+    assert len(calls) == 2
+
+
+def test_measure_counts_only_the_load_on_the_cores_it_uses(monkeypatch):
+    """On 2 CPUs, one thread measuring while others use a whole core is undisturbed; while they use both, it is not."""
+    monkeypatch.setattr(tuning, "measure_linear", lambda generator: {})
+    monkeypatch.setattr(tuning, "measure_attention", lambda generator: {8: 1.5})
+    monkeypatch.setattr(tuning, "allowed_cpus", lambda: [0, 1])
+    for others, threads_used, trusted in ((1.0, 1, True), (2.0, 1, False), (0.2, 2, True), (0.9, 2, False)):
+        ran = []
+        monkeypatch.setattr(tuning, "others_during", lambda cpus, run: (run(), ran.append(cpus), others)[-1])
+        routes = tuning.measure(threads_used)
+        assert ran == [[0, 1]] and routes.small_attention == 8
+        assert routes.trusted is trusted, (others, threads_used)
+
+
 def test_the_environment_forces_the_linear_route(counted, monkeypatch):
     monkeypatch.setenv(onednn.ENV, "1")
     routes = tuning.forced(tuning.choose(1))

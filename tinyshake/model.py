@@ -16,7 +16,7 @@ draw theirs.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn as nn
@@ -161,6 +161,53 @@ def rotary(x: torch.Tensor, positions: torch.Tensor, base: float) -> torch.Tenso
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
+class _RMSNorm(torch.autograd.Function):
+    """x / rms(x) · weight over the last dimension, in about half the passes over memory of autograd's chain.
+
+    ``F.rms_norm`` runs on a CPU as six separate ops (square, mean, add, rsqrt,
+    two products), each read and written back, and autograd retraces every one
+    of them. Here the forward is one norm and two products, and the backward is
+    the closed form ``rstd · (g - x̂ · mean(g · x̂))`` with ``g = grad · weight``.
+    The result agrees with ``F.rms_norm`` to float rounding (tests/test_model.py).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: Optional[torch.Tensor], eps: float) -> torch.Tensor:
+        mean_square = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().div_(x.size(-1))
+        rstd = mean_square.add_(eps).rsqrt_()
+        normed = x * rstd
+        ctx.save_for_backward(normed, rstd, weight)
+        return normed * weight if weight is not None else normed
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
+        normed, rstd, weight = ctx.saved_tensors
+        g = grad * weight if weight is not None else grad
+        grad_x = (g - normed * (g * normed).mean(-1, keepdim=True)).mul_(rstd)
+        grad_weight = None
+        if weight is not None and ctx.needs_input_grad[1]:
+            grad_weight = (grad * normed).flatten(0, -2).sum(0)
+        return grad_x, grad_weight, None
+
+
+def rms_norm(x: torch.Tensor, weight: Optional[torch.Tensor] = None, eps: Optional[float] = None) -> torch.Tensor:
+    """``F.rms_norm`` over the last dimension (eps: PyTorch's default), by :class:`_RMSNorm` for float32 tensors.
+
+    Other dtypes (bf16 under autocast) keep PyTorch's own op, which computes in a wider type where it should.
+    """
+    eps = torch.finfo(x.dtype).eps if eps is None else eps
+    if x.dtype != torch.float32 or (weight is not None and weight.dtype != torch.float32):
+        return F.rms_norm(x, (x.size(-1),), weight, eps)
+    return _RMSNorm.apply(x, weight, eps)
+
+
+class RMSNorm(nn.RMSNorm):
+    """``nn.RMSNorm`` (same parameter, same default eps) computed by :func:`rms_norm`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return rms_norm(x, self.weight, self.eps)
+
+
 class Linear(nn.Linear):
     """``nn.Linear`` (same parameters, same init) whose float32 product goes through oneDNN on CPUs (see onednn)."""
 
@@ -228,7 +275,7 @@ class MultiHeadAttention(nn.Module):
         qkv = onednn.linear(x, self.qkv.view(-1, C)).view(B, T, H * 3, hs).transpose(1, 2).contiguous()
         k, q, v = qkv.view(B, H, 3, T, hs).unbind(2)  # (B, H, T, hs) each
         if self.qk_norm:
-            q, k = F.rms_norm(q, (self.head_size,)), F.rms_norm(k, (self.head_size,))
+            q, k = rms_norm(q), rms_norm(k)
         if self.rope_base is not None:
             start = cache.pos if cache is not None else 0
             positions = torch.arange(start, start + T, device=x.device)
@@ -246,11 +293,33 @@ class MultiHeadAttention(nn.Module):
         return out
 
 
+class _ReLUSquared(torch.autograd.Function):
+    """relu(x)² with a backward of two passes over memory, where autograd's chain of three ops takes three.
+
+    Autograd would save relu(x), differentiate the square (2 · relu(x) · grad)
+    and then the ReLU (zero where x ≤ 0). But relu(x) is already zero there, so
+    ``grad · relu(x) · 2`` is the whole gradient: the same numbers (doubling is
+    exact in floating point), one pass fewer over an activation that, at the
+    modern preset's size, does not fit in a CPU's cache.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        r = F.relu(x)
+        ctx.save_for_backward(r)
+        return r.square()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (r,) = ctx.saved_tensors
+        return (grad * r).mul_(2.0)
+
+
 class ReLUSquared(nn.Module):
     """relu(x)²: as cheap as ReLU and, in small fast-trained models, better than GELU."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(x).square()
+        return _ReLUSquared.apply(x)
 
 
 class FeedForward(nn.Module):
@@ -293,7 +362,7 @@ def make_norm(config: ModelConfig) -> nn.Module:
     """The lecture's LayerNorm, RMSNorm for the modern preset, or nothing before the layernorm stage."""
     if not config.layernorm:
         return nn.Identity()
-    return nn.RMSNorm(config.n_embd) if config.norm == "rmsnorm" else nn.LayerNorm(config.n_embd)
+    return RMSNorm(config.n_embd) if config.norm == "rmsnorm" else nn.LayerNorm(config.n_embd)
 
 
 def lm_loss(logits: torch.Tensor, targets: Optional[torch.Tensor]) -> Optional[torch.Tensor]:

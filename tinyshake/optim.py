@@ -21,14 +21,15 @@ def orthogonalize(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
     at the same rate, which is what makes Muon learn faster than Adam here.
     """
     a, b, c = NS_COEFFS
-    x = g / (g.norm(dim=(-2, -1), keepdim=True) + 1e-7)
+    x = g.reshape(-1, *g.shape[-2:])  # a batch of matrices, so every product below is one baddbmm
+    x = x / (x.norm(dim=(-2, -1), keepdim=True) + 1e-7)
     tall = x.size(-2) > x.size(-1)
     if tall:
         x = x.mT
-    for _ in range(steps):
+    for _ in range(steps):  # x ← a·x + (b·G + c·G²)·x with G = x xᵀ, the scalings folded into the products
         gram = x @ x.mT
-        x = a * x + (b * gram + c * gram @ gram) @ x
-    return x.mT if tall else x
+        x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return (x.mT if tall else x).reshape(g.shape)
 
 
 class Muon(torch.optim.Optimizer):

@@ -79,16 +79,28 @@ def _cpu_ticks(cpus: list[int]) -> Optional[tuple[int, int]]:
 
 def busy_cores(cpus: list[int], seconds: float = SAMPLE_SECONDS) -> float:
     """Cores' worth of CPU that OTHER processes used over a short sample (this process's own use is taken out)."""
-    before, own_before = _cpu_ticks(cpus), time.process_time()
-    if before is None:  # no /proc/stat (macOS, Windows): the load average, which counts this process too
+    busy = others_during(cpus, lambda: time.sleep(seconds))
+    if busy is None:  # no /proc/stat (macOS, Windows): the load average, which counts this process too
         return max(0.0, os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0.0
-    time.sleep(seconds)
-    after, own = _cpu_ticks(cpus), time.process_time() - own_before
-    if after is None or after[1] <= before[1]:
+    return busy
+
+
+def others_during(cpus: list[int], run: Callable[[], object]) -> Optional[float]:
+    """Cores' worth of CPU that other processes used while ``run()`` ran; None where /proc/stat cannot tell.
+
+    This process's own CPU time (every thread of it, spinning ones included) is
+    taken out, so a measurement that keeps both cores busy by itself reads as 0.
+    """
+    before, own_before, start = _cpu_ticks(cpus), time.process_time(), time.perf_counter()
+    run()
+    after, own, seconds = _cpu_ticks(cpus), time.process_time() - own_before, time.perf_counter() - start
+    if before is None or after is None:
+        return None
+    if after[1] <= before[1]:
         return 0.0
     busy, total = after[0] - before[0], after[1] - before[1]
     per_core = total / len(cpus)  # jiffies one core had in the sample
-    return min(float(len(cpus)), max(0.0, busy / per_core - own / seconds))
+    return min(float(len(cpus)), max(0.0, busy / per_core - own / max(seconds, 1e-9)))
 
 
 # --------------------------------------------------------------------------- other tinyshake processes
@@ -220,5 +232,5 @@ def refresh() -> Optional[Choice]:
     return choice
 
 
-__all__ = ["Choice", "allowed_cpus", "busy_cores", "choose", "configure", "decide", "others", "plan",
-           "refresh", "register"]
+__all__ = ["Choice", "allowed_cpus", "busy_cores", "choose", "configure", "decide", "others", "others_during",
+           "plan", "refresh", "register"]

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
@@ -32,6 +32,7 @@ import torch
 from torch.nn import functional as F
 
 from tinyshake import atomic, machine, model, onednn, paths
+from tinyshake.threads import SLACK, allowed_cpus, others_during
 from tinyshake.errors import TinyshakeError
 
 CACHE_VERSION = 1
@@ -58,6 +59,12 @@ class Routes:
     attention_margin: dict[str, float] = field(default_factory=dict)  # per context: fused time / batched time
     measured: str = ""  # when (UTC)
     source: str = "measured now"  # or "cached", or why a route was forced
+    crowded: float = 0.0  # cores' worth that other programs took from the measurement's threads while it ran
+
+    @property
+    def trusted(self) -> bool:
+        """Whether the measurement ran undisturbed enough to be kept for this machine (see :func:`choose`)."""
+        return self.crowded <= SLACK
 
     def describe_linear(self) -> str:
         if not self.linear_margin and not onednn.available():
@@ -162,20 +169,32 @@ def small_attention(margins: dict[int, float]) -> int:
 
 
 def measure(threads: int) -> Routes:
-    """Time both routes here, now, on ``threads`` threads (about a second), on a generator of its own."""
+    """Time both routes here, now, on ``threads`` threads (about a second), on a generator of its own.
+
+    It also notes how much CPU other programs took meanwhile beyond the cores
+    the measurement leaves free: a ratio timed while another program held one
+    of its cores says more about that program than about the routes.
+    """
     generator = torch.Generator().manual_seed(0)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
+    found: dict[str, dict] = {}
     try:
-        linear = measure_linear(generator) if onednn.available() else {}
-        attention = measure_attention(generator)
+        cpus = allowed_cpus()
+
+        def run() -> None:
+            found["linear"] = measure_linear(generator) if onednn.available() else {}
+            found["attention"] = measure_attention(generator)
+        others = others_during(cpus, run) or 0.0
     finally:
         torch.set_num_threads(before)
+    linear, attention = found["linear"], found["attention"]
     wins = bool(linear) and statistics.geometric_mean(linear.values()) > 1.0  # oneDNN wins over the presets
     return Routes(onednn=wins, small_attention=small_attention(attention),
                   linear_margin={k: round(v, 3) for k, v in linear.items()},
                   attention_margin={str(k): round(v, 3) for k, v in attention.items()},  # type: ignore[misc]
-                  measured=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+                  measured=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                  crowded=round(max(0.0, others - max(0, len(cpus) - threads)), 2))
 
 
 # --------------------------------------------------------------------------- the cache
@@ -218,6 +237,9 @@ def choose(threads: int, retune: bool = False) -> Routes:
         return stored
     routes = _measured[key] if key in _measured and not retune else measure(threads)
     _measured[key] = routes
+    if not routes.trusted:  # used for this run, and measured again by the next one
+        return replace(routes, source=f"measured now while other programs took {routes.crowded:.1f} of its cores; "
+                                      "not cached")
     entry = asdict(routes)
     entry.pop("source")
     entries[key] = entry
@@ -233,9 +255,7 @@ def forced(routes: Routes) -> Routes:
     choice = onednn.forced()
     if choice is None:
         return routes
-    return Routes(onednn=choice and onednn.available(), small_attention=routes.small_attention,
-                  linear_margin=routes.linear_margin, attention_margin=routes.attention_margin,
-                  measured=routes.measured, source=f"forced by {onednn.ENV}={int(choice)}")
+    return replace(routes, onednn=choice and onednn.available(), source=f"forced by {onednn.ENV}={int(choice)}")
 
 
 def apply(routes: Routes) -> None:
