@@ -19,6 +19,24 @@ def test_orthogonalize_brings_every_singular_value_near_one():
     assert after.min() > 0.6 and after.max() < 1.2  # quintic Newton-Schulz: close to 1, not exactly 1
 
 
+def test_muon_batches_matrices_of_one_shape_yet_orthogonalises_each_on_its_own():
+    """Tall and wide matrices of one shape share a batch; each update is what a loop over the parameters gives."""
+    torch.manual_seed(0)
+    shapes = [(4, 3, 8, 16), (16, 16), (64, 16), (16, 64), (16, 64), (16, 16)]
+    params = [torch.nn.Parameter(torch.randn(shape)) for shape in shapes]
+    for p in params:
+        p.grad = torch.randn(p.shape)
+    lr, momentum = 0.02, 0.95
+    expected = []
+    for p in params:  # one step from a zero momentum buffer: the Nesterov gradient is (1 + momentum) · grad
+        matrices = (p.grad * (1 + momentum)).reshape(-1, *p.shape[-2:])
+        rows, cols = matrices.shape[-2:]
+        expected.append(p.detach() - lr * max(1.0, rows / cols) ** 0.5 * optim.orthogonalize(matrices).reshape(p.shape))
+    optim.Muon(params, lr=lr, momentum=momentum).step()
+    for p, want in zip(params, expected):
+        torch.testing.assert_close(p.detach(), want, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("progress, factor", [(0.0, 0.0), (0.05, 0.5), (0.1, 1.0), (0.4, 1.0), (0.75, 0.5), (1.0, 0.0)])
 def test_schedule_warms_up_holds_and_cools_down_to_zero_at_the_end(progress, factor):
     assert optim.lr_factor(progress, warmup=0.1, warmdown=0.5) == pytest.approx(factor)

@@ -41,17 +41,27 @@ class Muon(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: None = None) -> None:  # type: ignore[override]
+        """One update; matrices of one shape (the same layer in every block) are orthogonalised as one batch.
+
+        Each matrix is still orthogonalised on its own, as in a loop over the
+        parameters; the batch only turns a dozen small products into one.
+        """
         for group in self.param_groups:
+            alike: dict[tuple[int, int], list[tuple[nn.Parameter, torch.Tensor]]] = {}
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
                 buf.mul_(group["momentum"]).add_(p.grad)
-                g = p.grad.add(buf, alpha=group["momentum"])
-                matrices = g.reshape(-1, *g.shape[-2:])
-                update = orthogonalize(matrices, group["ns_steps"])
-                rows, cols = matrices.shape[-2:]
-                p.add_(update.view_as(p), alpha=-group["lr"] * max(1.0, rows / cols) ** 0.5)
+                matrices = p.grad.add(buf, alpha=group["momentum"]).reshape(-1, *p.shape[-2:])
+                wide = matrices if matrices.size(-2) <= matrices.size(-1) else matrices.mT
+                alike.setdefault(tuple(wide.shape[-2:]), []).append((p, wide))
+            for batch in alike.values():
+                updates = orthogonalize(torch.cat([wide for _, wide in batch]), group["ns_steps"])
+                for (p, wide), update in zip(batch, updates.split([len(w) for _, w in batch])):
+                    rows, cols = p.shape[-2:]
+                    update = update if rows <= cols else update.mT
+                    p.add_(update.reshape(p.shape), alpha=-group["lr"] * max(1.0, rows / cols) ** 0.5)
 
 
 def lr_factor(progress: float, warmup: float, warmdown: float) -> float:
