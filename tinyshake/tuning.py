@@ -14,7 +14,8 @@ and the margin is the median of the ratios of each turn, so a burst of load from
 another program slows one pair and moves the median little. The
 result is cached as JSON in the cache folder, keyed by the CPU model, the torch
 version and the thread count, so each machine measures once; ``tinyshake bench
---retune`` measures again. A damaged cache is measured again and replaced.
+--retune`` measures again. A damaged cache is measured again and replaced. A measurement
+during which other programs took CPU from its threads is used for that run but not cached.
 The measurement draws from its own random generator, so runs are unchanged.
 """
 
