@@ -58,7 +58,7 @@ class Muon(torch.optim.Optimizer):
                 alike.setdefault(tuple(wide.shape[-2:]), []).append((p, wide))
             for batch in alike.values():
                 updates = orthogonalize(torch.cat([wide for _, wide in batch]), group["ns_steps"])
-                for (p, wide), update in zip(batch, updates.split([len(w) for _, w in batch])):
+                for (p, _), update in zip(batch, updates.split([len(wide) for _, wide in batch])):
                     rows, cols = p.shape[-2:]
                     update = update if rows <= cols else update.mT
                     p.add_(update.reshape(p.shape), alpha=-group["lr"] * max(1.0, rows / cols) ** 0.5)

@@ -212,7 +212,6 @@ def configure(choice: Choice) -> None:
     register()
     torch.set_num_threads(choice.threads)
     _state["automatic"] = choice.automatic
-    _state["choice"] = choice
 
 
 def refresh() -> Optional[Choice]:
@@ -228,7 +227,6 @@ def refresh() -> Optional[Choice]:
     if choice.threads == torch.get_num_threads():
         return None
     torch.set_num_threads(choice.threads)
-    _state["choice"] = choice
     return choice
 
 

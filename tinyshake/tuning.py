@@ -179,17 +179,13 @@ def measure(threads: int) -> Routes:
     generator = torch.Generator().manual_seed(0)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
-    found: dict[str, dict] = {}
+    cpus, found = allowed_cpus(), []
     try:
-        cpus = allowed_cpus()
-
-        def run() -> None:
-            found["linear"] = measure_linear(generator) if onednn.available() else {}
-            found["attention"] = measure_attention(generator)
-        others = others_during(cpus, run) or 0.0
+        others = others_during(cpus, lambda: found.extend(
+            [measure_linear(generator) if onednn.available() else {}, measure_attention(generator)])) or 0.0
     finally:
         torch.set_num_threads(before)
-    linear, attention = found["linear"], found["attention"]
+    linear, attention = found
     wins = bool(linear) and statistics.geometric_mean(linear.values()) > 1.0  # oneDNN wins over the presets
     return Routes(onednn=wins, small_attention=small_attention(attention),
                   linear_margin={k: round(v, 3) for k, v in linear.items()},
@@ -277,7 +273,7 @@ def cached(threads: int) -> Optional[Routes]:
 
 
 def tune(threads: int, retune: bool = False) -> Routes:
-    """Choose this machine's routes for ``threads`` threads and use them: what bench calls."""
+    """Choose this machine's routes for ``threads`` threads and use them: what train and bench call."""
     routes = decide(threads, retune)
     apply(routes)
     return routes
