@@ -183,6 +183,42 @@ def test_term_dumb_on_a_terminal_and_a_pipe_give_plain_text(cached, home, termin
         assert "\x1b" not in out and re.search(r"^step 20: train loss \d\.\d{4}, val loss \d\.\d{4}\r?$", out, re.M)
 
 
+FAKE_TORCH = """
+import os, signal, time
+os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C in the middle of the import
+for _ in range(50):
+    time.sleep(0.001)  # Python runs on: a handler that raises would raise here
+FINISHED = True
+"""
+LOAD_FAKE_TORCH = """
+import signal, sys
+from tinyshake.cli import _torch
+handler = signal.getsignal(signal.SIGINT)
+try:
+    _torch.load()
+    print("not interrupted", end=" ")
+except KeyboardInterrupt:
+    print("interrupted", end=" ")
+print(getattr(sys.modules["torch"], "FINISHED", False), signal.getsignal(signal.SIGINT) is handler)
+"""
+
+
+@pytest.mark.parametrize(("sigint", "outcome"), [("default", "interrupted"), ("ignored", "not interrupted")])
+def test_ctrl_c_while_torch_loads_waits_for_the_import_to_finish(tmp_path, sigint, outcome):
+    """Raised inside torch's import, a KeyboardInterrupt can pass through C++ that aborts the process (exit -6).
+
+    A stand-in torch package presses Ctrl-C while it imports: the import finishes, the Ctrl-C comes right after
+    (unless the command ignores Ctrl-C), and the command's own handler is back in place.
+    """
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "__init__.py").write_text(FAKE_TORCH)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    ignore = "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)\n" if sigint == "ignored" else ""
+    done = subprocess.run([sys.executable, "-c", ignore + LOAD_FAKE_TORCH], env=env, capture_output=True, text=True,
+                          timeout=60, preexec_fn=default_sigint)
+    assert done.returncode == 0 and done.stdout == f"{outcome} True True\n", (done.stdout, done.stderr)
+
+
 @pytest.mark.parametrize("command", [["chat", "-p", "ROMEO:"], ["train", *TINY_ARGS, "--run", "early"]],
                          ids=["chat", "train"])
 def test_ctrl_c_while_torch_imports_numpy_is_not_lost(cached, home, command):

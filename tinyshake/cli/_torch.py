@@ -1,19 +1,32 @@
 """Importing torch from a command, so that a Ctrl-C meanwhile ends the command (exit 130) like any other.
 
-torch imports numpy from C++ while it loads and clears whatever error that
-import raises, a KeyboardInterrupt included: a Ctrl-C in those moments was
-lost, and ``chat`` or ``train`` went on as if nothing had been pressed.
-Imported from Python first, numpy lets the KeyboardInterrupt through, and
-torch then finds it loaded.
+A KeyboardInterrupt must not be raised inside torch's import. torch runs
+Python from C++ as it loads (numpy's import among it): there, a
+KeyboardInterrupt was either cleared, so that the Ctrl-C was lost and ``chat``
+or ``train`` went on as if nothing had been pressed, or thrown through C++
+code that cannot pass it on, which aborts the process (``terminate called
+after throwing an instance of 'pybind11::error_already_set'``, exit -6). So a
+Ctrl-C during the import only raises a flag, and is delivered as soon as torch
+is in.
 """
 
 from __future__ import annotations
 
-import contextlib
+import signal
+import threading
 
 
 def load() -> None:
-    """Import numpy (where it is installed), then torch; a command calls this before it first needs torch."""
-    with contextlib.suppress(ImportError):
-        import numpy  # noqa: F401
-    import torch  # noqa: F401
+    """Import torch with Ctrl-C held back; a command calls this before it first needs torch."""
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.SIG_IGN or threading.current_thread() is not threading.main_thread():
+        import torch  # noqa: F401  (nothing to hold back, or no handler this thread may set)
+        return
+    hits: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: hits.append(signum))
+    try:
+        import torch  # noqa: F401
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if hits:
+        signal.raise_signal(signal.SIGINT)  # to the handler the command had: KeyboardInterrupt, for Python's own
