@@ -33,8 +33,8 @@ import torch
 from torch.nn import functional as F
 
 from tinyshake import atomic, machine, model, onednn, paths
-from tinyshake.threads import SLACK, allowed_cpus, others_during
 from tinyshake.errors import TinyshakeError
+from tinyshake.threads import SLACK, allowed_cpus, others_during
 
 CACHE_VERSION = 1
 TRIALS = 5  # interleaved trials per comparison, after one warm-up call of each candidate

@@ -19,8 +19,8 @@ import threading
 def load() -> None:
     """Import torch with Ctrl-C held back; a command calls this before it first needs torch."""
     previous = signal.getsignal(signal.SIGINT)
-    if previous is signal.SIG_IGN or threading.current_thread() is not threading.main_thread():
-        import torch  # noqa: F401  (nothing to hold back, or no handler this thread may set)
+    if previous in (signal.SIG_IGN, None) or threading.current_thread() is not threading.main_thread():
+        import torch  # noqa: F401  (nothing to hold back, a handler Python cannot put back, or a thread that may not)
         return
     hits: list[int] = []
     signal.signal(signal.SIGINT, lambda signum, frame: hits.append(signum))
