@@ -208,6 +208,11 @@ def terminal() -> Iterator[type[Terminal]]:
         term.close()
 
 
+def table_cells(line: str) -> list[str]:
+    """The cells of one line of a piped table, whose columns two spaces or more set apart."""
+    return re.split(r" {2,}", line.strip())
+
+
 def colours(text: str) -> set[str]:
     """The colours that the SGR codes in ``text`` set: foreground as ``31`` or ``38;5;208``, background as ``bg 41``.
 

@@ -73,7 +73,9 @@ def test_info_lists_verified_and_corrupt_corpora(cached, corpus_file):
     result = invoke("info")
     assert result.exit_code == 0, result.output
     assert "tinyshakespeare (verified)" in result.output
-    assert "mine (CORRUPT" in result.output
+    assert "mine (CORRUPT: import it again with `tinyshake fetch --from PATH --corpus mine --force`)" in result.output
+    corpus.text_path("tinyshakespeare").write_text("changed\n")
+    assert "tinyshakespeare (CORRUPT: run `tinyshake fetch --force` to fix it)" in invoke("info").output
 
 
 # -- the entry point: -h, Typer's usage errors, dead outputs, Ctrl-C (issue #11) and no torch for help (#12) --------
@@ -236,3 +238,38 @@ def test_ctrl_c_while_torch_imports_numpy_is_not_lost(cached, home, command):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err, (proc.returncode, out, err[-2000:])
     assert not (home / "runs" / "early").exists()
+
+
+# --------------------------------------------------------------------------- tables, piped
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+from rich.text import Text  # noqa: E402
+
+from tinyshake.cli._output import make_console, plain_table  # noqa: E402
+
+
+def test_a_piped_table_is_aligned_columns_one_line_a_row_with_no_borders_or_padding():
+    table = Table(title="settings")
+    table.add_column("name")
+    table.add_column("count", justify="right")
+    table.add_row("a [b]x[/b]", "1")  # markup is resolved, as Rich shows it
+    table.add_row("long name\nsecond line", "1,000")  # a cell over two lines stays on the row's line
+    table.add_row(Text("t"), "")
+    assert plain_table(Console(), table).plain.splitlines() == [
+        "settings",
+        "name                   count",
+        "a x                        1",
+        "long name second line  1,000",
+        "t",
+    ]
+
+
+def test_every_table_a_command_prints_to_a_pipe_comes_out_plain(home, capsys):
+    console = make_console()  # pytest's captured stdout is no terminal
+    table = Table("stage", "what it adds")
+    table.add_row("mini", "the gpt stage, small enough for a laptop CPU " * 5)
+    console.print(table)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[1].startswith("mini   the gpt stage") and lines[1] == lines[1].rstrip()
+    assert not any(set(line) & set("│┃━─┏┗") for line in lines)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from conftest import table_cells
 from test_ladder import on_terminal
 from test_train import assert_one_line_error
 from tinyshake import corpus, record
@@ -50,6 +51,13 @@ def cli(*args: str, code: int = 0, **env: str):
     return result
 
 
+def run_column(output: str) -> list[str]:
+    """The runs that the piped table under the chart lists, in its order."""
+    lines = output.splitlines()
+    header = next(i for i, text in enumerate(lines) if table_cells(text)[:2] == ["run", "stage"])
+    return [table_cells(text)[0] for text in lines[header + 1:] if text.strip()]
+
+
 def legend(output: str) -> list[tuple[str, str]]:
     """The plain chart's legend: (marker, label) pairs from its line under the step scale."""
     lines = output.splitlines()
@@ -73,8 +81,7 @@ def test_plot_of_several_runs_has_a_legend_with_every_run_and_draws_each(runs):
     assert legend(result.stdout) == [("*", "a"), ("o", "b"), ("+", "c")]  # the title names the split
     area = plot_area(result.stdout)
     assert all(marker in area for marker in "*o+")
-    rows = [line for line in result.stdout.splitlines() if line.startswith("│ ")]
-    assert [row.split("│")[1].strip() for row in rows] == ["a", "b", "c"]
+    assert run_column(result.stdout) == ["a", "b", "c"]
 
 
 def test_a_pattern_picks_runs_in_the_order_they_were_made(runs):
@@ -95,8 +102,9 @@ def test_a_long_legend_wraps_within_the_width(runs):
     result = cli("plot", "a", "b", "c", "--split", "both", COLUMNS="40")
     lines = result.stdout.splitlines()
     start = next(i for i, text in enumerate(lines) if text.rstrip().endswith("step")) + 1
-    entries = " ".join(lines[start:start + 3])
-    assert all(len(line) <= 40 for line in lines[start:start + 3])
+    end = next(i for i, text in enumerate(lines) if table_cells(text)[:2] == ["run", "stage"])
+    entries = " ".join(lines[start:end])
+    assert end - start > 1 and all(len(line) <= 40 for line in lines[start:end])
     assert all(label in entries for label in ("a train", "a val", "b train", "b val", "c train", "c val"))
 
 
@@ -148,12 +156,12 @@ def test_runs_show_has_the_settings_every_evaluation_with_the_final_one_and_a_ch
     out = result.stdout
     assert ESCAPE not in result.output
     stored = record.read_record("b")
-    assert re.search(r"^ stage\s+head\b", out, re.M) and re.search(r"^ parameters\s+7,553\b", out, re.M)
+    assert re.search(r"^stage\s+head$", out, re.M) and re.search(r"^parameters\s+7,553$", out, re.M)
     assert "learning_rate 0.01" in out and "batch_size 4" in out and "n_embd 32" in out
     for row in stored["metrics"]:
-        assert re.search(rf"│ {row['step']}\s+│ {row['train']:.4f} │ {row['val']:.4f} │", out)
+        assert re.search(rf"^{row['step']}\s+{row['train']:.4f}  {row['val']:.4f}  ", out, re.M)
     final = stored["final"]
-    assert final["step"] == 30 and re.search(rf"│ final 30\s+│ {final['train']:.4f} │ {final['val']:.4f} │", out)
+    assert final["step"] == 30 and re.search(rf"^final 30  {final['train']:.4f}  {final['val']:.4f}  ", out, re.M)
     assert legend(out) == [("*", "train"), ("o", "val")]
     assert "*" in plot_area(out[out.index("loss\n"):]) and out.rstrip().endswith("o val")
 
@@ -168,5 +176,4 @@ def test_plot_with_no_runs_says_how_to_train_one(home):
 
 def test_plot_without_a_name_draws_the_latest_run(runs):
     result = cli("plot")
-    rows = [line for line in result.stdout.splitlines() if line.startswith("│ ")]
-    assert [row.split("│")[1].strip() for row in rows] == [record.latest()]
+    assert run_column(result.stdout) == [record.latest()]

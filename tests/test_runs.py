@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import subprocess_env
+from conftest import subprocess_env, table_cells
 from test_checkpoint import CHARS, reseal, saved_run
 from test_train import TINYSHAKE, assert_one_line_error
 from tinyshake import checkpoint, corpus, record
@@ -84,7 +84,7 @@ def test_a_record_with_a_field_of_the_wrong_type_is_listed_as_damaged_and_breaks
     reseal("bad", change)
     listing = invoke("runs")
     assert listing.exit_code == 0 and "Traceback" not in listing.output
-    bad, good = (next(line for line in listing.stdout.splitlines() if line.lstrip("│ ").startswith(n))
+    bad, good = (next(line for line in listing.stdout.splitlines() if line.startswith(n))
                  for n in ("bad ", "good "))
     assert "ok" in good
     assert ("damaged: " + reason in bad) if reason else "ok" in bad
@@ -105,7 +105,7 @@ def test_damaged_files_huge_records_and_foreign_json_are_listed_with_their_reaso
     (folder("text") / "config.json").write_text('"a JSON string"')
     (folder("inf") / "config.json").write_text('{"format": 2, "step": 1e400}')
     (folder("bare") / "config.json").unlink()
-    rows = {line.split()[1]: line for line in invoke("runs").stdout.splitlines() if line.startswith("│")}
+    rows = {table_cells(line)[0]: line for line in invoke("runs").stdout.splitlines()}
     expected = {"missing": "best file missing", "truncated": "weights file is 100 bytes", "huge": "larger than 1 MiB",
                 "text": "not a JSON object", "inf": "does not match its SHA-256", "bare": "no config.json"}
     for name, reason in expected.items():

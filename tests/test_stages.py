@@ -10,15 +10,17 @@ from tinyshake.cli import app
 from tinyshake.model import build, count_parameters
 from tinyshake.plan import make_config
 
-WIDE = {"COLUMNS": "400"}  # one table row per line
+from conftest import table_cells
+
+WIDE = {"COLUMNS": "40"}  # narrow: piped, a row stays on one line whatever the width
 
 
 def table_rows(output: str) -> dict[str, list[str]]:
     """The plain table's rows by stage: the cells of each line that starts with a stage's name."""
     rows = {}
     for line in output.splitlines():
-        cells = [c.strip() for c in line.strip("│ ").split("│")]
-        if cells and cells[0] in stages.STAGES:
+        cells = table_cells(line)
+        if cells[0] in stages.STAGES:
             rows[cells[0]] = cells
     return rows
 
@@ -60,7 +62,7 @@ def test_your_best_val_and_its_run_appear_after_training(cached, home):
 
 
 def test_train_help_points_to_stages(home):
-    result = CliRunner().invoke(app, ["train", "--help"], env=WIDE)
+    result = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "400"})  # help's boxes wrap to the width
     assert result.exit_code == 0
     assert "`tinyshake stages` shows what each adds" in " ".join(result.stdout.split())
 

@@ -156,7 +156,8 @@ def expected_for(name: str) -> Expected | None:
     return None  # missing, or damaged: a size of "abc", null, 1e400 or true is no size
 
 
-def _repair_hint(name: str) -> str:
+def repair_hint(name: str) -> str:
+    """How to mend a damaged cached corpus: fetch the known one again, or import a custom one again."""
     if name in KNOWN:
         return "run `tinyshake fetch --force` to fix it"
     return f"import it again with `tinyshake fetch --from PATH --corpus {name} --force`"
@@ -167,14 +168,14 @@ def _verified_digest(name: str, blocks: Iterable[bytes]) -> str:
     path = text_path(name)
     expected = expected_for(name)
     if expected is None:
-        raise CorpusError(f"the record {meta_path(name)} of corpus {name!r} is missing or damaged; {_repair_hint(name)}")
+        raise CorpusError(f"the record {meta_path(name)} of corpus {name!r} is missing or damaged; {repair_hint(name)}")
     check = _Check(str(path), expected.size, name, CorpusError, expected)
     try:
         for block in blocks:
             check.feed(block)
         return check.finish()
     except CorpusError:
-        raise CorpusError(f"the cached corpus {path} is changed or corrupt; {_repair_hint(name)}") from None
+        raise CorpusError(f"the cached corpus {path} is changed or corrupt; {repair_hint(name)}") from None
 
 
 def is_cached(name: str) -> bool:

@@ -5,7 +5,8 @@ Three cases, decided here for every command:
 - a terminal: Rich, with live progress and colour;
 - a terminal with ``NO_COLOR`` set: the same Rich output (live bars and
   tables stay) without colour, as https://no-color.org asks;
-- piped, redirected, ``TERM=dumb`` (or tests): plain text, no escape codes.
+- piped, redirected, ``TERM=dumb`` (or tests): plain text, no escape codes,
+  and tables as aligned columns, one line a row, for ``grep``, ``awk`` and ``cut``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Callable, TextIO, TypeVar
 import typer
 from rich.console import Console
 from rich.panel import Panel
+from rich.table import Table
 from rich.text import Text
 
 from tinyshake.errors import TinyshakeError
@@ -61,13 +63,51 @@ class _Console(Console):
         raise BrokenPipeError(errno.EPIPE, "the reader of the output has gone")
 
 
+class _PlainConsole(_Console):
+    """The console for pipes and files: every table printed is laid out by :func:`plain_table`."""
+
+    def print(self, *objects: object, **kwargs: object) -> None:  # type: ignore[override]
+        super().print(*(plain_table(self, o) if isinstance(o, Table) else o for o in objects),
+                      **kwargs)  # type: ignore[arg-type]
+
+
+def _cell_text(console: Console, cell: object) -> str:
+    """A table cell (a string with Rich markup, or a Text) as one line of plain text."""
+    text = cell.plain if isinstance(cell, Text) else console.render_str(str(cell)).plain
+    return " ".join(text.splitlines()).rstrip()
+
+
+def plain_table(console: Console, table: Table) -> Text:
+    """``table`` as plain text: its title, then the header and each row on one line, columns aligned by spaces.
+
+    Rich's own tables draw borders and wrap long cells over several lines, so a
+    row of ``tinyshake stages`` piped into ``grep`` came out in pieces; here no
+    line is wrapped and none ends in padding, as ``docker ps`` or ``ollama list`` print.
+    """
+    columns = table.columns
+    rows = [[_cell_text(console, cell) for cell in column.cells] for column in columns]
+    lines = [list(row) for row in zip(*rows)] if rows else []
+    if table.show_header:
+        lines.insert(0, [_cell_text(console, column.header) for column in columns])
+    widths = [max((len(line[i]) for line in lines), default=0) for i in range(len(columns))]
+    out = [_cell_text(console, table.title)] if table.title else []
+    for line in lines:
+        cells = [cell.rjust(width) if column.justify == "right" else cell.ljust(width)
+                 for cell, width, column in zip(line, widths, columns)]
+        out.append("  ".join(cells).rstrip())
+    if table.caption:
+        out.append(_cell_text(console, table.caption))
+    return Text("\n".join(out))
+
+
 def make_console(stderr: bool = False) -> Console:
     """A Console that renders Rich on a terminal (uncoloured with ``NO_COLOR``) and no escape codes otherwise."""
     stream = sys.stderr if stderr else sys.stdout
     if use_rich(stream):
         return _Console(file=stream, highlight=False, no_color=no_color())
     width = int(os.environ.get("COLUMNS", "0") or 0) or PLAIN_WIDTH  # tables must not be squeezed into 80 columns
-    return _Console(file=stream, force_terminal=False, color_system=None, highlight=False, soft_wrap=True, width=width)
+    return _PlainConsole(file=stream, force_terminal=False, color_system=None, highlight=False, soft_wrap=True,
+                         width=width)
 
 
 def error_line(message: str) -> None:

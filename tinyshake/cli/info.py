@@ -60,7 +60,7 @@ def info() -> None:
         ("runs", str(paths.runs_root())),
     ]
     names = corpus.cached_names()
-    status = [f"{n} ({'verified' if corpus.is_cached(n) else 'CORRUPT: run tinyshake fetch --force'})" for n in names]
+    status = [f"{n} ({'verified' if corpus.is_cached(n) else 'CORRUPT: ' + corpus.repair_hint(n)})" for n in names]
     rows.append(("cached", ", ".join(status) if status else "none (run `tinyshake fetch`)"))
     for key, value in rows:
         table.add_row(key, value)
