@@ -256,13 +256,23 @@ def test_a_piped_table_is_aligned_columns_one_line_a_row_with_no_borders_or_padd
     table.add_row("a [b]x[/b]", "1")  # markup is resolved, as Rich shows it
     table.add_row("long name\nsecond line", "1,000")  # a cell over two lines stays on the row's line
     table.add_row(Text("t"), "")
+    table.add_row(Text("漢字\tx"), "2")  # wide characters take two cells each; a tab is a space
     assert plain_table(Console(), table).plain.splitlines() == [
         "settings",
         "name                   count",
         "a x                        1",
         "long name second line  1,000",
         "t",
+        "漢字 x                     2",
     ]
+
+
+@pytest.mark.parametrize("columns", ["abc", "-5", "0", ""])
+def test_a_columns_value_that_is_no_width_is_ignored(monkeypatch, columns):
+    monkeypatch.setenv("COLUMNS", columns)
+    result = invoke("stages")
+    assert result.exit_code == 0 and "Traceback" not in result.output
+    assert any(line.startswith("mini ") for line in result.stdout.splitlines())
 
 
 def test_every_table_a_command_prints_to_a_pipe_comes_out_plain(home, capsys):

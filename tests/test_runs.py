@@ -105,9 +105,14 @@ def test_damaged_files_huge_records_and_foreign_json_are_listed_with_their_reaso
     (folder("text") / "config.json").write_text('"a JSON string"')
     (folder("inf") / "config.json").write_text('{"format": 2, "step": 1e400}')
     (folder("bare") / "config.json").unlink()
-    rows = {table_cells(line)[0]: line for line in invoke("runs").stdout.splitlines()}
+    saved_run("markup", CHARS)
+    (folder("markup") / "config.json").write_text('{"format": "[/]x[bold]"}')  # data, not Rich markup
+    listing = invoke("runs")
+    assert listing.exit_code == 0 and "Traceback" not in listing.output
+    rows = {table_cells(line)[0]: line for line in listing.stdout.splitlines()}
     expected = {"missing": "best file missing", "truncated": "weights file is 100 bytes", "huge": "larger than 1 MiB",
-                "text": "not a JSON object", "inf": "does not match its SHA-256", "bare": "no config.json"}
+                "text": "not a JSON object", "inf": "does not match its SHA-256", "bare": "no config.json",
+                "markup": "'[/]x[bold]'"}
     for name, reason in expected.items():
         assert "damaged: " in rows[name] and reason in rows[name], rows[name]
 

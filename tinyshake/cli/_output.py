@@ -15,10 +15,12 @@ import contextlib
 import errno
 import functools
 import os
+import re
 import sys
 from typing import Callable, TextIO, TypeVar
 
 import typer
+from rich.cells import cell_len
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
@@ -72,9 +74,21 @@ class _PlainConsole(_Console):
 
 
 def _cell_text(console: Console, cell: object) -> str:
-    """A table cell (a string with Rich markup, or a Text) as one line of plain text."""
-    text = cell.plain if isinstance(cell, Text) else console.render_str(str(cell)).plain
-    return " ".join(text.splitlines()).rstrip()
+    """A table cell (a string with Rich markup, a Text or another renderable) as one line of plain text."""
+    if isinstance(cell, Text):
+        text = cell.plain
+    elif isinstance(cell, str):
+        text = console.render_str(cell).plain
+    else:
+        lines = console.render_lines(cell, console.options, pad=False)  # type: ignore[arg-type]
+        text = "\n".join("".join(segment.text for segment in line) for line in lines)
+    return re.sub(r"\s*[\r\n\t]+\s*", " ", text).strip()
+
+
+def _pad(cell: str, width: int, justify: str) -> str:
+    """``cell`` padded to ``width`` terminal cells (a CJK character or an emoji takes two)."""
+    gap = " " * (width - cell_len(cell))
+    return gap + cell if justify == "right" else cell + gap
 
 
 def plain_table(console: Console, table: Table) -> Text:
@@ -85,19 +99,25 @@ def plain_table(console: Console, table: Table) -> Text:
     line is wrapped and none ends in padding, as ``docker ps`` or ``ollama list`` print.
     """
     columns = table.columns
-    rows = [[_cell_text(console, cell) for cell in column.cells] for column in columns]
-    lines = [list(row) for row in zip(*rows)] if rows else []
-    if table.show_header:
-        lines.insert(0, [_cell_text(console, column.header) for column in columns])
-    widths = [max((len(line[i]) for line in lines), default=0) for i in range(len(columns))]
+    lines = [list(row) for row in zip(*([_cell_text(console, c) for c in column.cells] for column in columns))]
+    for show, part in ((table.show_header, "header"), (table.show_footer, "footer")):
+        names = [_cell_text(console, getattr(column, part)) for column in columns]
+        if show and any(names):
+            lines.insert(0 if part == "header" else len(lines), names)
+    widths = [max((cell_len(line[i]) for line in lines), default=0) for i in range(len(columns))]
     out = [_cell_text(console, table.title)] if table.title else []
     for line in lines:
-        cells = [cell.rjust(width) if column.justify == "right" else cell.ljust(width)
-                 for cell, width, column in zip(line, widths, columns)]
-        out.append("  ".join(cells).rstrip())
+        out.append("  ".join(_pad(cell, width, column.justify)
+                             for cell, width, column in zip(line, widths, columns)).rstrip())
     if table.caption:
         out.append(_cell_text(console, table.caption))
     return Text("\n".join(out))
+
+
+def columns_env() -> int | None:
+    """The width that ``COLUMNS`` sets, or None where it is unset or not a positive whole number."""
+    value = os.environ.get("COLUMNS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
 
 
 def make_console(stderr: bool = False) -> Console:
@@ -105,7 +125,7 @@ def make_console(stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     if use_rich(stream):
         return _Console(file=stream, highlight=False, no_color=no_color())
-    width = int(os.environ.get("COLUMNS", "0") or 0) or PLAIN_WIDTH  # tables must not be squeezed into 80 columns
+    width = columns_env() or PLAIN_WIDTH  # text must not be squeezed into 80 columns
     return _PlainConsole(file=stream, force_terminal=False, color_system=None, highlight=False, soft_wrap=True,
                          width=width)
 

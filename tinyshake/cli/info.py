@@ -11,6 +11,7 @@ import platform
 from typing import TYPE_CHECKING, Optional
 
 from rich.table import Table
+from rich.text import Text
 
 from tinyshake import __version__, corpus, paths
 from tinyshake.cli._output import handle_errors, make_console
@@ -63,5 +64,5 @@ def info() -> None:
     status = [f"{n} ({'verified' if corpus.is_cached(n) else 'CORRUPT: ' + corpus.repair_hint(n)})" for n in names]
     rows.append(("cached", ", ".join(status) if status else "none (run `tinyshake fetch`)"))
     for key, value in rows:
-        table.add_row(key, value)
+        table.add_row(key, Text(value))  # paths and names are data, never Rich markup
     console.print(table)

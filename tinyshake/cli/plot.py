@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import fnmatch
-import os
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from tinyshake import record
 from tinyshake.atomic import write_bytes
-from tinyshake.cli._output import handle_errors, make_console
+from tinyshake.cli._output import columns_env, handle_errors, make_console
 from tinyshake.cli._render import chart_svg, line_chart, metric_series, plain_charts, run_metrics
 from tinyshake.errors import UsageError
 
@@ -40,13 +40,17 @@ def select_runs(patterns: list[str], records: list[dict[str, Any]]) -> list[dict
 
 
 def _table(records: list[dict[str, Any]], plain: bool) -> Table:
-    """Each run's last train and val (of its final weights where it has them) and its best val."""
+    """Each run's last train and val (of its final weights where it has them) and its best val.
+
+    Cells are Text: a record's fields are data, never Rich markup.
+    """
     table = Table("run", "stage", "steps", "last train", "last val", "best val", header_style="" if plain else None)
     for run in records:
         last = (run_metrics(run) or [{}])[-1]
-        table.add_row(run["name"], str(run.get("stage", "?")), str(run.get("step", "?")),
-                      *(f"{last[k]:.4f}" if isinstance(last.get(k), (int, float)) else "-" for k in ("train", "val")),
-                      f"{run['best_val']:.4f}" if isinstance(run.get("best_val"), (int, float)) else "-")
+        cells = (run["name"], str(run.get("stage", "?")), str(run.get("step", "?")),
+                 *(f"{last[k]:.4f}" if isinstance(last.get(k), (int, float)) else "-" for k in ("train", "val")),
+                 f"{run['best_val']:.4f}" if isinstance(run.get("best_val"), (int, float)) else "-")
+        table.add_row(*map(Text, cells))
     return table
 
 
@@ -77,8 +81,9 @@ def plot(
               for r in records for s in splits]
     title = f"{'train and val' if split == 'both' else split} loss"
     console, plain = make_console(), plain_charts()
-    width = int(os.environ.get("COLUMNS", "0") or 0) or 100 if plain else min(console.width, 120)
+    width = columns_env() or 100 if plain else min(console.width, 120)
     console.print(line_chart(series, width, height, plain=plain, title=title))
+    console.print()
     console.print(_table(records, plain))
     if svg is not None:
         write_bytes(svg, chart_svg(line_chart(series, SVG_WIDTH, height, plain=False, title=title),

@@ -62,7 +62,7 @@ def runs(ctx: typer.Context) -> None:
         return
     table = Table(*COLUMNS)
     for run in found:
-        table.add_row(*_row(run))
+        table.add_row(*map(Text, _row(run)))  # a record's fields are data, never Rich markup
     console.print(table)
 
 
