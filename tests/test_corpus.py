@@ -270,3 +270,13 @@ def test_a_checkout_without_shared_skips_then_uses_the_fetched_cache(tmp_path, c
     assert fetch.returncode == 0, fetch.stderr
     proc = subprocess.run(command, env=env, cwd=tests, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "2 passed" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_a_corpus_that_is_not_cached_is_a_usage_error_that_says_how_to_import_it(home):
+    from test_train import assert_one_line_error
+    from typer.testing import CliRunner
+
+    from tinyshake.cli import app
+
+    result = CliRunner().invoke(app, ["train", "--corpus", "nosuch", "--max-iters", "1"])
+    assert_one_line_error(result, "corpus 'nosuch' is not cached", "`tinyshake fetch --from PATH --corpus nosuch`")

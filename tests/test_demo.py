@@ -206,7 +206,7 @@ def test_loss_shows_the_uniform_loss_the_lectures_first_loss_and_the_step_0_esti
 
 def test_the_first_half_needs_the_corpus() -> None:
     result = runner.invoke(app, ["demo", "tokens"])
-    assert result.exit_code == 1 and "tinyshake fetch" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert result.exit_code == 2 and "tinyshake fetch" in result.stderr and len(result.stderr.splitlines()) == 1
 
 
 @pytest.mark.parametrize("args, message", [

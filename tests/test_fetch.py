@@ -572,3 +572,21 @@ def test_a_killed_fetch_leaves_a_part_file_that_the_next_write_removes(serve, st
     source.write_text("a small text\n")
     assert invoke("fetch", "--from", str(source), "--corpus", "mine").exit_code == 0
     assert sorted(p.name for p in folder.iterdir()) == ["input.txt", "meta.json"]
+
+
+@pytest.mark.parametrize("source", ["/nonexistent/input.txt", "."], ids=["missing", "a-folder"])
+@pytest.mark.parametrize("name", [corpus.DEFAULT_CORPUS, "mine"])
+def test_from_a_path_that_cannot_be_read_is_refused_even_when_the_corpus_is_cached(source, name, cached, corpus_file,
+                                                                                    home):
+    for _ in corpus.import_file(corpus_file, "mine"):
+        pass
+    before = snapshot(home)
+    assert_one_error(invoke("fetch", "--from", source, "--corpus", name), f"cannot read {source}", code=2)
+    assert snapshot(home) == before
+
+
+@pytest.mark.parametrize("option", ["--timeout", "--deadline"])
+@pytest.mark.parametrize("value", ["-1", "0"])
+def test_download_limits_are_checked_with_from_too(option, value, corpus_file, home):
+    assert_one_error(invoke("fetch", "--from", str(corpus_file), option, value), f"{option} must be", code=2)
+    assert snapshot(home) == {}

@@ -72,6 +72,12 @@ class CorpusError(TinyshakeError):
     """A corpus is missing, corrupt, or could not be fetched."""
 
 
+class CorpusMissing(CorpusError):
+    """The corpus asked for is not in the cache: like an unknown run, the user's input (exit code 2)."""
+
+    exit_code = 2
+
+
 class UnknownCharacterError(UsageError, ValueError):
     """Text holds characters outside the vocabulary."""
 
@@ -301,6 +307,11 @@ def _seconds(value: float, option: str) -> float:
     return value
 
 
+def check_download_limits(timeout: float, deadline: float) -> tuple[float, float]:
+    """``--timeout`` and ``--deadline`` if both are seconds above 0 and at most a week; else a UsageError."""
+    return _seconds(timeout, "--timeout"), _seconds(deadline, "--deadline")
+
+
 def _byte_limit(value: int) -> int:
     if value < 1:
         raise UsageError(f"--max-bytes must be at least 1, not {value}")
@@ -463,7 +474,7 @@ def fetch(
     once they pass. Any failure (HTTP error, timeout, the deadline, truncation, wrong bytes, Ctrl-C) removes
     the temporary file and raises, so an older good copy survives.
     """
-    timeout, deadline = _seconds(timeout, "--timeout"), _seconds(deadline, "--deadline")
+    timeout, deadline = check_download_limits(timeout, deadline)
     max_bytes = _byte_limit(max_bytes)
     url = check_url(default_url() if url is None else url)
     if _cached_already(name, force):
@@ -510,26 +521,27 @@ def import_file(
     A known corpus must match its hash; an existing custom corpus is replaced only with ``force``. The file is
     streamed, so a device such as /dev/zero stops at the size cap instead of filling memory.
     """
-    max_bytes = _byte_limit(max_bytes)
-    if _cached_already(name, force):
-        yield AlreadyCached(describe(name))
-        return
+    max_bytes, folder = _byte_limit(max_bytes), corpus_dir(name)  # a bad name is refused before anything is read
     path = Path(source).expanduser()
-    check = _Check(str(source), max_bytes, name, UsageError, KNOWN.get(name))
-    try:
+    try:  # then: a path that cannot be read is an error even where the corpus is cached already
         handle = path.open("rb")
     except OSError as exc:
         raise UsageError(f"cannot read {source}: {exc.strerror or exc}") from None
-    with handle, _removed_if_left_empty(corpus_dir(name)):
-        mode = os.fstat(handle.fileno())
-        if stat.S_ISREG(mode.st_mode):
-            check.refuse_size(mode.st_size)  # refuse an oversized file before reading any of it
-        with atomic_writer(text_path(name)) as out:
-            for block in _blocks(handle, source):
-                check.feed(block)
-                out.write(block)
-            digest = check.finish()
-        info = _record(name, check.size, digest, str(path.resolve()))
+    with handle:
+        if _cached_already(name, force):
+            yield AlreadyCached(describe(name))
+            return
+        check = _Check(str(source), max_bytes, name, UsageError, KNOWN.get(name))
+        with _removed_if_left_empty(folder):
+            mode = os.fstat(handle.fileno())
+            if stat.S_ISREG(mode.st_mode):
+                check.refuse_size(mode.st_size)  # refuse an oversized file before reading any of it
+            with atomic_writer(text_path(name)) as out:
+                for block in _blocks(handle, source):
+                    check.feed(block)
+                    out.write(block)
+                digest = check.finish()
+            info = _record(name, check.size, digest, str(path.resolve()))
     yield CorpusReady(info)
 
 
@@ -573,7 +585,8 @@ def read_verified_text(name: str) -> tuple[str, str]:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise CorpusError(f"corpus {name!r} is not cached; run `tinyshake fetch`") from None
+        how = "run `tinyshake fetch`" if name in KNOWN else f"import a text with `tinyshake fetch --from PATH --corpus {name}`"
+        raise CorpusMissing(f"corpus {name!r} is not cached; {how}") from None
     except OSError as exc:
         raise CorpusError(f"cannot read {path}: {exc.strerror or exc}") from None
     digest = _verified_digest(name, [data])

@@ -87,6 +87,7 @@ def fetch(
 ) -> None:
     """Download the tiny Shakespeare corpus (or import a text) into the verified cache."""
     console = make_console()
+    corpus.check_download_limits(timeout, deadline)  # wrong values are refused even where --from needs none
     if from_path is not None:
         if url is not None:
             raise UsageError("give --url or --from, not both")
