@@ -188,9 +188,10 @@ def test_probs_in_a_pipe_are_one_character_and_probability_per_line(run_home):
 def test_a_missing_run_or_bad_setting_is_a_one_line_usage_error(run_home):
     missing = invoke("--run", "nope", "-p", "x")
     assert missing.exit_code == 2 and f"runs: {RUN}" in missing.stderr
-    for args in (["--top-p", "0"], ["-t", "-1"], ["--top-k", "0"], ["--max-new-tokens", "-5"]):
+    for args in (["--top-p", "0"], ["-t", "-1"], ["--top-k", "0"], ["--max-new-tokens", "-5"], ["--seed", "-3"],
+                 ["--seed", str(2**64)]):
         bad = invoke("-p", "x", *args)
-        assert bad.exit_code == 2 and len(bad.stderr.strip().splitlines()) == 1, args
+        assert bad.exit_code == 2 and len(bad.stderr.strip().splitlines()) == 1 and bad.stdout == "", args
 
 
 # -- /set and friends ---------------------------------------------------------------------------

@@ -54,7 +54,7 @@ def test_python_dash_m(home):
 def test_info_with_nothing_cached(home):
     result = invoke("info")
     assert result.exit_code == 0, result.output
-    assert str(home) in result.output
+    assert f"home       {home} (from TINYSHAKE_HOME)" in result.output
     assert torch.__version__ in result.output
     assert f"device     {device.resolve('auto').device} (auto:" in result.output
     assert "none (run `tinyshake fetch`)" in result.output
@@ -283,3 +283,17 @@ def test_every_table_a_command_prints_to_a_pipe_comes_out_plain(home, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and lines[1].startswith("mini   the gpt stage") and lines[1] == lines[1].rstrip()
     assert not any(set(line) & set("│┃━─┏┗") for line in lines)
+
+
+def test_info_says_where_the_home_comes_from(monkeypatch):
+    from tinyshake import paths
+
+    assert paths.home_source() == "from TINYSHAKE_HOME"
+    monkeypatch.delenv("TINYSHAKE_HOME")
+    assert paths.home_source() == "the user data folder; set TINYSHAKE_HOME to move it"
+
+
+def test_a_value_not_among_the_choices_is_one_plain_line(home):
+    result = installed(home, "eval", "--weights", "Best")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == ["Error: Invalid value for '--weights': 'Best' is not one of 'best', 'last'."]

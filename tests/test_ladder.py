@@ -251,3 +251,21 @@ def test_on_a_terminal_the_final_table_shows_the_full_split_val_and_each_sample(
         row = next(line for line in plain.splitlines() if line.startswith(f"│ {match[1]} "))
         assert match[4] in row and match[7][:10] in row and " ".join(stages.get(match[1]).adds.split()[:2]) in row
     assert "tinyshake plot 'ladder-*'" in plain
+
+
+@pytest.mark.parametrize("width", [80, 100, 140])
+def test_the_final_table_fits_the_terminal_with_every_number_and_the_samples(width):
+    from rich.console import Console
+
+    from tinyshake.cli.ladder import results_table
+
+    results = [ladder.StageResult(name, f"ladder-{name}", stages.get(name).adds, 209_729, 1.8234, 1.8301,
+                                  stages.get(name).published_val, 231.4, "ROMEO: what say you to the king", False)
+               for name in ("bigram", "layernorm", "mini")]
+    console = Console(width=width, record=True, file=open(os.devnull, "w"))
+    console.print(results_table(results, final=True, width=width))
+    lines = console.export_text().splitlines()
+    assert all(len(line) <= width for line in lines)
+    text = "\n".join(lines)
+    assert text.count("1.8301") == 3 and "231.4s" in text and "sample" in text and "ROMEO:" in text
+    assert ("logits" in text) == (width >= 100)  # what each adds, where there is room

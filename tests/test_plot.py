@@ -118,6 +118,12 @@ def test_a_bad_split_and_an_unknown_run_are_one_line_errors(runs):
     assert_one_line_error(cli("plot", "a", "nope", code=2), "no run matches 'nope'")
 
 
+def test_a_damaged_run_named_to_plot_is_said_to_be_damaged(runs):
+    (runs / "b" / "config.json").write_text("{")
+    line = assert_one_line_error(cli("plot", "a", "b", code=2), "'b'")
+    assert "no run matches" not in line and "config.json" in line
+
+
 def test_piped_and_no_color_output_has_no_escape_codes(runs, home):
     for env in ({}, {"NO_COLOR": "1"}):
         result = cli("plot", "a", "b", **env)

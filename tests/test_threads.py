@@ -81,9 +81,13 @@ def test_refresh_follows_the_machine_but_not_a_count_set_by_hand(monkeypatch):
     threads.configure(threads.decide(None))
     assert torch.get_num_threads() == 4
     busy_machine(monkeypatch, busy=2.0)
+    assert threads.refresh() is None and torch.get_num_threads() == 4  # one look is not enough
     changed = threads.refresh()
     assert changed is not None and changed.threads == 2 and torch.get_num_threads() == 2
     assert threads.refresh() is None  # no change, no event
+    for busy in (0.0, 2.0, 0.0, 2.0):  # a program that comes and goes at every look changes nothing
+        busy_machine(monkeypatch, busy=busy)
+        assert threads.refresh() is None and torch.get_num_threads() == 2
     threads.configure(threads.decide(3))
     busy_machine(monkeypatch, busy=0.0)
     assert threads.refresh() is None and torch.get_num_threads() == 3

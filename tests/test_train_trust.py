@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from conftest import subprocess_env
 from test_train import (TINY_ARGS, TINYSHAKE, assert_one_line_error, eval_lines, import_tiny_corpus, snapshot,
                         tiny_run, train_cli)
-from tinyshake import checkpoint, device, plan as planning
+from tinyshake import checkpoint, device, plan as planning, record
 from tinyshake.cli import app
 
 LONG = ["--max-iters", "100000000", "--eval-interval", "50000000"]
@@ -210,6 +210,19 @@ def test_resume_of_a_finished_run_says_it_is_complete_and_exits_0(cached, home):
     assert result.stdout == ""
     assert "run 'done' is complete: it has trained 4 of 4 steps" in result.stderr and "--max-iters 8" in result.stderr
     assert snapshot(home) == before
+
+
+def test_resume_of_a_run_its_time_budget_ended_says_it_is_complete_and_a_larger_budget_goes_on(cached, home):
+    tiny_run("timed", "--max-iters", "100000", "--eval-interval", "100000", "--time-budget", "0.2")
+    stored = record.read_record("timed")
+    assert stored["train_seconds"] >= 0.2 and stored["step"] < 100000
+    before = snapshot(home)
+    result = train_cli("--run", "timed", "--resume")
+    assert result.stdout == "" and snapshot(home) == before  # not one more step
+    assert (f"run 'timed' is complete: its time budget of 0.2 s of training ended it at step {stored['step']}"
+            in result.stderr) and "--time-budget 0.4" in result.stderr
+    train_cli("--run", "timed", "--resume", "--time-budget", "0.4", "--sample-chars", "0")
+    assert record.read_record("timed")["step"] > stored["step"]
 
 
 # -- G: re-running a stage -----------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from torch import nn
 from tinyshake import corpus as corpora
 from tinyshake.errors import UsageError
 from tinyshake.model import ModelConfig, build
+from tinyshake.sampling import check_seed
 from tinyshake.train import estimate_loss, get_batch
 
 View = Literal["value", "heatmap", "bars"]
@@ -32,7 +33,6 @@ MATMUL_SEED = 42
 SOFTMAX_LOGITS = (0.1, -0.2, 0.3, -0.3, 0.5)
 SHARPEN = 8
 HEAD_SIZE = 16
-SEEDS = range(2**64)  # what torch.manual_seed accepts
 LECTURE_BATCH, LECTURE_BLOCK = 4, 8  # the lecture's first look at a batch
 SCRIPT_BATCH, SCRIPT_EVAL_ITERS = 32, 200  # the bigram script's batches and loss estimate
 
@@ -528,8 +528,8 @@ def select(name: str) -> list[str]:
 def run(name: str, seed: int | None = None, mask: bool = True) -> Iterator[Demo]:
     """Check ``name`` and the options now, then compute the demos one at a time as they are consumed."""
     names = select(name)
-    if seed is not None and seed not in SEEDS:
-        raise UsageError(f"--seed must be a whole number from 0 to 2**64 - 1, not {seed}")
+    if seed is not None:
+        check_seed(seed)
     if seed is not None and not any(DEMOS[n].takes_seed for n in names):
         raise UsageError(f"--seed does not apply to the {names[0]} demo: it draws no random numbers")
     if not mask and not any(DEMOS[n].takes_mask for n in names):

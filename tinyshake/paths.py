@@ -18,6 +18,13 @@ def home() -> Path:
     return Path(platformdirs.user_data_dir("tinyshake", appauthor=False))
 
 
+def home_source() -> str:
+    """Where :func:`home` came from, in words for ``tinyshake info``."""
+    if os.environ.get(HOME_ENV):
+        return f"from {HOME_ENV}"
+    return f"the user data folder; set {HOME_ENV} to move it"
+
+
 def corpus_root() -> Path:
     return home() / "corpus"
 

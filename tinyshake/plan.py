@@ -245,9 +245,16 @@ class Plan:
         return int(self.resume["step"]) if self.resume is not None else 0
 
     @property
+    def budget_spent(self) -> bool:
+        """A resumed run whose ``--time-budget`` (its own, or the one given now) is already used up."""
+        budget = self.config.time_budget
+        trained = (self.resume or {}).get("train_seconds")
+        return self.resume is not None and budget is not None and isinstance(trained, (int, float)) and trained >= budget
+
+    @property
     def complete(self) -> bool:
-        """A resumed run that has already trained all its steps: there is nothing left to do."""
-        return self.resume is not None and self.start_step >= self.config.max_iters
+        """A resumed run that has already trained all its steps, or all its time: there is nothing left to do."""
+        return self.resume is not None and (self.start_step >= self.config.max_iters or self.budget_spent)
 
 
 def next_free_name(base: str) -> str:

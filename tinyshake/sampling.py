@@ -73,10 +73,19 @@ class SamplingSettings:
         return self
 
 
+SEEDS = range(2**64)  # what torch's generators accept as a seed
+
+
+def check_seed(seed: int) -> int:
+    """``seed`` if a generator takes it as it is; a negative or too large one is a usage error, not a wrapped seed."""
+    if seed not in SEEDS:
+        raise UsageError(f"--seed must be a whole number from 0 to 2**64 - 1, not {seed}")
+    return seed
+
+
 def make_generator(device: torch.device | str, seed: Optional[int] = None) -> tuple[torch.Generator, int]:
     """A random generator on ``device`` and the seed it got: ``seed``, or a fresh one a user can note and replay."""
-    if seed is None:
-        seed = secrets.randbelow(2**32)
+    seed = secrets.randbelow(2**32) if seed is None else check_seed(seed)
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
     return generator, seed

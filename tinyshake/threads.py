@@ -179,7 +179,7 @@ def plan(sample: Optional[Callable[[list[int]], float]] = None, ceiling: Optiona
     return choose(len(cpus), (sample or busy_cores)(cpus), others(), ceiling)
 
 
-_state: dict[str, object] = {}  # the ceiling, and whether this process's count is automatic
+_state: dict[str, object] = {}  # the ceiling, whether this process's count is automatic, the count last called for
 
 
 def _ceiling() -> int:
@@ -212,19 +212,24 @@ def configure(choice: Choice) -> None:
     register()
     torch.set_num_threads(choice.threads)
     _state["automatic"] = choice.automatic
+    _state["wanted"] = choice.threads
 
 
 def refresh() -> Optional[Choice]:
     """Look at the machine again (at each evaluation of a long run) and change the count if it calls for another.
 
-    Returns the new choice when the count changed, else None; a count set by
-    ``--threads``, or a process that never called :func:`configure`, is left alone.
+    A new count must be called for by two looks in a row: a program that comes
+    and goes in bursts would otherwise flip the count (and print a note) at
+    every evaluation. Returns the new choice when the count changed, else None;
+    a count set by ``--threads``, or a process that never called
+    :func:`configure`, is left alone.
     """
     if not _state.get("automatic"):
         return None
     import torch
     choice = plan(lambda cpus: busy_cores(cpus, REFRESH_SECONDS))
-    if choice.threads == torch.get_num_threads():
+    wanted, _state["wanted"] = _state.get("wanted"), choice.threads
+    if choice.threads == torch.get_num_threads() or wanted != choice.threads:
         return None
     torch.set_num_threads(choice.threads)
     return choice

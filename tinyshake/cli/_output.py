@@ -152,7 +152,7 @@ def usage_error(exc: BaseException) -> bool:
     format_message = getattr(exc, "format_message", None)
     if not callable(format_message) or not isinstance(getattr(exc, "exit_code", None), int):
         return False
-    message = format_message()
+    message = format_message().replace(": Value error, ", ": ")  # pydantic's prefix, which Typer passes on
     ctx = getattr(exc, "ctx", None)
     if not message:  # a bare command group: its help was already printed
         return True

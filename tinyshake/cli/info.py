@@ -56,7 +56,7 @@ def info() -> None:
         ("cpu", machine.cpu_model()),
         ("threads", f"{cpu.describe()}; --threads N overrides"),
         *_routes(tuning.cached(cpu.threads), cpu.threads),
-        ("home", f"{paths.home()} (set {paths.HOME_ENV} to move it)"),
+        ("home", f"{paths.home()} ({paths.home_source()})"),
         ("corpora", str(paths.corpus_root())),
         ("runs", str(paths.runs_root())),
     ]

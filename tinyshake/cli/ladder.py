@@ -13,6 +13,7 @@ import sys
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
+from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from tinyshake import train as training
 
 ACTIONS = {"train": "training", "resume": "resuming", "reuse": "reusing"}
+ROOMY = 100  # terminal columns from which the final table also shows what each stage adds
 NUMBERS = ("params", "val\nestimate", "val\nfull split", "lecture\nval", "time")  # never wrapped or cut
 
 
@@ -38,21 +40,24 @@ def _lecture(value: Optional[float]) -> str:
     return f"{value:.2f}" if value is not None else "-"
 
 
-def results_table(results: list[core.StageResult], final: bool) -> Table:
-    """The tour so far: one row per finished stage; ``final`` adds what each adds.
+def results_table(results: list[core.StageResult], final: bool, width: int) -> Table:
+    """The tour so far: one row per finished stage; ``final`` adds what each adds, where ``width`` has room.
 
     Names and numbers are never cut; what a stage adds and its sample wrap
-    instead, so the table fits a terminal of 100 columns.
+    instead. Below :data:`ROOMY` columns the table drops what each stage adds
+    (``tinyshake stages`` shows it) and its inner borders, so it still fits 80.
     """
-    table = Table(title="The lecture's ladder" if final else None, title_justify="left")
+    roomy = width >= ROOMY
+    table = Table(title="The lecture's ladder" if final else None, title_justify="left",
+                  box=box.HEAVY_HEAD if roomy else box.SIMPLE_HEAD)
     table.add_column("stage", no_wrap=True, min_width=max(len(r.stage) for r in results) if results else None)
-    if final:
+    if final and roomy:
         table.add_column("what it adds", ratio=1, overflow="fold", min_width=10)
     for column in NUMBERS:
         table.add_column(column, justify="right", no_wrap=True)
     table.add_column("sample (first line)", ratio=2, overflow="fold", min_width=12)
     for r in results:
-        table.add_row(r.stage, *([r.adds] if final else []), f"{r.parameters:,}", _val(r.last_val), _val(r.full_val),
+        table.add_row(r.stage, *([r.adds] if final and roomy else []), f"{r.parameters:,}", _val(r.last_val), _val(r.full_val),
                       _lecture(r.published_val), f"{r.seconds:.1f}s" + ("\nreused" if r.reused else ""),
                       Text(r.sample))
     return table
@@ -83,7 +88,7 @@ class LiveTour:
         self.live = Live(console=console, refresh_per_second=8, transient=True, get_renderable=self._render)
 
     def _render(self) -> RenderableType:
-        return Group(self.progress, results_table(self.results, final=False))
+        return Group(self.progress, results_table(self.results, final=False, width=self.console.width))
 
     def __enter__(self) -> "LiveTour":
         self.live.start()
@@ -196,7 +201,7 @@ def ladder(
     flag = StopFlag(view)
     stopped = _run_tour(core.tour(plans, data, should_stop=lambda: flag.requested), view, flag)
     if use_rich() and view.results:
-        console.print(results_table(view.results, final=True))
+        console.print(results_table(view.results, final=True, width=console.width))
     if stopped is not None:
         console.print(stopped_line(stopped), markup=False)
         raise typer.Exit(flag.exit_code)

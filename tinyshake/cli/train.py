@@ -402,6 +402,12 @@ def _complete(plan: Plan) -> None:
 
     A scheduler that requeues a finished job with ``--resume`` must not see it fail.
     """
+    if plan.budget_spent:
+        budget = plan.config.time_budget or 0.0
+        print(f"run {plan.run!r} is complete: its time budget of {budget:g} s of training ended it at step "
+              f"{plan.start_step}; to train it further, give a larger --time-budget "
+              f"({_resume_hint(plan.run)} --time-budget {2 * budget:g})", file=sys.stderr)
+        return
     more = max(2 * plan.start_step, plan.start_step + 1)
     print(f"run {plan.run!r} is complete: it has trained {plan.start_step} of {plan.config.max_iters} steps; "
           f"to train it further, give a larger --max-iters ({_resume_hint(plan.run)} --max-iters {more})",
