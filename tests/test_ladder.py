@@ -269,3 +269,17 @@ def test_the_final_table_fits_the_terminal_with_every_number_and_the_samples(wid
     text = "\n".join(lines)
     assert text.count("1.8301") == 3 and "231.4s" in text and "sample" in text and "ROMEO:" in text
     assert ("logits" in text) == (width >= 100)  # what each adds, where there is room
+
+
+@pytest.mark.parametrize("action, full", [("reuse", True), ("train", False), ("resume", False)])
+def test_a_reused_stage_shows_a_full_bar_not_zero_steps(action, full):
+    from rich.console import Console
+
+    from tinyshake.cli.ladder import LiveTour
+    from tinyshake.plan import make_config
+
+    view = LiveTour(Console(file=open(os.devnull, "w")))
+    config = make_config("bigram", 65)
+    view.started(ladder.StageStarted(0, 2, "bigram", "ladder-bigram", action, config))
+    task = view.progress.tasks[0]
+    assert task.total == config.max_iters and (task.completed == config.max_iters) == full

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import re
 import signal
 import subprocess
@@ -130,6 +132,7 @@ BAD_VALUES = {
     "muon-lr-nan": (["--optimizer", "muon", "--muon-lr", "nan"], "muon_lr must be a positive finite number"),
     "muon-lr-negative": (["--optimizer", "muon", "--muon-lr", "-1"], "muon_lr must be a positive finite number"),
     "muon-lr-inf": (["--optimizer", "muon", "--muon-lr", "inf"], "muon_lr must be a positive finite number"),
+    "muon-lr-with-adamw": (["--muon-lr", "-1"], "muon_lr must be a positive finite number"),
     "time-budget-nan": (["--time-budget", "nan"], "time budget must be a positive finite number"),
     "seed-huge": (["--seed", "99999999999999999999"], "seed must be between 0 and"),
     "batch-size-huge": (["--batch-size", "9223372036854775808"], "batch_size 9223372036854775808 is too large"),
@@ -286,3 +289,18 @@ def test_resume_resolves_the_device_once_and_plans_from_one_record(cached, monke
     train_cli("--run", "once", "--resume", "--max-iters", "4", "--sample-chars", "0")
     assert calls["resolve"] == 2  # this test's plan, and the command's one
     assert loads == ["last"]  # --resume goes on from the latest state, loaded once under the lock
+
+
+def test_the_bar_of_a_time_budget_ends_full_even_when_the_last_step_comes_quickly():
+    import torch
+    from rich.console import Console
+
+    from tinyshake.cli.train import RichView
+    from tinyshake.train import Stepped
+
+    config = dataclasses.replace(planning.make_config("head", 65), time_budget=5.0)
+    view = RichView(Console(file=open(os.devnull, "w")), config)
+    for step, trained in ((1, 4.9), (2, 4.95), (3, 5.01)):  # well within the bar's quarter-second rhythm
+        view.stepped(Stepped(step, torch.tensor(2.0), trained, trained))
+    task = view.progress.tasks[0]
+    assert task.total == 5.0 and task.completed == 5.0

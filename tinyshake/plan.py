@@ -177,8 +177,7 @@ def validate(config: TrainConfig) -> None:
     if not 0 <= config.seed <= TORCH_INT_MAX:
         raise UsageError(f"seed must be between 0 and {TORCH_INT_MAX}, got {config.seed}")
     _finite_positive("learning_rate", config.learning_rate)
-    if config.optimizer == "muon":
-        _finite_positive("muon_lr", config.muon_lr)
+    _finite_positive("muon_lr", config.muon_lr)  # checked whatever the optimizer: a typo'd value is never ignored
     if not 0 <= m.dropout < 1:
         raise UsageError(f"dropout must be in [0, 1), got {m.dropout}")
     if m.arch != "bigram" and m.n_embd % m.n_head:

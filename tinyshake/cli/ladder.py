@@ -101,7 +101,10 @@ class LiveTour:
         if self.task is not None:
             self.progress.remove_task(self.task)
         label = f"{event.index + 1}/{event.total} {event.stage} ({ACTIONS[event.action]} run {event.run})"
-        self.task = self.progress.add_task(label, total=event.config.max_iters, val="-")
+        reused = event.action == "reuse"  # trained before: its bar is full while its full split is measured
+        self.task = self.progress.add_task(label, total=event.config.max_iters,
+                                           completed=event.config.max_iters if reused else 0,
+                                           val="- (measuring the full val split)" if reused else "-")
 
     def trained(self, event: training.Event) -> None:
         from tinyshake import train as training

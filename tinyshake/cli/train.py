@@ -304,13 +304,15 @@ class RichView:
         self.window = event.loss.float() if self.window is None else self.window + event.loss.float()
         self.window_steps += 1
         now = time.perf_counter()
-        if now - self.last_show < 0.25 and event.step < self.config.max_iters:
+        budget = self.config.time_budget
+        last = event.step >= self.config.max_iters or (budget is not None and event.trained >= budget)
+        if now - self.last_show < 0.25 and not last:  # the last step always shows: the bar ends full
             return
         loss = self.window.item() / self.window_steps
         self.window, self.window_steps = None, 0
         steps, seconds = event.step - self.mark[0], now - self.mark[1]
         its = steps / seconds if seconds > 0 else 0.0
-        done = min(event.trained, self.config.time_budget) if self.config.time_budget else event.step
+        done = min(event.trained, budget) if budget else event.step
         self.progress.update(self.task, completed=done, its=its, loss=f"{loss:.4f}",
                              tps=its * self.config.batch_size * self.config.block_size * self.world_size)
         self.last_show = now
