@@ -211,6 +211,9 @@ def test_set_changes_settings_live_and_rejects_bad_values(run_home):
     for name, value in (("temperature", "hot"), ("top_p", "2"), ("overflow", "wrap"), ("colour", "red")):
         with pytest.raises(UsageError):
             apply_setting(session, name, value)
+    with pytest.raises(UsageError, match="^seed must be a whole number from 0 to 2"):
+        apply_setting(session, "seed", "-3")
+    assert session.seed == 1
     assert session.settings.temperature == 0.8  # a bad value changes nothing
 
 

@@ -590,3 +590,19 @@ def test_from_a_path_that_cannot_be_read_is_refused_even_when_the_corpus_is_cach
 def test_download_limits_are_checked_with_from_too(option, value, corpus_file, home):
     assert_one_error(invoke("fetch", "--from", str(corpus_file), option, value), f"{option} must be", code=2)
     assert snapshot(home) == {}
+
+
+def test_from_a_fifo_with_no_writer_does_not_wait_when_the_corpus_is_cached(cached, tmp_path, home):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    proc = subprocess.run([tinyshake_exe(), "fetch", "--from", str(fifo)], env=subprocess_env(home),
+                          capture_output=True, text=True, timeout=60)  # opening the FIFO would block for ever
+    assert proc.returncode == 0 and "already cached" in proc.stdout, proc.stderr
+
+
+def test_a_custom_corpus_whose_text_is_gone_says_to_import_it_again_with_force(corpus_file, home):
+    for _ in corpus.import_file(corpus_file, "mine"):
+        pass
+    corpus.text_path("mine").unlink()
+    with pytest.raises(corpus.CorpusError, match="is missing; import it again with .*--corpus mine --force"):
+        corpus.load("mine")

@@ -122,6 +122,10 @@ def test_a_damaged_run_named_to_plot_is_said_to_be_damaged(runs):
     (runs / "b" / "config.json").write_text("{")
     line = assert_one_line_error(cli("plot", "a", "b", code=2), "'b'")
     assert "no run matches" not in line and "config.json" in line
+    best = next((runs / "c").glob("best*"))
+    best.unlink()  # a record that reads well, beside a file it names that is gone
+    line = assert_one_line_error(cli("plot", "c", code=2), "'c'")
+    assert "no run matches" not in line and "best file missing" in line
 
 
 def test_piped_and_no_color_output_has_no_escape_codes(runs, home):

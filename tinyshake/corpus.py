@@ -513,6 +513,18 @@ def _blocks(handle: IO[bytes], source: Path) -> Iterator[bytes]:
         yield block
 
 
+def _check_readable(path: Path, source: Path) -> None:
+    """Refuse a path that does not exist, is a folder or may not be read, without opening it (a FIFO would block)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise UsageError(f"cannot read {source}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode):
+        raise UsageError(f"cannot read {source}: Is a directory")
+    if not os.access(path, os.R_OK):
+        raise UsageError(f"cannot read {source}: Permission denied")
+
+
 def import_file(
     source: Path, name: str = DEFAULT_CORPUS, force: bool = False, max_bytes: int = DEFAULT_MAX_BYTES
 ) -> Iterator[FetchEvent]:
@@ -523,14 +535,15 @@ def import_file(
     """
     max_bytes, folder = _byte_limit(max_bytes), corpus_dir(name)  # a bad name is refused before anything is read
     path = Path(source).expanduser()
-    try:  # then: a path that cannot be read is an error even where the corpus is cached already
+    _check_readable(path, source)  # a wrong path is an error even where the corpus is cached already
+    if _cached_already(name, force):
+        yield AlreadyCached(describe(name))
+        return
+    try:
         handle = path.open("rb")
     except OSError as exc:
         raise UsageError(f"cannot read {source}: {exc.strerror or exc}") from None
     with handle:
-        if _cached_already(name, force):
-            yield AlreadyCached(describe(name))
-            return
         check = _Check(str(source), max_bytes, name, UsageError, KNOWN.get(name))
         with _removed_if_left_empty(folder):
             mode = os.fstat(handle.fileno())
@@ -585,7 +598,10 @@ def read_verified_text(name: str) -> tuple[str, str]:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        how = "run `tinyshake fetch`" if name in KNOWN else f"import a text with `tinyshake fetch --from PATH --corpus {name}`"
+        if meta_path(name).exists():  # its record stayed: replacing it takes --force
+            raise CorpusError(f"the cached corpus {path} is missing; {repair_hint(name)}") from None
+        how = ("run `tinyshake fetch`" if name in KNOWN
+               else f"import it with `tinyshake fetch --from PATH --corpus {name}`")
         raise CorpusMissing(f"corpus {name!r} is not cached; {how}") from None
     except OSError as exc:
         raise CorpusError(f"cannot read {path}: {exc.strerror or exc}") from None

@@ -244,16 +244,26 @@ class Plan:
         return int(self.resume["step"]) if self.resume is not None else 0
 
     @property
-    def budget_spent(self) -> bool:
-        """A resumed run whose ``--time-budget`` (its own, or the one given now) is already used up."""
-        budget = self.config.time_budget
+    def trained_seconds(self) -> float:
+        """Seconds a resumed run has trained so far (what ``--time-budget`` counts); 0 for a new run."""
         trained = (self.resume or {}).get("train_seconds")
-        return self.resume is not None and budget is not None and isinstance(trained, (int, float)) and trained >= budget
+        return float(trained) if isinstance(trained, (int, float)) else 0.0
+
+    @property
+    def steps_done(self) -> bool:
+        """A resumed run that has already trained all its ``max_iters`` steps."""
+        return self.resume is not None and self.start_step >= self.config.max_iters
+
+    @property
+    def budget_spent(self) -> bool:
+        """A resumed run that has trained at least its ``--time-budget`` (its own, or the one given now)."""
+        budget = self.config.time_budget
+        return self.resume is not None and budget is not None and self.trained_seconds >= budget
 
     @property
     def complete(self) -> bool:
         """A resumed run that has already trained all its steps, or all its time: there is nothing left to do."""
-        return self.resume is not None and (self.start_step >= self.config.max_iters or self.budget_spent)
+        return self.steps_done or self.budget_spent
 
 
 def next_free_name(base: str) -> str:

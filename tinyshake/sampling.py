@@ -76,10 +76,13 @@ class SamplingSettings:
 SEEDS = range(2**64)  # what torch's generators accept as a seed
 
 
-def check_seed(seed: int) -> int:
-    """``seed`` if a generator takes it as it is; a negative or too large one is a usage error, not a wrapped seed."""
+def check_seed(seed: int, what: str = "--seed") -> int:
+    """``seed`` if a generator takes it as it is; a negative or too large one is a usage error, not a wrapped seed.
+
+    ``what`` names it as the user gave it: the option, or chat's ``/set seed``.
+    """
     if seed not in SEEDS:
-        raise UsageError(f"--seed must be a whole number from 0 to 2**64 - 1, not {seed}")
+        raise UsageError(f"{what} must be a whole number from 0 to 2**64 - 1, not {seed}")
     return seed
 
 

@@ -117,7 +117,7 @@ def plain_table(console: Console, table: Table) -> Text:
 def columns_env() -> int | None:
     """The width that ``COLUMNS`` sets, or None where it is unset or not a positive whole number."""
     value = os.environ.get("COLUMNS", "").strip()
-    return int(value) if value.isdigit() and int(value) > 0 else None
+    return int(value) if value.isascii() and value.isdigit() and int(value) > 0 else None  # "²" is a digit too
 
 
 def make_console(stderr: bool = False) -> Console:

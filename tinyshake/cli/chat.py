@@ -197,7 +197,10 @@ def apply_setting(session: Session, name: str, value: str) -> str:
             attr, parse = SAMPLING_FIELDS[name]
             session.settings = dataclasses.replace(session.settings, **{attr: parse(value)}).validate()
         elif name == "seed":
-            session.reseed(_optional(int)(value))  # type: ignore[arg-type]
+            from tinyshake import sampling
+
+            seed = _optional(int)(value)
+            session.reseed(None if seed is None else sampling.check_seed(seed, "seed"))
         elif name == "stop":
             session.stops = [] if value.lower() in OFF else parse_stops([value])
         elif name == "unknown":
@@ -521,6 +524,8 @@ def chat(
     settings = sampling.SamplingSettings(temperature=temperature, top_k=top_k, top_p=top_p,
                                          max_new_tokens=max_new_tokens, use_cache=not no_cache,
                                          overflow=overflow.value).validate()
+    if seed is not None:
+        sampling.check_seed(seed)  # with the other settings, before the run loads
     if prompt is not None:
         check_utf8(prompt, "--prompt")
     name = record.resolve(run)

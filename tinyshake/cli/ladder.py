@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from tinyshake import train as training
 
 ACTIONS = {"train": "training", "resume": "resuming", "reuse": "reusing"}
-ROOMY = 100  # terminal columns from which the final table also shows what each stage adds
 NUMBERS = ("params", "val\nestimate", "val\nfull split", "lecture\nval", "time")  # never wrapped or cut
 
 
@@ -40,26 +39,37 @@ def _lecture(value: Optional[float]) -> str:
     return f"{value:.2f}" if value is not None else "-"
 
 
-def results_table(results: list[core.StageResult], final: bool, width: int) -> Table:
-    """The tour so far: one row per finished stage; ``final`` adds what each adds, where ``width`` has room.
+def results_table(results: list[core.StageResult], final: bool, console: Console) -> Table:
+    """The tour so far: one row per finished stage; ``final`` adds what each adds, where the console has room.
 
     Names and numbers are never cut; what a stage adds and its sample wrap
-    instead. Below :data:`ROOMY` columns the table drops what each stage adds
-    (``tinyshake stages`` shows it) and its inner borders, so it still fits 80.
+    instead. Where even so the table would not fit the console, it drops what
+    each stage adds (``tinyshake stages`` shows it) and its inner borders.
     """
-    roomy = width >= ROOMY
-    table = Table(title="The lecture's ladder" if final else None, title_justify="left",
-                  box=box.HEAVY_HEAD if roomy else box.SIMPLE_HEAD)
+    roomy = _table(results, final, with_adds=final, compact=False)
+    return roomy if _fits(console, roomy) else _table(results, final, with_adds=False, compact=True)
+
+
+def _fits(console: Console, table: Table) -> bool:
+    """Whether ``table`` shows whole on ``console``: Rich crops a table too wide, right border and all."""
+    lines = ("".join(segment.text for segment in line) for line in console.render_lines(table, pad=False))
+    top = next((line for line in lines if "┏" in line), "")
+    return top.rstrip().endswith("┓")
+
+
+def _table(results: list[core.StageResult], titled: bool, with_adds: bool, compact: bool) -> Table:
+    table = Table(title="The lecture's ladder" if titled else None, title_justify="left",
+                  box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD, show_edge=not compact)
     table.add_column("stage", no_wrap=True, min_width=max(len(r.stage) for r in results) if results else None)
-    if final and roomy:
+    if with_adds:
         table.add_column("what it adds", ratio=1, overflow="fold", min_width=10)
     for column in NUMBERS:
         table.add_column(column, justify="right", no_wrap=True)
     table.add_column("sample (first line)", ratio=2, overflow="fold", min_width=12)
     for r in results:
-        table.add_row(r.stage, *([r.adds] if final and roomy else []), f"{r.parameters:,}", _val(r.last_val), _val(r.full_val),
-                      _lecture(r.published_val), f"{r.seconds:.1f}s" + ("\nreused" if r.reused else ""),
-                      Text(r.sample))
+        table.add_row(r.stage, *([r.adds] if with_adds else []), f"{r.parameters:,}", _val(r.last_val),
+                      _val(r.full_val), _lecture(r.published_val),
+                      f"{r.seconds:.1f}s" + ("\nreused" if r.reused else ""), Text(r.sample))
     return table
 
 
@@ -88,7 +98,7 @@ class LiveTour:
         self.live = Live(console=console, refresh_per_second=8, transient=True, get_renderable=self._render)
 
     def _render(self) -> RenderableType:
-        return Group(self.progress, results_table(self.results, final=False, width=self.console.width))
+        return Group(self.progress, results_table(self.results, final=False, console=self.console))
 
     def __enter__(self) -> "LiveTour":
         self.live.start()
@@ -204,7 +214,7 @@ def ladder(
     flag = StopFlag(view)
     stopped = _run_tour(core.tour(plans, data, should_stop=lambda: flag.requested), view, flag)
     if use_rich() and view.results:
-        console.print(results_table(view.results, final=True, width=console.width))
+        console.print(results_table(view.results, final=True, console=console))
     if stopped is not None:
         console.print(stopped_line(stopped), markup=False)
         raise typer.Exit(flag.exit_code)

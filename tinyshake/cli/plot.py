@@ -34,8 +34,8 @@ def select_runs(patterns: list[str], records: list[dict[str, Any]]) -> list[dict
         found = sorted((r for r in readable if fnmatch.fnmatchcase(r["name"], pattern)), key=lambda r: r["created"]
                        if isinstance(r.get("created"), str) else "")
         if not found:
-            for damaged in (r for r in records if r not in readable and fnmatch.fnmatchcase(r["name"], pattern)):
-                record.read_record(damaged["name"])  # says what is wrong with it, as eval and chat do
+            for damaged in (r for r in records if r.get("damaged") and fnmatch.fnmatchcase(r["name"], pattern)):
+                raise record.Damaged(damaged["name"], damaged["damaged"])  # what is wrong, as eval and chat say
             raise UsageError(f"no run matches {pattern!r}; `tinyshake runs` lists them")
         chosen += [r for r in found if r not in chosen]
     return chosen

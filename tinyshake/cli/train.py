@@ -8,6 +8,7 @@ at module level, so ``tinyshake train --help`` answers at once.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import sys
@@ -404,11 +405,12 @@ def _complete(plan: Plan) -> None:
 
     A scheduler that requeues a finished job with ``--resume`` must not see it fail.
     """
-    if plan.budget_spent:
-        budget = plan.config.time_budget or 0.0
-        print(f"run {plan.run!r} is complete: its time budget of {budget:g} s of training ended it at step "
-              f"{plan.start_step}; to train it further, give a larger --time-budget "
-              f"({_resume_hint(plan.run)} --time-budget {2 * budget:g})", file=sys.stderr)
+    if not plan.steps_done:  # the time budget, not max_iters, is what is used up
+        trained, budget = plan.trained_seconds, plan.config.time_budget or 0.0
+        more = max(2 * budget, math.ceil(trained) + 1)
+        print(f"run {plan.run!r} is complete: it has trained {trained:.1f} s, its time budget being {budget:g} s, "
+              f"and stopped at step {plan.start_step}; to train it further, give a larger --time-budget "
+              f"({_resume_hint(plan.run)} --time-budget {more:g})", file=sys.stderr)
         return
     more = max(2 * plan.start_step, plan.start_step + 1)
     print(f"run {plan.run!r} is complete: it has trained {plan.start_step} of {plan.config.max_iters} steps; "
