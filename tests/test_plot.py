@@ -176,6 +176,11 @@ def test_runs_show_has_the_settings_every_evaluation_with_the_final_one_and_a_ch
     assert "*" in plot_area(out[out.index("loss\n"):]) and out.rstrip().endswith("o val")
 
 
+def test_runs_show_of_a_bigram_lists_only_what_its_model_has(runs):
+    model = next(line for line in cli("runs", "show", "c").stdout.splitlines() if line.startswith("model "))
+    assert model.split(None, 1)[1] == "arch bigram, block_size 8"
+
+
 def test_runs_show_of_an_unknown_run_is_one_line(runs):
     assert_one_line_error(cli("runs", "show", "nope", code=2), "no run named 'nope'")
 

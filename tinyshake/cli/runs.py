@@ -78,6 +78,8 @@ def _settings(run: dict[str, Any]) -> list[tuple[str, str]]:
     """What a run is: its stage, size, progress, best, corpus, model shape and training settings."""
     best, at = run.get("best_val"), run.get("best_step")
     model = {k: v for k, v in run["model"].items() if k != "vocab_size"}
+    if model.get("arch") == "bigram":  # a lookup table: the GPT's shape fields are defaults it never uses
+        model = {k: model[k] for k in ("arch", "block_size") if k in model}
     return [
         ("stage", str(run.get("stage"))), ("parameters", f"{run.get('parameters', 0):,}"),
         ("steps", f"{run.get('step')}/{run.get('max_iters', '?')}"),
