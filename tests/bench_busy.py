@@ -45,7 +45,7 @@ def worker(mode: str, steps: int, forever: bool) -> None:
     """Train mini steps the way ``mode`` says and print the median ms per step over chunks of 5 steps."""
     import torch
 
-    from tinyshake import corpus, model, onednn, optim, threads, train, tuning
+    from tinyshake import corpus, onednn, optim, speed, threads, train, tuning
 
     if mode == "tinyshake":
         choice = threads.decide(None)
@@ -54,12 +54,12 @@ def worker(mode: str, steps: int, forever: bool) -> None:
         how = choice.describe()
     else:
         onednn.use(True)
-        model.SMALL_ATTENTION = 128
+        speed.SMALL_ATTENTION = 128
         how = f"{torch.get_num_threads()} threads (every CPU)"
     data = corpus.load().train
     config = train.make_config("mini", 65)
     torch.manual_seed(1337)
-    net = model.build(config.model)
+    net = speed.build(config.model)
     opt = optim.make(net, "adamw", config.learning_rate, config.muon_lr)
 
     def step() -> None:

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import torch
 
 from lecture_reference import RefModel, ref_estimate_loss
-from tinyshake import corpus, machine, model, optim, stages, threads, train, tuning
+from tinyshake import corpus, machine, optim, speed, stages, threads, train, tuning
 
 Step = Callable[[], None]
 Batch = Callable[[torch.Tensor, int, int], tuple[torch.Tensor, torch.Tensor]]
@@ -55,7 +55,7 @@ def steps(stage: str, data: torch.Tensor) -> dict[str, Step]:
     ref = reference_model(stage, config)
     ref_opt = torch.optim.AdamW(ref.parameters(), lr=config.learning_rate)
     torch.manual_seed(1337)
-    ours = model.build(config.model)
+    ours = speed.build(config.model)
     our_opt = optim.make(ours, "adamw", config.learning_rate, config.muon_lr)
     return {"reference": training_step(ref, ref_opt, lecture_batch, data, config),
             "tinyshake": training_step(ours, our_opt, train.get_batch, data, config)}

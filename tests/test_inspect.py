@@ -15,7 +15,7 @@ import torch
 from typer.testing import CliRunner, Result
 
 from conftest import subprocess_env
-from tinyshake import checkpoint, inspection
+from tinyshake import checkpoint, inspection, speed
 from tinyshake.cli import _render, app
 from tinyshake.errors import UsageError
 from tinyshake.corpus import CharTokenizer
@@ -109,7 +109,7 @@ def plain_attention(w: dict[str, torch.Tensor], config: ModelConfig, ids: list[i
         h = norm(x, w, p + "ln1", config)
         heads, outputs = [], []
         for head in range(config.n_head):
-            wk, wq, wv = w[p + "sa.qkv"][head]
+            wk, wq, wv = (w[f"{p}sa.heads.{head}.{kind}.weight"] for kind in ("key", "query", "value"))
             k, q, v = h @ wk.T, h @ wq.T, h @ wv.T
             if config.qk_norm:
                 q = q / (q.square().mean(-1, keepdim=True) + torch.finfo(q.dtype).eps).sqrt()
@@ -160,11 +160,14 @@ def test_attention_maps_equal_a_plain_recomputation_from_the_saved_weights(stage
     assert not bool((maps.weights.tril(-1) == 0).all())  # the weights below the diagonal are really there
 
 
-def test_attention_leaves_the_model_as_it_was() -> None:
-    model = tiny()
+@pytest.mark.parametrize("fast", [True, False], ids=["speed-layer", "plain"])
+def test_attention_leaves_the_model_as_it_was(fast: bool) -> None:
+    model = speed.apply(tiny()) if fast else tiny()
     model.train()
-    inspection.attention_maps(model, VOCAB, "abc")
-    assert model.training and all(block.sa.captured is None for block in model.blocks)
+    maps = inspection.attention_maps(model, VOCAB, "abc")
+    assert model.training and all(getattr(block.sa, "captured", None) is None for block in model.blocks)
+    assert speed.is_applied(model) == fast  # a plain model is read through a sped-up copy of itself
+    torch.testing.assert_close(maps.weights, inspection.attention_maps(speed.apply(tiny()), VOCAB, "abc").weights)
     x = torch.tensor([VOCAB.encode("abc")])
     assert torch.equal(model(x)[0], model(x)[0])
 

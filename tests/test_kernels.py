@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from test_train import TINY, import_tiny_corpus
-from tinyshake import corpus, kernels, model, train
+from tinyshake import corpus, kernels, speed, train
 
 CPU = torch.device("cpu")
 
@@ -18,7 +18,7 @@ CPU = torch.device("cpu")
 def attend_dropping(share: float, rescale_by: float | None = None) -> kernels.Attend:
     """A kernel that drops ``share`` of the weights whatever it is asked, rescaling by 1/(1 - ``rescale_by``)."""
     def attend(q, k, v, p, causal):
-        out = model.attend(q, k, v, share, causal)
+        out = speed.attend(q, k, v, share, causal)
         return out if rescale_by is None else out * (1 - share) / (1 - rescale_by)
     return attend
 
@@ -95,7 +95,7 @@ def test_the_probe_calls_the_kernel_as_training_does():
 
     def attend(q, k, v, p, causal):
         seen.append((q.requires_grad, k.requires_grad, v.requires_grad, q.shape[1:], q.dtype, causal))
-        return model.attend(q, k, v, p, causal)
+        return speed.attend(q, k, v, p, causal)
 
     kernels.check_attention_dropout(0.2, 6, 64, 256, CPU, torch.bfloat16, attend=attend)
     assert seen == [(True, True, True, torch.Size([6, 256, 64]), torch.bfloat16, True)]
@@ -116,7 +116,7 @@ def test_training_with_a_faulty_kernel_says_so_once_and_trains_with_unfused_atte
     import_tiny_corpus(tmp_path)
     data = corpus.load("tiny")
     _, healthy = _train(data, "healthy")
-    real, drops_in_training = model.attend, []
+    real, drops_in_training = speed.attend, []
 
     def faulty(q, k, v, p, causal, future=None, scale=None):
         unfused = not torch.backends.cuda.flash_sdp_enabled()  # sdpa_kernel([MATH]) switches the others off
@@ -124,7 +124,7 @@ def test_training_with_a_faulty_kernel_says_so_once_and_trains_with_unfused_atte
             drops_in_training.append(p if unfused else p / 4)
         return real(q, k, v, p if unfused else p / 4, causal, future, scale)
 
-    monkeypatch.setattr(model, "attend", faulty)
+    monkeypatch.setattr(speed, "attend", faulty)
     notices, fallback = _train(data, "fallback")
     assert len(notices) == 1 and re.search(r"^fused attention on cpu drops about [45]\.\d% .* instead of 20%", notices[0])
     assert drops_in_training == [0.2] * 6 * TINY["n_layer"]  # 6 steps, every layer at the requested rate
@@ -136,8 +136,8 @@ def test_compiling_traces_under_the_unfused_attention_too(tmp_path, monkeypatch)
     """A compiled graph keeps the kernel it was traced with, so the compile probe must run under the fallback."""
     import_tiny_corpus(tmp_path)
     data = corpus.load("tiny")
-    real, fused_while_tracing = model.attend, []
-    monkeypatch.setattr(model, "attend", lambda q, k, v, p, causal, future=None, scale=None: real(
+    real, fused_while_tracing = speed.attend, []
+    monkeypatch.setattr(speed, "attend", lambda q, k, v, p, causal, future=None, scale=None: real(
         q, k, v, p if not torch.backends.cuda.flash_sdp_enabled() else p / 4, causal, future, scale))
 
     class RecordingCompile(torch.nn.Module):  # stands in for the module torch.compile returns

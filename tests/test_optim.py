@@ -7,14 +7,14 @@ import json
 import pytest
 import torch
 
-from tinyshake import checkpoint, corpus, model, optim, train
+from tinyshake import checkpoint, corpus, model, modern, optim, train
 from tinyshake.model import count_parameters
 
 
 def test_orthogonalize_brings_every_singular_value_near_one():
     torch.manual_seed(0)
     g = torch.randn(3, 48, 16) * torch.logspace(-0.5, 0.5, 16)  # stacked, tall, singular values spread 10x and more
-    before, after = torch.linalg.svdvals(g), torch.linalg.svdvals(optim.orthogonalize(g))
+    before, after = torch.linalg.svdvals(g), torch.linalg.svdvals(modern.orthogonalize(g))
     assert (before.max(-1).values / before.min(-1).values).min() > 10
     assert after.min() > 0.6 and after.max() < 1.2  # quintic Newton-Schulz: close to 1, not exactly 1
 
@@ -31,15 +31,15 @@ def test_muon_batches_matrices_of_one_shape_yet_orthogonalises_each_on_its_own()
     for p in params:  # one step from a zero momentum buffer: the Nesterov gradient is (1 + momentum) · grad
         matrices = (p.grad * (1 + momentum)).reshape(-1, *p.shape[-2:])
         rows, cols = matrices.shape[-2:]
-        expected.append(p.detach() - lr * max(1.0, rows / cols) ** 0.5 * optim.orthogonalize(matrices).reshape(p.shape))
-    optim.Muon(params, lr=lr, momentum=momentum).step()
+        expected.append(p.detach() - lr * max(1.0, rows / cols) ** 0.5 * modern.orthogonalize(matrices).reshape(p.shape))
+    modern.Muon(params, lr=lr, momentum=momentum).step()
     for p, want in zip(params, expected):
         torch.testing.assert_close(p.detach(), want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("progress, factor", [(0.0, 0.0), (0.05, 0.5), (0.1, 1.0), (0.4, 1.0), (0.75, 0.5), (1.0, 0.0)])
 def test_schedule_warms_up_holds_and_cools_down_to_zero_at_the_end(progress, factor):
-    assert optim.lr_factor(progress, warmup=0.1, warmdown=0.5) == pytest.approx(factor)
+    assert modern.lr_factor(progress, warmup=0.1, warmdown=0.5) == pytest.approx(factor)
 
 
 def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():

@@ -8,9 +8,10 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from tinyshake import sampling
+from tinyshake import sampling, speed
 from tinyshake.errors import UsageError
-from tinyshake.model import KVCache, ModelConfig, build
+from tinyshake.model import ModelConfig, build
+from tinyshake.speed import KVCache
 from tinyshake.sampling import SamplingSettings, StopMatcher, TextStream, generate, pick
 
 BLOCK = 16
@@ -22,7 +23,7 @@ GPT = dict(vocab_size=65, block_size=BLOCK, n_embd=32, n_head=4, n_layer=2, ffwd
 def model() -> torch.nn.Module:
     """A small untrained GPT; weights of N(0, 0.3) give peaked, varied next-character distributions."""
     torch.manual_seed(0)
-    return build(ModelConfig(**GPT, init_std=0.3)).eval()
+    return speed.apply(build(ModelConfig(**GPT, init_std=0.3))).eval()
 
 
 def sample(model: torch.nn.Module, context: list[int], seed: int, **settings) -> list[int]:
@@ -57,8 +58,8 @@ def test_cached_steps_give_the_full_forward_logits(model):
     with torch.no_grad():
         full = model(ids)[0]
         cache = KVCache(len(model.blocks))
-        prefill = model(ids[:, :5], cache=cache)[0]
-        steps = [model(ids[:, t : t + 1], cache=cache)[0] for t in range(5, BLOCK)]
+        prefill = speed.forward_cached(model, ids[:, :5], cache)
+        steps = [speed.forward_cached(model, ids[:, t : t + 1], cache) for t in range(5, BLOCK)]
     assert torch.allclose(torch.cat([prefill, *steps], dim=1), full, atol=1e-5)
     assert cache.pos == BLOCK
 
@@ -95,7 +96,7 @@ def test_refill_restarts_from_the_last_half_block(model, context):
 def test_a_rotary_model_slides_its_cache_past_the_block():
     """With rotary positions and one layer, attention depends only on distances, so sliding is exact."""
     torch.manual_seed(0)
-    rope = build(ModelConfig(**dict(GPT, n_layer=1), init_std=0.3, pos="rope")).eval()
+    rope = speed.apply(build(ModelConfig(**dict(GPT, n_layer=1), init_std=0.3, pos="rope"))).eval()
     n = 4 * BLOCK
     reference = sample(rope, [0], 3, max_new_tokens=n, use_cache=False)
     assert sample(rope, [0], 3, max_new_tokens=n, overflow="refill") == reference

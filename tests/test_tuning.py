@@ -8,7 +8,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from tinyshake import bench, model, onednn, threads, tuning
+from tinyshake import bench, onednn, speed, threads, tuning
 from tinyshake.cli import app
 
 
@@ -88,10 +88,10 @@ def test_the_environment_forces_the_linear_route(counted, monkeypatch):
 
 
 def test_apply_sets_the_models_routes(monkeypatch):
-    monkeypatch.setattr(model, "SMALL_ATTENTION", model.SMALL_ATTENTION)
+    monkeypatch.setattr(speed, "SMALL_ATTENTION", speed.SMALL_ATTENTION)
     monkeypatch.setattr(onednn, "_enabled", onednn._enabled)
     tuning.apply(tuning.Routes(onednn=False, small_attention=32))
-    assert model.SMALL_ATTENTION == 32 and not onednn.enabled()
+    assert speed.SMALL_ATTENTION == 32 and not onednn.enabled()
 
 
 def test_small_attention_is_the_longest_context_that_won_throughout():

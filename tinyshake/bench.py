@@ -15,8 +15,8 @@ from typing import Callable, Optional
 
 import torch
 
-from tinyshake import onednn, optim, sampling
-from tinyshake.model import build, flops_per_token
+from tinyshake import onednn, optim, sampling, speed
+from tinyshake.model import flops_per_token
 from tinyshake.train import TrainConfig, autocast, estimate_loss, for_config, get_batch
 
 
@@ -26,6 +26,7 @@ class StageFigures:
     parameters: int
     tokens_per_s: float
     ms_per_iter: float
+    plain_ms_per_iter: float  # the lecture's modules and optimizer as written (train --plain)
     gflops: float
     peak_percent: float
     eval_s: float
@@ -77,18 +78,12 @@ def sampling_speed(model: torch.nn.Module, chars: int, use_cache: bool) -> float
     return chars / (time.perf_counter() - start)
 
 
-def measure(config: TrainConfig, train_data: torch.Tensor, val_data: torch.Tensor, steps: int = 30,
-            warmup: int = 5, peak_gflops: Optional[float] = None) -> StageFigures:
-    """Time ``steps`` training steps (after ``warmup``), one evaluation, and sampling over one block.
-
-    The device and the dtype (``auto`` included) are resolved as training resolves them.
-    """
-    plan = for_config(config)
-    device, dtype = plan.device.device, plan.dtype
+def _trainer(config: TrainConfig, plain: bool, device: torch.device, dtype: str,
+             train_data: torch.Tensor) -> tuple[torch.nn.Module, Callable[[], None]]:
+    """A fresh model and one training step of it, as ``train`` (or ``train --plain``) takes it."""
     torch.manual_seed(config.seed)
-    model = build(config.model).to(device)
-    optimizer = optim.make(model, config.optimizer, config.learning_rate, config.muon_lr)
-    train_data, val_data = train_data.to(device), val_data.to(device)
+    model = speed.build(config.model, plain).to(device)
+    optimizer = optim.make(model, config.optimizer, config.learning_rate, config.muon_lr, plain)
 
     def step() -> None:
         xb, yb = get_batch(train_data, config.batch_size, config.block_size)
@@ -97,10 +92,28 @@ def measure(config: TrainConfig, train_data: torch.Tensor, val_data: torch.Tenso
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+    return model, step
 
+
+def _seconds_per_step(step: Callable[[], None], steps: int, warmup: int, device: torch.device) -> float:
     for _ in range(warmup):
         step()
-    seconds = _timed(lambda: [step() for _ in range(steps)], device) / steps
+    return _timed(lambda: [step() for _ in range(steps)], device) / steps
+
+
+def measure(config: TrainConfig, train_data: torch.Tensor, val_data: torch.Tensor, steps: int = 30,
+            warmup: int = 5, peak_gflops: Optional[float] = None) -> StageFigures:
+    """Time ``steps`` training steps (after ``warmup``) with and without the speed layer, one evaluation, and
+    sampling over one block.
+
+    The device and the dtype (``auto`` included) are resolved as training resolves them.
+    """
+    plan = for_config(config)
+    device, dtype = plan.device.device, plan.dtype
+    train_data, val_data = train_data.to(device), val_data.to(device)
+    plain_seconds = _seconds_per_step(_trainer(config, True, device, dtype, train_data)[1], steps, warmup, device)
+    model, step = _trainer(config, False, device, dtype, train_data)
+    seconds = _seconds_per_step(step, steps, warmup, device)
     tokens = config.batch_size * config.block_size / seconds
     gflops = flops_per_token(config.model) * tokens / 1e9
     peak = peak_gflops or matmul_peak(device)
@@ -113,6 +126,7 @@ def measure(config: TrainConfig, train_data: torch.Tensor, val_data: torch.Tenso
         parameters=sum(p.numel() for p in model.parameters()),
         tokens_per_s=tokens,
         ms_per_iter=seconds * 1000,
+        plain_ms_per_iter=plain_seconds * 1000,
         gflops=gflops,
         peak_percent=100 * gflops / peak,
         eval_s=eval_s,

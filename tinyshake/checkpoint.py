@@ -24,11 +24,11 @@ import safetensors.torch
 import torch
 import torch.nn as nn
 
-from tinyshake import __version__
+from tinyshake import __version__, speed
 from tinyshake.atomic import write_bytes
 from tinyshake.corpus import CharTokenizer
 from tinyshake.errors import UsageError
-from tinyshake.model import ModelConfig, build
+from tinyshake.model import LanguageModel, ModelConfig
 from tinyshake.record import (  # re-exported: the torch side's callers read records through here too
     CONFIG, FORMAT, CheckpointError, clean, consistent, exists, first_line, latest, list_runs, read_file,
     read_record, remove, run_dir, sha256, write_record,
@@ -162,6 +162,35 @@ def model_config(name: str, record: dict[str, Any]) -> ModelConfig:
     return config
 
 
+def lecture_names(state: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
+    """Weights saved by tinyshake 0.x under the lecture's names: read old runs, leave their files as they are.
+
+    Until then each layer's heads were saved as one fused tensor ``blocks.N.sa.qkv``
+    (n_head, 3, head_size, n_embd), key, query, value per head, and without the
+    ``tril`` masks; the lecture's gpt.py names every head's matrices and keeps its mask.
+    """
+    if not any(key.endswith(".sa.qkv") for key in state):
+        return state
+    renamed: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if not key.endswith(".sa.qkv"):
+            renamed[key] = value
+            continue
+        prefix = key[: -len("qkv")]
+        for h, head in enumerate(value):
+            for kind, weight in zip(speed.KINDS, head):
+                renamed[f"{prefix}heads.{h}.{kind}.weight"] = weight
+            renamed[f"{prefix}heads.{h}.tril"] = torch.tril(torch.ones(config.block_size, config.block_size))
+    return renamed
+
+
+def rebuild(config: ModelConfig, state: dict[str, torch.Tensor]) -> LanguageModel:
+    """The sped-up model (:mod:`tinyshake.speed`) with these weights, old names converted."""
+    model = speed.build(config)
+    model.load_state_dict(lecture_names(state, config))
+    return model
+
+
 def load(name: str, device: torch.device | str = "cpu", weights: str = "best") -> LoadedRun:
     """Rebuild a run's model from its verified ``weights`` ("best", or "last"); nothing in the files is executed.
 
@@ -177,8 +206,7 @@ def load(name: str, device: torch.device | str = "cpu", weights: str = "best") -
         config = model_config(name, record)
         data = read_file(name, record, kind)
         try:
-            model = build(config)
-            model.load_state_dict(safetensors.torch.load(data))
+            model = rebuild(config, safetensors.torch.load(data))
         except Exception as exc:  # safetensors raises its own error types for damaged files
             raise CheckpointError(f"checkpoint of run {name!r} does not load: {first_line(exc)}") from None
         step = record["best_step"] if kind == "best" else record["step"]

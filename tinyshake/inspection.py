@@ -9,6 +9,7 @@ the mode it had.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -17,6 +18,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from tinyshake import speed
 from tinyshake.corpus import CharTokenizer
 from tinyshake.errors import UsageError
 from tinyshake.sampling import START_TOKEN
@@ -93,7 +95,13 @@ class AttentionMaps:
 
 
 def attention_maps(model: nn.Module, tokenizer: CharTokenizer, prompt: str) -> AttentionMaps:
-    """Run ``prompt`` (cropped to the block size) through the model, keeping each layer's softmaxed weights."""
+    """Run ``prompt`` (cropped to the block size) through the model, keeping each layer's softmaxed weights.
+
+    The fused attention of :mod:`tinyshake.speed` keeps them on request; a model of the lecture's plain
+    modules is read through a sped-up copy, so the caller's model stays as it was.
+    """
+    if not speed.is_applied(model):
+        model = speed.apply(copy.deepcopy(model))
     layers = [block.sa for block in getattr(model, "blocks", [])]
     if not layers:
         raise NoAttention("this model is a bigram: it has no attention, each character reads the next off a table "

@@ -73,6 +73,7 @@ class TrainConfig:
     muon_lr: float = 0.02
     warmup: float = 0.0  # fraction of the run spent warming the rate up from 0
     warmdown: float = 0.0  # fraction of the run at its end spent cooling the rate down to 0
+    plain: bool = False  # the lecture's modules and optimizer exactly as written, without the speed layer
 
     @property
     def block_size(self) -> int:
@@ -94,7 +95,7 @@ STAGE_KEYS = ("batch_size", "block_size", "learning_rate", "max_iters", "eval_in
 # What a resumed run may change: how long and how it runs, never what it computes per step.
 SESSION_KEYS = ("max_iters", "eval_interval", "eval_iters", "device", "dtype", "compile", "time_budget")
 FIXED_KEYS = ("stage", "batch_size", "learning_rate", "seed", "block_size", "n_embd", "n_head", "n_layer", "dropout",
-              "optimizer", "muon_lr", "warmup", "warmdown")
+              "optimizer", "muon_lr", "warmup", "warmdown", "plain")
 
 
 def make_config(stage_name: str, vocab_size: int = ModelConfig.vocab_size, run: Optional[str] = None,

@@ -29,7 +29,8 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from tinyshake.errors import UsageError
-from tinyshake.model import KVCache
+from tinyshake import speed
+from tinyshake.speed import KVCache
 
 OVERFLOW_MODES = ("crop", "refill")
 START_TOKEN = 0  # the lecture's generate starts from a (1, 1) tensor of zeros: a newline in tiny Shakespeare
@@ -131,6 +132,7 @@ class _Context:
         self.block_size: int = model.config.block_size
         self.ids = ids[:, -self.block_size:]  # nothing older than a block is ever read again
         self.cache: Optional[KVCache] = None
+        self.use_cache = settings.use_cache and speed.is_applied(model)  # the lecture's plain modules keep no cache
         rotary = getattr(model.config, "pos", "learned") == "rope"
         self.sliding = rotary and settings.overflow == "refill"
 
@@ -142,10 +144,10 @@ class _Context:
         """Start a fresh cache from the last ``window`` ids, at positions 0..window-1."""
         layers = len(getattr(self.model, "blocks", []))
         self.cache = KVCache(layers, window=self.block_size) if self.sliding else KVCache(layers)
-        return self.model(self.ids[:, -window:], cache=self.cache)[0][:, -1, :]
+        return speed.forward_cached(self.model, self.ids[:, -window:], self.cache)[:, -1, :]
 
     def first_logits(self) -> torch.Tensor:
-        if not self.settings.use_cache:
+        if not self.use_cache:
             return self._full()
         return self._prefill(self.block_size)
 
@@ -155,7 +157,7 @@ class _Context:
         if self.cache is None:
             return self._full()
         if self.cache.pos < self.block_size or self.sliding:
-            return self.model(token, cache=self.cache)[0][:, -1, :]
+            return speed.forward_cached(self.model, token, self.cache)[:, -1, :]
         if self.settings.overflow == "crop":
             self.cache = None  # from here on every step recomputes the cropped window, as the lecture does
             return self._full()

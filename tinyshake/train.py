@@ -28,10 +28,10 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from tinyshake import checkpoint, distributed, kernels, optim, threads, tuning
+from tinyshake import checkpoint, distributed, kernels, modern, optim, speed, threads, tuning
 from tinyshake.corpus import Corpus
 from tinyshake.errors import UsageError
-from tinyshake.model import ModelConfig, build, count_parameters
+from tinyshake.model import ModelConfig, count_parameters
 from tinyshake.plan import (  # noqa: F401 - the settings a run executes, re-exported for scripts and tests
     DTYPES, OPTIMIZERS, Plan, TrainConfig, for_config, make_config, resume_config, validate, with_vocab,
 )
@@ -388,8 +388,8 @@ def _train(plan: Plan, config: TrainConfig, corpus: Corpus, should_stop: Callabl
 
     torch.manual_seed(config.seed)
     with _building(config.model):
-        model = build(config.model).to(device)
-        optimizer = optim.make(model, config.optimizer, config.learning_rate, config.muon_lr)
+        model = speed.build(config.model, config.plain).to(device)
+        optimizer = optim.make(model, config.optimizer, config.learning_rate, config.muon_lr, config.plain)
     if dist.enabled:
         torch.manual_seed(config.seed + dist.rank)  # own batches per rank; DDP gives every rank rank 0's weights
     stored: dict[str, Any] = dict(plan.resume or {})
@@ -399,7 +399,8 @@ def _train(plan: Plan, config: TrainConfig, corpus: Corpus, should_stop: Callabl
     saved_step: Optional[int] = start if plan.resume else None
     saved_path: Optional[str] = str(checkpoint.run_dir(config.run)) if plan.resume else None
     _use_cpu(plan)  # the model fits and the state loaded: from here on the run trains
-    attention = _attention_for_training(config.model, device, dtype, notices)
+    attention = _attention_for_training(config.model, device, dtype, notices) if not config.plain \
+        else contextlib.nullcontext  # the lecture's heads drop attention weights with nn.Dropout
     forward = _maybe_compile(distributed.wrap(model, dist, device), config, device, notices, attention)
     splits = {"train": corpus.train.to(device), "val": corpus.val.to(device)}
     record = {
@@ -490,7 +491,7 @@ def _train(plan: Plan, config: TrainConfig, corpus: Corpus, should_stop: Callabl
                 last = yield from evaluate(step)
             began = time.perf_counter()
             if scheduled:
-                optimizer.scale_lr(optim.lr_factor(progress(step), config.warmup, config.warmdown))
+                optimizer.scale_lr(modern.lr_factor(progress(step), config.warmup, config.warmdown))
             with _memory_for(f"a training step at batch_size {config.batch_size} × block_size {config.block_size}",
                              "--batch-size or --block-size"):
                 xb, yb = get_batch(splits["train"], config.batch_size, config.block_size)

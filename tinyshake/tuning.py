@@ -32,7 +32,7 @@ from typing import Callable, Optional
 import torch
 from torch.nn import functional as F
 
-from tinyshake import atomic, machine, model, onednn, paths
+from tinyshake import atomic, machine, onednn, paths, speed
 from tinyshake.errors import TinyshakeError
 from tinyshake.threads import SLACK, allowed_cpus, others_during
 
@@ -141,13 +141,13 @@ def _attention_step(context: int, generator: torch.Generator, fused: bool) -> Ca
     shape = (max(1, ATTENTION_TOKENS // context), ATTENTION_HEADS, context, ATTENTION_HEAD_SIZE)
     q, k, v = (torch.randn(shape, generator=generator).requires_grad_() for _ in range(3))
     upstream = torch.randn(shape, generator=generator)
-    future = model.future_mask(context)
+    future = speed.future_mask(context)
 
     def run() -> None:
         if fused:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=q.size(-1) ** -0.5)
         else:
-            out = model.batched_attention(q, k, v, 0.0, True, future, q.size(-1) ** -0.5)
+            out = speed.batched_attention(q, k, v, 0.0, True, future, q.size(-1) ** -0.5)
         out.backward(upstream)
     return run
 
@@ -258,7 +258,7 @@ def forced(routes: Routes) -> Routes:
 def apply(routes: Routes) -> None:
     """Make the model take these routes in this process."""
     onednn.use(routes.onednn)
-    model.SMALL_ATTENTION = routes.small_attention
+    speed.SMALL_ATTENTION = routes.small_attention
 
 
 def decide(threads: int, retune: bool = False) -> Routes:
