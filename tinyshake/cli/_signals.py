@@ -2,7 +2,9 @@
 
 One place decides which signals ask a command to stop, what exit code each
 gives, how a handler writes to the terminal, and how the previous handlers come
-back, so every command that can be stopped stops the same way.
+back, so every command that can be stopped stops the same way. Work that must
+not be cut mid-way (a reply between two characters, torch's import) holds
+Ctrl-C back as a flag with :func:`sigint_flag`.
 """
 
 from __future__ import annotations
@@ -82,3 +84,17 @@ def handling(handler: Handler, signals: tuple[int, ...] = STOP_SIGNALS) -> Itera
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+@contextlib.contextmanager
+def sigint_flag() -> Iterator[Callable[[], bool]]:
+    """While the block runs, Ctrl-C raises a flag instead of KeyboardInterrupt; the old handler is back after.
+
+    The caller looks at the flag where stopping is safe: a reply stops between
+    two characters, so the sampler's state and the conversation stay whole.
+    Outside the main thread Ctrl-C stays with whoever runs us, and the flag
+    never rises.
+    """
+    hits: list[int] = []
+    with handling(lambda signum, frame: hits.append(signum), (signal.SIGINT,)):
+        yield lambda: bool(hits)

@@ -10,11 +10,10 @@ sampling itself is :mod:`tinyshake.sampling` and the conversation's state
 from __future__ import annotations
 
 import contextlib
-import signal
 import sys
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Callable, Iterator, Optional, Sequence, TextIO
+from typing import TYPE_CHECKING, Annotated, Callable, Optional, Sequence, TextIO
 
 import typer
 from rich.console import Console
@@ -24,7 +23,7 @@ from tinyshake import record
 from tinyshake.cli import _render, _torch
 from tinyshake.cli._options import Weights, WeightsOpt
 from tinyshake.cli._output import error_line, handle_errors, make_console, use_rich
-from tinyshake.cli._signals import INTERRUPT_EXIT, handling
+from tinyshake.cli._signals import INTERRUPT_EXIT, sigint_flag
 from tinyshake.errors import TinyshakeError, UsageError
 from tinyshake.session import SETTINGS, Overflow, Session, Unknown, apply_setting, check_utf8, parse_stops, show_escapes
 
@@ -115,19 +114,6 @@ class ReplyStats:
     def rate(self) -> float:
         """Characters per second, the figure the stats line shows."""
         return self.chars / self.seconds if self.seconds > 0 else 0.0
-
-
-@contextlib.contextmanager
-def sigint_flag() -> Iterator[Callable[[], bool]]:
-    """While a reply streams, Ctrl-C raises a flag instead of KeyboardInterrupt.
-
-    The reply then stops between two characters, so the sampler's state and
-    the conversation stay whole; Python's own handler is back afterwards, so
-    Ctrl-C at the prompt behaves as usual.
-    """
-    hits: list[int] = []
-    with handling(lambda signum, frame: hits.append(signum), (signal.SIGINT,)):
-        yield lambda: bool(hits)  # outside the main thread Ctrl-C stays with whoever runs us: never raised
 
 
 def text_writer(out: TextIO) -> Show:
