@@ -167,6 +167,7 @@ def train(
 def _train(stage: Optional[str], run: Optional[str], corpus_name: Optional[str], resume: bool, overwrite: bool,
            yes: bool, sample_chars: int, quiet: bool, metrics: Optional[Path], nproc: Optional[int],
            settings: dict[str, Any]) -> None:
+    """Plan, check, fetch, then train here or launch torchrun: every refusal comes before anything is written."""
     _torch.load()  # first: a Ctrl-C while torch loads must end the command
     from tinyshake import corpus, distributed
     from tinyshake.plan import make_plan
