@@ -74,9 +74,12 @@ def handling(handler: Handler, signals: tuple[int, ...] = STOP_SIGNALS) -> Itera
     handlers, so elsewhere (a command run from a thread) the signals stay with
     whoever runs us.
     """
+    previous: Optional[dict[int, Any]]
     try:
         previous = {sig: signal.signal(sig, handler) for sig in signals}
     except ValueError:  # not the main thread (it fails at the first signal, so none is left changed)
+        previous = None
+    if previous is None:  # yielded outside the except clause, so the block's own errors do not chain to it
         yield False
         return
     try:
