@@ -22,9 +22,10 @@ from typer.testing import CliRunner
 from tinyshake import checkpoint, corpus, inspection, sampling
 from tinyshake import train as core
 from tinyshake.cli import _render, app
-from tinyshake.cli.chat import (PROMPT, Session, Unknown, apply_setting, parse_stops, sigint_flag, text_writer,
-                                write_reply)
+from tinyshake.cli._signals import sigint_flag
+from tinyshake.cli.chat import PROMPT, text_writer, write_reply
 from tinyshake.errors import UsageError
+from tinyshake.session import Session, Unknown, apply_setting, parse_stops
 
 RUN = "tiny"
 ANSI_CODES = r"(?:\x1b\[[0-9;?]*[A-Za-z])*"  # colour and mode codes a terminal gets

@@ -87,7 +87,7 @@ def test_quick_takes_a_tenth_of_the_steps_and_of_each_evaluation(home):
 
 
 def test_the_gpt_stages_plans_get_trains_cpu_warning(home, capsys):
-    from tinyshake.cli.train import confirm_slow_run
+    from tinyshake.cli._confirm import confirm_slow_run
 
     for stage in ladder.plan_tour(["gpt", "gpt-video", "mini"], device="cpu"):
         confirm_slow_run(stage.plan, yes=False)  # stdin is no terminal here: it warns and does not ask

@@ -297,7 +297,7 @@ def test_the_bar_of_a_time_budget_ends_full_even_when_the_last_step_comes_quickl
     import torch
     from rich.console import Console
 
-    from tinyshake.cli.train import RichView
+    from tinyshake.cli._train_views import RichView
     from tinyshake.train import Stepped
 
     config = dataclasses.replace(planning.make_config("head", 65), time_budget=5.0)

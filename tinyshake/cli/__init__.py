@@ -29,15 +29,15 @@ try:  # Ctrl-C while the app itself loads ends as every Ctrl-C does: exit 130, n
     from tinyshake.cli import plot as plot_cmd
     from tinyshake.cli import stages as stages_cmd
     from tinyshake.cli._output import error_line, usage_error
+    from tinyshake.cli._signals import INTERRUPT_EXIT
     from tinyshake.errors import TinyshakeError
 except KeyboardInterrupt:
     # A second Ctrl-C would find the interpreter shutting down, which puts back the default handler: the process
     # would die by the signal (or print a traceback) instead of exiting 130. Ignored from here, as in main().
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise SystemExit(130) from None  # EXIT_INTERRUPTED, which may not be defined yet
+    raise SystemExit(130) from None  # INTERRUPT_EXIT, which may not be imported yet
 
 PROG = "tinyshake"
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for `... | head` where the reader left early
 OUTPUT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)  # a write to stdout failed: no room, dead device
 
@@ -140,7 +140,7 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
         sys.stdout.flush()  # output still buffered fails here, not in the interpreter's flush at exit
         return code
     except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+        return INTERRUPT_EXIT
     except BrokenPipeError:
         _discard_stdout()
         return EXIT_BROKEN_PIPE

@@ -13,20 +13,16 @@ is in.
 from __future__ import annotations
 
 import signal
-import threading
+
+from tinyshake.cli._signals import sigint_flag
 
 
 def load() -> None:
     """Import torch with Ctrl-C held back; a command calls this before it first needs torch."""
-    previous = signal.getsignal(signal.SIGINT)
-    if previous in (signal.SIG_IGN, None) or threading.current_thread() is not threading.main_thread():
-        import torch  # noqa: F401  (nothing to hold back, a handler Python cannot put back, or a thread that may not)
+    if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, None):
+        import torch  # noqa: F401  (nothing to hold back, or a handler Python cannot put back)
         return
-    hits: list[int] = []
-    signal.signal(signal.SIGINT, lambda signum, frame: hits.append(signum))
-    try:
+    with sigint_flag() as pressed:
         import torch  # noqa: F401
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if hits:
+    if pressed():
         signal.raise_signal(signal.SIGINT)  # to the handler the command had: KeyboardInterrupt, for Python's own

@@ -53,7 +53,7 @@ def bench_cmd(
     import torch
 
     from tinyshake import bench, corpus, threads as cpu_threads, train as core, tuning
-    from tinyshake.cli.fetch import ensure_corpus
+    from tinyshake.cli._corpus import ensure_corpus
     from tinyshake.device import resolve
     from tinyshake.plan import resolve_dtype
 

@@ -3,20 +3,17 @@
 On a terminal it is a conversation with ollama-style ``/`` commands; with
 ``--prompt`` or text piped on stdin it prints one continuation and nothing
 else (no prompt, colour or banner), so it works in pipes and scripts. The
-sampling itself is :mod:`tinyshake.sampling`; this module only renders it.
+sampling itself is :mod:`tinyshake.sampling` and the conversation's state
+:mod:`tinyshake.session`; this module reads input and renders replies.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import re
-import signal
 import sys
 import time
-from dataclasses import dataclass, field
-from enum import Enum
-from typing import TYPE_CHECKING, Annotated, Callable, Iterator, Optional, Sequence, TextIO
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Callable, Optional, Sequence, TextIO
 
 import typer
 from rich.console import Console
@@ -26,18 +23,15 @@ from tinyshake import record
 from tinyshake.cli import _render, _torch
 from tinyshake.cli._options import Weights, WeightsOpt
 from tinyshake.cli._output import error_line, handle_errors, make_console, use_rich
+from tinyshake.cli._signals import INTERRUPT_EXIT, sigint_flag
 from tinyshake.errors import TinyshakeError, UsageError
+from tinyshake.session import SETTINGS, Overflow, Session, Unknown, apply_setting, check_utf8, parse_stops, show_escapes
 
 if TYPE_CHECKING:
-    import torch
-
     from tinyshake import sampling
     from tinyshake.checkpoint import LoadedRun
 
 PROMPT = ">>> "
-DEFAULT_STOP = "\n\n"  # a blank line: the end of a speech in tiny Shakespeare
-OFF = ("off", "none")
-ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
 HELP = """\
 /set NAME VALUE  change a setting live: {names}
                  (top_k, top_p and seed take 'off'; stop takes \\n for a newline, 'off' for none;
@@ -52,166 +46,12 @@ Your line, with its newline, joins the text so far and the model continues it
 Ctrl-C stops a reply and keeps the session."""
 
 
-class Unknown(str, Enum):
-    """What to do with characters outside the model's vocabulary."""
-
-    error = "error"
-    drop = "drop"
-
-
-class Overflow(str, Enum):
-    """How to go on once the text is longer than the block size (see :mod:`tinyshake.sampling`)."""
-
-    refill = "refill"
-    crop = "crop"
-
-
-# --------------------------------------------------------------------------- small parsers
-
-
-def decode_escapes(text: str) -> str:
-    """``\\n``, ``\\t`` and ``\\\\`` as typed, since a newline is hard to type in a shell or at the prompt."""
-    return re.sub(r"\\([nt\\])", lambda m: ESCAPES[m.group(1)], text)
-
-
-def show_escapes(text: str) -> str:
-    """The inverse of :func:`decode_escapes`, to display a stop string on one line."""
-    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t")
-
-
-def parse_stops(values: Optional[list[str]]) -> list[str]:
-    """Stop strings from ``--stop`` (escapes decoded); none given means a blank line, '' means no stop at all."""
-    if values is None:
-        return [DEFAULT_STOP]
-    return [s for s in (decode_escapes(v) for v in values) if s]
-
-
-def _optional(parse: Callable[[str], object]) -> Callable[[str], object]:
-    """A parser that also takes 'off' or 'none', meaning the filter is not used."""
-    return lambda value: None if value.lower() in OFF else parse(value)
-
-
-def _on_off(value: str) -> bool:
-    """'on' or 'off' (or true/false, 1/0) for a switch such as the cache."""
-    if value.lower() not in ("on", "off", "true", "false", "1", "0"):
-        raise ValueError(value)
-    return value.lower() in ("on", "true", "1")
-
-
-# /set NAME -> (SamplingSettings field, parser); the rest of the settings live on the Session.
-SAMPLING_FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
-    "temperature": ("temperature", float),
-    "top_k": ("top_k", _optional(int)),
-    "top_p": ("top_p", _optional(float)),
-    "max_new_tokens": ("max_new_tokens", int),
-    "overflow": ("overflow", lambda v: Overflow(v.lower()).value),
-    "cache": ("use_cache", _on_off),
-}
-SESSION_FIELDS = ("seed", "stop", "unknown", "probs")
-NOT_UTF8 = re.compile("[\udc80-\udcff]")  # how Python keeps the bytes of invalid UTF-8 it was given (surrogateescape)
-
-
-def check_utf8(text: str, where: str = "input") -> str:
-    """``text`` unless it carries undecodable bytes, which are a usage error saying so (not unknown characters)."""
-    bad = NOT_UTF8.search(text)
-    if bad:
-        raise UsageError(f"{where} is not UTF-8 (byte 0x{ord(bad.group()) - 0xDC00:02x} at character {bad.start()})")
-    return text
+# --------------------------------------------------------------------------- input
 
 
 def read_stdin() -> str:
     """All of stdin as UTF-8 whatever the locale says; other bytes are kept for :func:`check_utf8` to report."""
     return sys.stdin.buffer.read().decode("utf-8", errors="surrogateescape")
-
-
-# --------------------------------------------------------------------------- the conversation
-
-
-@dataclass
-class Session:
-    """A conversation with one model: its settings, its random stream and the text so far, as ids.
-
-    One generator serves the whole session, so the same seed and the same
-    inputs replay the same conversation. ``probs`` shows how sure the model was
-    of each character it writes.
-    """
-
-    loaded: LoadedRun
-    settings: sampling.SamplingSettings
-    stops: list[str]
-    unknown: Unknown
-    device: torch.device
-    seed: Optional[int] = None  # None draws a fresh seed, which /show displays
-    probs: bool = False
-    generator: torch.Generator = field(init=False)
-    history: list[int] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.reseed(self.seed)
-
-    @property
-    def block_size(self) -> int:
-        return self.loaded.config.block_size
-
-    def reseed(self, seed: Optional[int]) -> None:
-        from tinyshake import sampling
-
-        self.generator, self.seed = sampling.make_generator(self.device, seed)
-
-    def encode(self, text: str) -> tuple[list[int], list[str]]:
-        """Ids of ``text`` and the unknown characters dropped from it; with ``--unknown error`` those raise."""
-        tokenizer = self.loaded.tokenizer
-        missing = tokenizer.unknown(check_utf8(text))
-        if missing and self.unknown is Unknown.drop:
-            text = "".join(ch for ch in text if ch in tokenizer.stoi)
-        return tokenizer.encode(text), missing
-
-    def start(self, new_ids: list[int]) -> sampling.TextStream:
-        """Add ``new_ids`` to the conversation and start the model's reply to all of it."""
-        from tinyshake import sampling
-
-        self.history = ((self.history + new_ids) or [sampling.START_TOKEN])[-self.block_size:]
-        return sampling.stream_text(self.loaded.model, self.history, self.settings, self.loaded.tokenizer.decode,
-                                    self.stops, self.generator, with_probs=self.probs)
-
-    def keep(self, stream: sampling.TextStream) -> None:
-        """The reply joins the conversation as sampled (a stop string too), cropped to the block size."""
-        self.history = (self.history + stream.ids)[-self.block_size:]
-
-    def describe(self) -> list[tuple[str, str]]:
-        """The settings as (name, value) rows, in the names ``/set`` takes."""
-        s = self.settings
-        stops = ", ".join(f"'{show_escapes(x)}'" for x in self.stops) or "off"
-        return [("temperature", f"{s.temperature:g}"), ("top_k", str(s.top_k or "off")),
-                ("top_p", str(s.top_p or "off")), ("max_new_tokens", str(s.max_new_tokens)),
-                ("seed", str(self.seed)), ("stop", stops),
-                ("overflow", s.overflow), ("cache", "on" if s.use_cache else "off"), ("unknown", self.unknown.value),
-                ("probs", "on" if self.probs else "off")]
-
-
-def apply_setting(session: Session, name: str, value: str) -> str:
-    """Change one setting from ``/set NAME VALUE``; returns its new value. Bad input is a one-line UsageError."""
-    name = name.lower().replace("-", "_")
-    try:
-        if name in SAMPLING_FIELDS:
-            attr, parse = SAMPLING_FIELDS[name]
-            session.settings = dataclasses.replace(session.settings, **{attr: parse(value)}).validate()
-        elif name == "seed":
-            from tinyshake import sampling
-
-            seed = _optional(int)(value)
-            session.reseed(None if seed is None else sampling.check_seed(seed, "seed"))
-        elif name == "stop":
-            session.stops = [] if value.lower() in OFF else parse_stops([value])
-        elif name == "unknown":
-            session.unknown = Unknown(value.lower())
-        elif name == "probs":
-            session.probs = _on_off(value)
-        else:
-            raise UsageError(f"unknown setting {name!r}; settings: {', '.join([*SAMPLING_FIELDS, *SESSION_FIELDS])}")
-    except (ValueError, OverflowError):
-        raise UsageError(f"{value!r} is not a valid value for {name}") from None
-    return dict(session.describe())[name]
 
 
 # --------------------------------------------------------------------------- confidence (--probs, /probs)
@@ -274,26 +114,6 @@ class ReplyStats:
     def rate(self) -> float:
         """Characters per second, the figure the stats line shows."""
         return self.chars / self.seconds if self.seconds > 0 else 0.0
-
-
-@contextlib.contextmanager
-def sigint_flag() -> Iterator[Callable[[], bool]]:
-    """While a reply streams, Ctrl-C raises a flag instead of KeyboardInterrupt.
-
-    The reply then stops between two characters, so the sampler's state and
-    the conversation stay whole; Python's own handler is back afterwards, so
-    Ctrl-C at the prompt behaves as usual.
-    """
-    hits: list[int] = []
-    try:
-        previous = signal.signal(signal.SIGINT, lambda signum, frame: hits.append(signum))
-    except ValueError:  # not the main thread: Ctrl-C stays with whoever runs us
-        yield lambda: False
-        return
-    try:
-        yield lambda: bool(hits)
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def text_writer(out: TextIO) -> Show:
@@ -374,7 +194,7 @@ def continue_once(session: Session, text: str, out: TextIO) -> None:
         out.write("\n")  # leave the shell's prompt on a line of its own; pipes get the text exactly
     out.flush()
     if stats.ended == "interrupted":
-        raise typer.Exit(130)
+        raise typer.Exit(INTERRUPT_EXIT)
 
 
 def reply(session: Session, line: str, console: Console) -> None:
@@ -400,8 +220,7 @@ def run_command(session: Session, line: str, console: Console) -> bool:
     if command in ("/bye", "/exit", "/quit"):
         return False
     if command == "/help":
-        names = ", ".join([*SAMPLING_FIELDS, *SESSION_FIELDS])
-        console.print(Text(HELP.format(names=names, block=session.block_size)))
+        console.print(Text(HELP.format(names=", ".join(SETTINGS), block=session.block_size)))
     elif command == "/show":
         rows = [("run", session.loaded.name), ("weights", session.loaded.weights), ("device", str(session.device)),
                 ("context", f"{len(session.history)} of {session.block_size} characters"), *session.describe()]

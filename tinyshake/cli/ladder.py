@@ -2,13 +2,11 @@
 
 The core (:mod:`tinyshake.ladder`) plans each stage with ``make_plan`` and trains
 it with the training generator, as ``train`` does; this module renders its
-events and handles stop signals with ``train``'s own :class:`~tinyshake.cli.train.StopFlag`.
+events and handles stop signals as ``train`` does (:mod:`tinyshake.cli._signals`).
 """
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -20,8 +18,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from tinyshake.cli._confirm import confirm_slow_run
+from tinyshake.cli._corpus import ensure_corpus
 from tinyshake.cli._output import handle_errors, make_console, use_rich
-from tinyshake.cli.train import INTERRUPT_EXIT, STOP_SIGNALS, StopFlag, confirm_slow_run
+from tinyshake.cli._signals import INTERRUPT_EXIT, StopFlag, handling, say_now
 
 if TYPE_CHECKING:
     from tinyshake import ladder as core
@@ -162,12 +162,8 @@ class PlainTour:
         print(plain_line(result), flush=True)
 
     def stopping(self, why: str) -> None:
-        """Called from the signal handler: one raw write, which cannot re-enter a buffered stream."""
-        text = f"{why}: stopping after this step and saving the stage's checkpoint (press Ctrl-C again to abort)...\n"
-        try:
-            os.write(sys.stderr.fileno(), text.encode())
-        except (OSError, ValueError):  # no real file descriptor (an in-process test runner)
-            pass
+        """Called from the signal handler, hence :func:`say_now`."""
+        say_now(f"{why}: stopping after this step and saving the stage's checkpoint (press Ctrl-C again to abort)...\n")
 
 
 def stopped_line(event: core.StageInterrupted) -> str:
@@ -200,7 +196,6 @@ def ladder(
     """
     from tinyshake import corpus
     from tinyshake import ladder as core
-    from tinyshake.cli.fetch import ensure_corpus
 
     plans = core.plan_tour(stage_names or [], prefix, corpus.DEFAULT_CORPUS, quick, overwrite, device=device_name,
                            max_iters=max_iters, eval_interval=eval_interval, eval_iters=eval_iters)
@@ -211,7 +206,7 @@ def ladder(
     data = corpus.load(corpus.DEFAULT_CORPUS)
     console = make_console()
     view: Any = LiveTour(console) if use_rich() else PlainTour()
-    flag = StopFlag(view)
+    flag = StopFlag(view.stopping)
     stopped = _run_tour(core.tour(plans, data, should_stop=lambda: flag.requested), view, flag)
     if use_rich() and view.results:
         console.print(results_table(view.results, final=True, console=console))
@@ -230,9 +225,8 @@ def _run_tour(events: Any, view: Any, flag: StopFlag) -> Optional[core.StageInte
     """
     from tinyshake import ladder as core
 
-    previous = {sig: signal.signal(sig, flag) for sig in STOP_SIGNALS}
     try:
-        with view:
+        with handling(flag), view:
             for event in events:
                 if isinstance(event, core.StageStarted):
                     view.started(event)
@@ -246,7 +240,4 @@ def _run_tour(events: Any, view: Any, flag: StopFlag) -> Optional[core.StageInte
     except KeyboardInterrupt:
         print("\nAborted; every finished stage and the last checkpoint are kept", file=sys.stderr)
         raise typer.Exit(INTERRUPT_EXIT) from None
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     return None

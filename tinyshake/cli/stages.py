@@ -12,38 +12,7 @@ from rich.table import Table
 
 from tinyshake import record, stages
 from tinyshake.cli._output import handle_errors, make_console
-
-
-def short_float(value: float) -> str:
-    """A learning rate as the lecture writes it: 1e-3, 3e-4, 1e-2."""
-    mantissa, exponent = f"{value:.0e}".split("e")
-    return f"{mantissa}e{int(exponent)}"
-
-
-def published(stage: stages.Stage) -> str:
-    """The lecture's final val loss (and train loss, where it gave one)."""
-    if stage.published_val is None:
-        return "-"
-    train = f" (train {stage.published_train:.2f})" if stage.published_train is not None else ""
-    return f"{stage.published_val:.2f}{train}"
-
-
-def settings(stage: stages.Stage) -> dict[str, str]:
-    """The lecture's settings of a stage, as short strings ("-" where the stage has no such part)."""
-    m = stage.model
-    gpt = m.get("arch") != "bigram"
-    return {
-        "batch": str(stage.batch_size), "block": str(stage.block_size),
-        "width": str(m["n_embd"]) if gpt else "-", "heads": str(m["n_head"]) if gpt else "-",
-        "layers": str(m["n_layer"]) if gpt else "-",
-        "dropout": f"{m['dropout']:g}" if "dropout" in m else "-",
-        "lr": short_float(stage.learning_rate), "steps": str(stage.max_iters),
-    }
-
-
-def settings_line(stage: stages.Stage) -> str:
-    """The settings as one line for a run's header: ``batch 32, block 8, width 32, ... steps 5000``."""
-    return ", ".join(f"{k} {v}" for k, v in settings(stage).items() if v != "-")
+from tinyshake.cli._stage_text import published, settings
 
 
 def best_runs(records: list[dict[str, Any]]) -> dict[str, tuple[float, str]]:
@@ -71,15 +40,3 @@ def stages_cmd() -> None:
         table.add_row(stage.name, stage.adds, f"{stages.parameter_count(stage):,}", *settings(stage).values(),
                       published(stage), f"{val:.4f}" if val is not None else "-", run)
     make_console().print(table)
-
-
-def run_header(config: Any, parameters: int) -> tuple[str, str]:
-    """``train``'s header for a run of ``config`` (a TrainConfig): the stage, its size and the lecture's val,
-    then what the stage adds and the run's settings (the stage's, with the user's overrides)."""
-    stage, m = stages.get(config.stage), config.model
-    shape = {} if m.arch == "bigram" else dict(n_embd=m.n_embd, n_head=m.n_head, n_layer=m.n_layer)
-    shown = stages.with_overrides(stage, batch_size=config.batch_size, block_size=config.block_size,
-                                  learning_rate=config.learning_rate, max_iters=config.max_iters,
-                                  dropout=m.dropout if "dropout" in stage.model or m.dropout else None, **shape)
-    lecture = f"; the lecture reached val {published(stage)}" if stage.published_val is not None else ""
-    return f"{config.stage} ({parameters:,} parameters{lecture})", f"{stage.adds}\n  {settings_line(shown)}"

@@ -1,0 +1,32 @@
+"""Warn before a slow run and, on a terminal, ask: ``train`` and ``ladder`` start gpt-sized stages alike."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+import typer
+
+from tinyshake import estimates
+
+if TYPE_CHECKING:
+    from tinyshake.plan import Plan
+
+
+def confirm_slow_run(plan: Plan, yes: bool) -> None:
+    """Warn (on stderr) before the gpt stage on a CPU, with an estimate; ask on a terminal if it is long.
+
+    On a CPU the gpt stage's evaluations can cost more than its training
+    steps, so the warning says how much and how to cut it. Declining exits 1.
+    """
+    slow = estimates.slow_run(plan)
+    if slow is None:
+        return
+    print(f"Warning: the gpt stage is slow on a CPU; this run needs roughly {estimates.duration(slow.seconds)} "
+          f"here, {estimates.duration(slow.evaluation_seconds)} of it in evaluations of {plan.config.eval_iters} "
+          "batches per split (a smaller --eval-iters, such as 20, makes them cheaper; or try --model mini, "
+          "or a GPU).", file=sys.stderr)
+    if yes or not slow.worth_asking or not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return
+    if not typer.confirm("Train it anyway?", default=False):
+        raise typer.Exit(1)
