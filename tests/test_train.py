@@ -119,10 +119,11 @@ NOTEBOOK_BIGRAM_SAMPLE = (
 )
 
 
-def test_bigram_prints_the_notebooks_log_and_sample_then_evaluates_its_final_weights(cached, tmp_path):
+@pytest.mark.parametrize("plain", [(), ("--plain",)], ids=["speed-layer", "plain"])
+def test_bigram_prints_the_notebooks_log_and_sample_then_evaluates_its_final_weights(cached, tmp_path, plain):
     assert len(NOTEBOOK_BIGRAM_SAMPLE) == 501 and len(NOTEBOOK_BIGRAM_LOG) == 10
     metrics = tmp_path / "metrics.jsonl"
-    result = train_cli("--model", "bigram", "--device", "cpu", "--metrics", str(metrics))  # the lecture ran on a CPU
+    result = train_cli("--model", "bigram", "--device", "cpu", "--metrics", str(metrics), *plain)  # the lecture: a CPU
     assert result.stdout == "\n".join(NOTEBOOK_BIGRAM_LOG) + "\n" + NOTEBOOK_BIGRAM_SAMPLE + "\n"
     rows = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert as_lecture_lines(rows[:-1]) == NOTEBOOK_BIGRAM_LOG and "final" not in rows[0]
@@ -134,9 +135,12 @@ def test_bigram_prints_the_notebooks_log_and_sample_then_evaluates_its_final_wei
     assert as_lecture_lines(record["metrics"]) == NOTEBOOK_BIGRAM_LOG  # the lecture's evaluations alone
 
 
-def test_head_stage_step0_is_the_lectures(cached):
-    result = train_cli("--model", "head", "--device", "cpu", "--max-iters", "1", "--sample-chars", "0")
+@pytest.mark.parametrize("plain", [(), ("--plain",)], ids=["speed-layer", "plain"])
+def test_head_stage_step0_is_the_lectures(cached, plain):
+    result = train_cli("--model", "head", "--device", "cpu", "--max-iters", "1", "--sample-chars", "0", *plain)
     assert result.stdout == HEAD_STEP0 + "\n"
+    assert ("the lecture's code as written (--plain)" in result.stderr) == bool(plain)
+    assert checkpoint.read_record("head")["hyper"]["plain"] == bool(plain)
 
 
 # -- output options ----------------------------------------------------------------------

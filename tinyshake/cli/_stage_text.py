@@ -51,4 +51,5 @@ def run_header(config: Any, parameters: int) -> tuple[str, str]:
                                   learning_rate=config.learning_rate, max_iters=config.max_iters,
                                   dropout=m.dropout if "dropout" in stage.model or m.dropout else None, **shape)
     lecture = f"; the lecture reached val {published(stage)}" if stage.published_val is not None else ""
-    return f"{config.stage} ({parameters:,} parameters{lecture})", f"{stage.adds}\n  {settings_line(shown)}"
+    plain = ", the lecture's code as written (--plain)" if config.plain else ""
+    return f"{config.stage} ({parameters:,} parameters{lecture}{plain})", f"{stage.adds}\n  {settings_line(shown)}"

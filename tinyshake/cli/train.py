@@ -150,13 +150,16 @@ def train(
         help="Train data-parallel in N processes on this machine (runs torchrun for you).", min=1)] = None,
     threads: Annotated[Optional[int], typer.Option(
         help="CPU threads (default: as many as there are free cores, looked at again at each evaluation).")] = None,
+    plain: Annotated[bool, typer.Option(
+        "--plain", help="Train the lecture's code exactly as written (tinyshake/model.py and its AdamW), without "
+                        "the speed layer: slower, the same losses to float rounding.")] = False,
 ) -> None:
     """Train a stage of the lecture's model ladder, save a checkpoint, and stream a sample."""
     settings = dict(batch_size=batch_size, block_size=block_size, n_embd=n_embd, n_head=n_head, n_layer=n_layer,
                     dropout=dropout, learning_rate=lr, max_iters=max_iters, eval_interval=eval_interval,
                     eval_iters=eval_iters, seed=seed, device=device_name, dtype=dtype, compile=compile_model,
                     time_budget=time_budget, optimizer=optimizer, muon_lr=muon_lr, warmup=warmup, warmdown=warmdown,
-                    threads_requested=threads)
+                    threads_requested=threads, plain=plain or None)
     try:
         _train(model, run, corpus_name, resume, overwrite, yes, sample_chars, quiet, metrics, nproc, settings)
     except KeyboardInterrupt:  # before training's own handler is in place: importing, fetching, loading
