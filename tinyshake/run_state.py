@@ -27,7 +27,7 @@ import torch.nn as nn
 from tinyshake import checkpoint, distributed, optim
 from tinyshake.errors import UsageError
 from tinyshake.events import Evaluated, Interrupted, Saved
-from tinyshake.plan import TrainConfig
+from tinyshake.plan import EvalSteps, TrainConfig
 
 NONFINITE_CHECK_EVERY = 32  # steps between loss checks on an accelerator (each check waits for the device)
 
@@ -78,7 +78,7 @@ class History:
     best_step: Optional[int]
     best_val: Optional[float]
     last: Optional[Evaluated]  # the last evaluation: at first a resumed run's last lecture evaluation
-    eval_steps: Any  # the steps the stage evaluates at (a range-like object: it may be astronomically long)
+    eval_steps: EvalSteps  # the steps the stage evaluates at (counted, never listed: it may be astronomically long)
     evaluated: set[int] = field(default_factory=set)  # those a resumed run evaluated already
 
     @classmethod
