@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Iterable, Iterator, Union
 
-from tinyshake import __version__, paths
+from tinyshake import __version__, names, paths
 from tinyshake.atomic import atomic_writer, write_bytes
 from tinyshake.errors import TinyshakeError, UsageError
 
@@ -62,9 +62,6 @@ class Expected:
 KNOWN = {
     DEFAULT_CORPUS: Expected(1_115_394, "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"),
 }
-# Matched whole with fullmatch; anchored with \A and \Z too, so that a caller's .match cannot accept a prefix
-# or a name that ends in a newline (``$`` would).
-NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 
@@ -123,9 +120,8 @@ class CharTokenizer:
 
 
 def validate_name(name: str) -> str:
-    if not NAME_RE.fullmatch(name):
-        raise UsageError(f"invalid corpus name {name!r}: use letters, digits, '.', '_' or '-'")
-    return name
+    """``name`` if it follows the one rule for names (:mod:`tinyshake.names`), else a UsageError."""
+    return names.check(name, "corpus")
 
 
 def corpus_dir(name: str) -> Path:

@@ -26,7 +26,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
-from tinyshake import paths, runlock
+from tinyshake import names, paths, runlock
 from tinyshake.atomic import write_bytes
 from tinyshake.errors import TinyshakeError, UsageError
 
@@ -36,8 +36,6 @@ DIGEST = "record_sha256"
 MAX_RECORD_BYTES = 1 << 20  # a real record is a few KiB; a huge one is damage, never read whole
 ATTEMPTS = 5  # fresh reads of a record whose files a concurrent save replaced
 KINDS = ("weights", "state", "best")  # the files a record may name; weights and state always
-# Run names follow the corpus-name rule (one folder name, no separators); matched whole.
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 HEX64 = re.compile(r"[0-9a-f]{64}")
 TRAIN_HINT = "train one first: tinyshake train --model mini"
 
@@ -62,10 +60,8 @@ class FileGone(CheckpointError):
 
 
 def run_dir(name: str) -> Path:
-    """The run's folder; the name must be one folder name, matched whole (no trailing newline)."""
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        raise UsageError(f"invalid run name {name!r}: use letters, digits, '.', '_' or '-'")
-    return paths.runs_root() / name
+    """The run's folder; the name follows the one rule for names (:mod:`tinyshake.names`)."""
+    return paths.runs_root() / names.check(name, "run")
 
 
 def exists(name: str) -> bool:
@@ -136,7 +132,7 @@ def problem(record: Any) -> str | None:
                 return f"field {key!r} is not {what}"
     files = record["files"]
     for kind in files:
-        if kind not in KINDS or not _file_name(files[kind]):
+        if kind not in KINDS or not names.is_valid(files[kind]):
             return f"files.{kind} is not a file name in the run's folder"
         if not _is_hex(record["sha256"].get(kind)) or not _count(record["sizes"].get(kind)):
             return f"the SHA-256 or size of files.{kind} is missing"
@@ -157,10 +153,6 @@ def _number(value: Any) -> bool:
 
 def _is_hex(value: Any) -> bool:
     return isinstance(value, str) and HEX64.fullmatch(value) is not None
-
-
-def _file_name(value: Any) -> bool:
-    return isinstance(value, str) and NAME_RE.fullmatch(value) is not None
 
 
 def _scalar(value: Any) -> bool:
@@ -269,7 +261,7 @@ def list_runs() -> list[dict[str, Any]]:
     if not root.is_dir():
         return []
     found = [status(folder.name) for folder in root.iterdir()
-             if folder.is_dir() and NAME_RE.fullmatch(folder.name)]
+             if folder.is_dir() and names.is_valid(folder.name)]
     return sorted(found, key=lambda r: (r.get("updated", ""), r["name"]), reverse=True)
 
 

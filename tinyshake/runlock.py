@@ -1,93 +1,67 @@
-"""One owner per run: an exclusive OS lock on ``<home>/runs/.locks/<name>.lock``.
+"""One owner per run: an exclusive OS lock on ``<home>/runs/.locks/<name>.lock``, taken with ``filelock``.
 
 ``train`` holds it for the whole run and ``runs rm`` while it deletes, so two
 trainings of one run, or a deletion under a training, are refused instead of
-replacing each other's files. The lock is the operating system's (``flock`` on
-POSIX, ``msvcrt.locking`` on Windows), so it is released when its process
-ends, however it ends: a killed training never leaves a run locked. The file
-holds the owner's pid and purpose, for the refusal message. Lock files are
-left in place: deleting one while another process opens it would let two
-processes each hold "the" lock.
+replacing each other's files. The lock is the operating system's (filelock's
+``UnixFileLock`` is ``flock``, its ``WindowsFileLock`` is ``LockFileEx``), so
+it is released when its process ends, however it ends: a killed training never
+leaves a run locked. ``SoftFileLock`` (a file that exists) would outlive a
+killed process, so it is never used.
+
+The owner writes its pid and purpose beside the lock, in ``<name>.owner``, for
+the refusal message: some filelock versions truncate the lock file when they
+open it, and Windows cannot read a locked file. Lock files are left in place:
+deleting one while another process opens it would let two processes each hold
+"the" lock. The owner file is removed by its owner while it still holds the
+lock, so a new owner's readers never see the old pid (only a kill leaves one).
+
+filelock is imported when a lock is taken or looked at, not with this module:
+``tinyshake --help`` loads it and must start fast (filelock costs about 20 ms).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
-from tinyshake.atomic import ensure_dir
+from tinyshake import names, paths
+from tinyshake.atomic import ensure_dir, write_bytes
 from tinyshake.errors import TinyshakeError, UsageError
 
 LOCKS = ".locks"
 WAIT_FOR_INFO = 1.0  # seconds a refusal waits for a new owner to write its pid
-WINDOWS_LOCK_AT = 1 << 30  # Windows locks bytes, which then cannot be read: lock one far past the text
-
-try:
-    import fcntl
-except ImportError:  # Windows
-    import msvcrt
-
-    def _try_lock(fd: int) -> bool:
-        os.lseek(fd, WINDOWS_LOCK_AT, os.SEEK_SET)
-        try:
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-        except OSError:
-            return False
-        return True
-
-    def _unlock(fd: int) -> None:
-        os.lseek(fd, WINDOWS_LOCK_AT, os.SEEK_SET)
-        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
-else:
-    def _try_lock(fd: int) -> bool:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
-
-    def _unlock(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_UN)
+MAX_OWNER_BYTES = 256
 
 
 def lock_path(name: str) -> Path:
-    from tinyshake.record import run_dir  # the name check; record imports this module
-
-    return run_dir(name).parent / LOCKS / f"{name}.lock"
+    return paths.runs_root() / LOCKS / f"{names.check(name, 'run')}.lock"
 
 
-def _info(fd: int) -> tuple[int, str] | None:
-    """The owner's pid and purpose from the lock file, or None while it has not written them yet."""
-    os.lseek(fd, 0, os.SEEK_SET)
-    pid, _, purpose = os.read(fd, 256).decode("utf-8", "replace").strip().partition(" ")
+def owner_path(name: str) -> Path:
+    return lock_path(name).with_suffix(".owner")
+
+
+def _read_owner(name: str) -> tuple[int, str] | None:
+    """The owner's pid and purpose, or None while it has not written them yet."""
+    try:
+        with owner_path(name).open("rb") as handle:
+            text = handle.read(MAX_OWNER_BYTES).decode("utf-8", "replace")
+    except OSError:
+        return None
+    pid, _, purpose = text.strip().partition(" ")
     return (int(pid), purpose or "?") if pid.isdigit() else None
 
 
-def _open(path: Path) -> int:
-    try:
-        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as exc:
-        raise TinyshakeError(f"cannot open the lock file {path}: {exc.strerror or exc}") from None
-
-
-def _write_info(fd: int, path: Path, purpose: str) -> None:
-    try:
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, f"{os.getpid()} {purpose}\n".encode())
-    except OSError as exc:
-        raise TinyshakeError(f"cannot write the lock file {path}: {exc.strerror or exc}") from None
-
-
-def _owner(fd: int) -> tuple[int, str] | None:
-    """None once ``fd`` holds the lock; else the owner's pid and purpose (pid 0: not written yet)."""
+def _owner(name: str, try_lock: Callable[[], bool]) -> tuple[int, str] | None:
+    """None once ``try_lock()`` wins; else the owner's pid and purpose (pid 0: not written yet)."""
     deadline = time.monotonic() + WAIT_FOR_INFO
-    while not _try_lock(fd):
+    while not try_lock():
         # a new owner writes its pid right after locking, and holder() locks for an instant: look again
-        owner = _info(fd)
+        owner = _read_owner(name)
         if owner is not None:
             return owner
         if time.monotonic() > deadline:
@@ -98,35 +72,53 @@ def _owner(fd: int) -> tuple[int, str] | None:
 
 @contextlib.contextmanager
 def hold(name: str, purpose: str = "train") -> Iterator[None]:
-    """Own run ``name`` for the ``with`` block, or raise a UsageError naming the process that owns it."""
+    """Own run ``name`` for the ``with`` block, or raise a UsageError naming the process that owns it.
+
+    A second ``hold`` of the same run in this process is refused like one in
+    another process: each lock object opens its own descriptor, and neither
+    filelock's thread-local state nor its per-path singleton is used.
+    """
+    from filelock import Timeout, UnixFileLock, WindowsFileLock
+
     path = lock_path(name)
     ensure_dir(path.parent)
-    fd = _open(path)
-    try:
-        owner = _owner(fd)
-        if owner is not None:
-            pid, what = owner
-            raise UsageError(f"run {name!r} is in use by process {pid or '(starting)'} ({what}); "
-                             "wait for it to end, or stop it first")
+    lock = (WindowsFileLock if sys.platform == "win32" else UnixFileLock)(str(path), timeout=0, thread_local=False)
+
+    def try_lock() -> bool:
         try:
-            _write_info(fd, path, purpose)
-            yield
-        finally:
-            _unlock(fd)
+            lock.acquire()
+        except Timeout:
+            return False
+        except OSError as exc:
+            raise TinyshakeError(f"cannot open the lock file {path}: {exc.strerror or exc}") from None
+        return True
+
+    owner = _owner(name, try_lock)
+    if owner is not None:
+        pid, what = owner
+        raise UsageError(f"run {name!r} is in use by process {pid or '(starting)'} ({what}); "
+                         "wait for it to end, or stop it first")
+    try:
+        write_bytes(owner_path(name), f"{os.getpid()} {purpose}\n".encode())  # a failure is one line already
+        yield
     finally:
-        os.close(fd)
+        with contextlib.suppress(OSError):  # before the release: the next owner's pid is the only one there
+            owner_path(name).unlink()
+        lock.release()
 
 
 def holder(name: str) -> int | None:
     """The pid of the process that holds run ``name`` (0 if it has not written it yet), or None if nobody does."""
+    from filelock import lock_descriptor, unlock_descriptor
+
     try:  # read-only and never created: looking must not need the right to write
         fd = os.open(lock_path(name), os.O_RDONLY)
     except OSError:
         return None
     try:
-        owner = _owner(fd)
+        owner = _owner(name, lambda: lock_descriptor(fd, blocking=False))
         if owner is None:
-            _unlock(fd)
+            unlock_descriptor(fd)
             return None
         return owner[0]
     finally:

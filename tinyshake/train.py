@@ -1,9 +1,14 @@
 """Training one stage of the ladder: a generator of events, so any front end can show it.
 
-The loop is the lecture's loop, step for step: evaluate when the step calls
-for it, draw a batch with ``torch.randint``, forward, ``zero_grad``, backward,
-AdamW step. On the CPU with seed 1337 it draws the same random numbers in the
-same order as the lecture's code, so it prints the lecture's losses.
+The loop (:func:`_loop`) is the lecture's loop, step for step: evaluate when
+the step calls for it, draw a batch with ``torch.randint``, forward,
+``zero_grad``, backward, AdamW step. On the CPU with seed 1337 it draws the
+same random numbers in the same order as the lecture's code, so it prints the
+lecture's losses. What tinyshake adds (checkpoints, best weights, the time
+budget, the NaN stop, stop requests) is a named piece in
+:mod:`tinyshake.run_state`, called from the loop; the run's lock, the thread
+count and the model are set up around it (:func:`train`, :func:`_prepare`,
+:func:`_build`); the events it yields are in :mod:`tinyshake.events`.
 
 What is faster than the lecture: a batch is one gather, and an evaluation runs
 its ``eval_iters`` batches as a few large forward passes under
@@ -21,107 +26,29 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional, Union
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from tinyshake import checkpoint, distributed, kernels, modern, optim, speed, threads, tuning
+from tinyshake import checkpoint, distributed, kernels, optim, runlock, speed, threads, tuning
 from tinyshake.corpus import Corpus
 from tinyshake.errors import UsageError
+from tinyshake.events import (  # noqa: F401 - re-exported: front ends import the events from here
+    Evaluated, Event, Finished, Interrupted, Rethreaded, Saved, Started, Stepped,
+)
 from tinyshake.model import ModelConfig, count_parameters
 from tinyshake.plan import (  # noqa: F401 - the settings a run executes, re-exported for scripts and tests
     DTYPES, OPTIMIZERS, Plan, TrainConfig, for_config, make_config, resume_config, validate, with_vocab,
 )
+from tinyshake.run_state import Checkpointer, Clocks, Diverged, History, NanWatch, Run  # noqa: F401 - Diverged too
 
 EVAL_CHUNK_TOKENS = 1 << 12  # measured: chunks that stay in cache beat one huge pass on a CPU
-NONFINITE_CHECK_EVERY = 32  # steps between loss checks on an accelerator (each check waits for the device)
-
-
-class Diverged(UsageError):
-    """The loss became NaN or infinite: the settings (usually the learning rate) cannot train this model."""
 
 
 class OutOfMemory(UsageError):
     """The sizes asked for do not fit in this machine's (or GPU's) memory."""
-
-
-# --------------------------------------------------------------------------- events
-
-
-@dataclass(frozen=True)
-class Started:
-    config: TrainConfig
-    parameters: int
-    device: str
-    start_step: int
-    notices: list[str] = field(default_factory=list)
-    rank: int = 0  # this process's place in a data-parallel job (0 of 1 when alone)
-    world_size: int = 1
-    threads: str = ""  # the CPU threads and why, e.g. "2 threads (2 cores, 1.8 free)"; empty when left alone
-
-
-@dataclass(frozen=True)
-class Rethreaded:
-    """A look at the machine at an evaluation changed the thread count (another program started or ended)."""
-
-    step: int
-    choice: threads.Choice
-
-
-@dataclass(frozen=True)
-class Stepped:
-    step: int  # steps completed
-    loss: torch.Tensor  # this step's training loss, not synchronised: call .item() only when showing it
-    elapsed: float
-    trained: float = 0.0  # seconds of training alone (what --time-budget counts)
-
-
-@dataclass(frozen=True)
-class Evaluated:
-    step: int
-    train: float
-    val: float
-    elapsed: float
-    final: bool = False  # the evaluation of the final weights, beyond the lecture's own lines
-
-
-@dataclass(frozen=True)
-class Saved:
-    step: int
-    path: str
-    best: bool = False  # these weights are now the run's best
-
-
-@dataclass(frozen=True)
-class Interrupted:
-    """Training stopped on request at ``step``; ``saved_step`` is the checkpoint on disk (``None``: nothing saved).
-
-    A stop during an evaluation keeps the last saved state rather than saving
-    after half an evaluation, so ``saved_step`` may be earlier than ``step``.
-    """
-
-    step: int
-    path: Optional[str]
-    saved_step: Optional[int]
-    during_evaluation: bool = False
-
-
-@dataclass(frozen=True)
-class Finished:
-    step: int
-    best_val: Optional[float]
-    elapsed: float
-    path: str
-    model: nn.Module
-    best_step: Optional[int] = None
-    final: Optional[Evaluated] = None  # the last evaluation: the one at the last step, or of the final weights
-    budget_ended: bool = False  # the time budget, not max_iters, ended the run
-
-
-Event = Union[Started, Stepped, Evaluated, Saved, Interrupted, Finished, Rethreaded]
 
 
 # --------------------------------------------------------------------------- data
@@ -228,17 +155,147 @@ def _building(model: ModelConfig) -> contextlib.AbstractContextManager:
                        "--n-embd, --n-layer or --block-size")
 
 
-def _diverged(step: int, what: str, config: TrainConfig, saved_step: Optional[int]) -> Diverged:
-    """Stop a run whose loss is no longer a number, before a NaN model can be saved."""
-    rates = f"--lr (now {config.learning_rate:g})"
-    if config.optimizer == "muon":
-        rates += f" or --muon-lr (now {config.muon_lr:g})"
-    kept = f"; the checkpoint of step {saved_step} is kept" if saved_step is not None else "; nothing was saved"
-    return Diverged(f"training diverged at step {step}: {what} is NaN or infinite; lower {rates} and train "
-                    f"again{kept}")
+# --------------------------------------------------------------------------- the lecture's loop
 
 
-# --------------------------------------------------------------------------- the loop
+def _loop(run: Run) -> Iterator[Event]:
+    """The lecture's training loop, step for step; what tinyshake adds is a named call on ``run``.
+
+    With seed 1337 on the CPU it draws the lecture's random numbers in its order, so it prints its losses.
+    """
+    config, model, optimizer = run.config, run.forward, run.optimizer
+    step = run.start
+    try:
+        while step < config.max_iters:
+            # every once in a while evaluate the loss on train and val sets
+            if run.history.due(step):
+                yield from _evaluate(run, step)
+            began = time.perf_counter()
+            run.schedule(step)
+            with _step_memory(config):
+                # sample a batch of data
+                xb, yb = get_batch(run.splits["train"], config.batch_size, config.block_size)
+                # evaluate the loss
+                with autocast(run.device, run.dtype), run.attention():
+                    logits, loss = model(xb, yb)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            step += 1
+            run.nan.see(step, loss)
+            run.clocks.add_step(time.perf_counter() - began)
+            yield Stepped(step, loss.detach(), run.clocks.elapsed(), run.clocks.trained)
+            if run.stop_requested():
+                run.nan.check(step)
+                yield run.checkpoints.save(step, run.history, run.clocks)
+                yield run.checkpoints.interrupted(step)
+                return
+            if run.clocks.budget_ended(step):
+                yield from _evaluate(run, step)  # show where the budget ended
+                yield _finished(run, step, budget_ended=True)
+                return
+        yield from _finish(run, step)
+    except EvaluationStopped:  # a stop during an evaluation keeps the last save rather than half an evaluation
+        yield run.checkpoints.interrupted(step, during_evaluation=True)
+
+
+def _step_memory(config: TrainConfig) -> contextlib.AbstractContextManager:
+    return _memory_for(f"a training step at batch_size {config.batch_size} × block_size {config.block_size}",
+                       "--batch-size or --block-size")
+
+
+def _evaluate(run: Run, step: int, final: bool = False) -> Iterator[Event]:
+    """One estimate, shown and saved; the final one draws from a fork of the random streams.
+
+    Forking keeps the final evaluation from moving the stream that the
+    sample (and a later ``--resume``) draws from, so both stay the lecture's.
+    Between evaluation and training the machine is looked at again (50 ms, not
+    a step's rhythm) in case another program changed the threads worth using.
+    """
+    config = run.config
+    rng = torch.random.fork_rng(devices=[]) if final else contextlib.nullcontext()
+    with rng, _memory_for(f"an evaluation of {config.eval_iters:,} batches at batch_size {config.batch_size} × "
+                          f"block_size {config.block_size}", "--eval-iters, --batch-size or --block-size"):
+        losses = estimate_loss(run.forward, run.splits, config.batch_size, config.block_size, config.eval_iters,
+                               run.dtype, should_stop=run.stop_requested)
+    losses = {split: distributed.mean(loss) for split, loss in losses.items()}  # over every rank's batches
+    if not all(math.isfinite(value) for value in losses.values()):
+        raise run.checkpoints.diverged(step, "the evaluated loss")
+    event = Evaluated(step, losses["train"], losses["val"], run.clocks.elapsed(), final)
+    rethreaded = threads.refresh()
+    if rethreaded is not None:
+        run.checkpoints.record["threads"] = rethreaded.threads
+        yield Rethreaded(step, rethreaded)
+    row, improved = run.history.add(event)
+    yield event
+    yield run.checkpoints.save(step, run.history, run.clocks, final=row if final else None, best=improved)
+
+
+def _finish(run: Run, step: int) -> Iterator[Event]:
+    """After the last step: the final weights evaluated (unless the lecture's last evaluation was of them), saved.
+
+    The final evaluation runs on forked random streams, so a stop during it
+    leaves the trained state whole: it is saved.
+    """
+    run.nan.check(step)
+    last = run.history.last
+    if last is None or last.step < step - 1:  # the last lecture evaluation was not at the last step
+        try:
+            yield from _evaluate(run, step, final=True)
+        except EvaluationStopped:
+            yield run.checkpoints.save(step, run.history, run.clocks)
+            yield run.checkpoints.interrupted(step)
+            return
+    else:
+        yield run.checkpoints.save(step, run.history, run.clocks)
+    yield _finished(run, step)
+
+
+def _finished(run: Run, step: int, budget_ended: bool = False) -> Finished:
+    history = run.history
+    return Finished(step, history.best_val, run.clocks.elapsed(), str(run.checkpoints.saved_path), run.model,
+                    history.best_step, history.last, budget_ended)
+
+
+# --------------------------------------------------------------------------- a session around the loop
+
+
+def train(
+    plan: Union[Plan, TrainConfig],
+    corpus: Corpus,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> Iterator[Event]:
+    """Execute ``plan`` on ``corpus``, yielding events; checkpoints go to ``<home>/runs/<run>/``.
+
+    The run's lock is held from the first event to the last (rank 0 of a
+    data-parallel job holds it for all ranks). A bare :class:`TrainConfig` is
+    planned as a new run that may replace its namesake (:func:`for_config`).
+    Under torchrun this process joins the job first and leaves it when the
+    generator ends; if another rank dies, this one stops with a one-line
+    :class:`~tinyshake.distributed.WorkerFailed`.
+    """
+    if isinstance(plan, TrainConfig):
+        plan = for_config(plan, corpus.name)
+    config = plan.config if plan.resume is not None else with_vocab(plan.config, corpus.tokenizer.vocab_size)
+    validate(config)
+    _check_fits(config, corpus)
+    _check_corpus(plan, corpus)
+    owns_group = not distributed.active()
+    dist = distributed.init(plan.device.device.type)
+    try:
+        lock = runlock.hold(plan.run, "train") if dist.is_main else contextlib.nullcontext()
+        with lock, distributed.peer_failures(config.run):
+            _check_still_new(plan)
+            yield from _train(plan, config, corpus, should_stop, dist, distributed.device_for(dist, plan.device.device))
+    finally:
+        if owns_group:
+            distributed.shutdown()  # _train's frame, and with it the DDP wrapper, is gone by now
+
+
+def _check_still_new(plan: Plan) -> None:
+    """Under the lock: a run that another process created since planning is not replaced silently."""
+    if plan.resume is None and not plan.overwrite and checkpoint.exists(plan.run):
+        raise UsageError(f"run {plan.run!r} was created by another process meanwhile; use --run NAME for a new one")
 
 
 def _check_fits(config: TrainConfig, corpus: Corpus) -> None:
@@ -260,6 +317,95 @@ def _check_corpus(plan: Plan, corpus: Corpus) -> None:
     raise UsageError(f"run {plan.run!r} was trained on corpus {stored.get('name')!r} (SHA-256 "
                      f"{str(stored['sha256'])[:12]}…), but corpus {corpus.name!r} holds other text (SHA-256 "
                      f"{corpus.sha256[:12]}…); --resume needs the run's own corpus")
+
+
+def _train(plan: Plan, config: TrainConfig, corpus: Corpus, should_stop: Callable[[], bool],
+           dist: distributed.Dist, device: torch.device) -> Iterator[Event]:
+    run, started = _prepare(plan, config, corpus, should_stop, dist, device)
+    yield started
+    run.clocks.start()
+    yield from _loop(run)
+
+
+def _prepare(plan: Plan, config: TrainConfig, corpus: Corpus, should_stop: Callable[[], bool],
+             dist: distributed.Dist, device: torch.device) -> tuple[Run, Started]:
+    """Everything before the first step, in the order that keeps the lecture's random draws.
+
+    The model is built from the seed; under torchrun each rank then reseeds
+    for its own batches (DDP gives every rank rank 0's weights); a resumed
+    run's state is loaded last, since loading draws from the random stream.
+    """
+    notices = list(plan.notices)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    torch.manual_seed(config.seed)
+    model, optimizer = _build(config, device)
+    if dist.enabled:
+        torch.manual_seed(config.seed + dist.rank)
+    stored: dict[str, Any] = dict(plan.resume or {})
+    start, elapsed_before = _restore(plan, config, model, optimizer, dist) if plan.resume else (0, 0.0)
+    _use_cpu(plan)  # the model fits and the state loaded: from here on the run trains
+    attention = _attention_for_training(config, device, plan.dtype, notices)
+    forward = _maybe_compile(distributed.wrap(model, dist, device), config, device, notices, attention)
+    splits = {"train": corpus.train.to(device), "val": corpus.val.to(device)}
+    record = _record(config, corpus, model, stored, plan.dtype)
+    checkpoints = Checkpointer(config, model, optimizer, record, dist, start if plan.resume else None)
+    clocks = Clocks(elapsed_before, float(stored.get("train_seconds", 0.0)), config.time_budget, config.max_iters)
+    run = Run(config, device, plan.dtype, model, forward, optimizer, splits, attention, start,
+              History.of(stored, config), checkpoints, clocks, NanWatch(device, checkpoints), should_stop)
+    return run, Started(config, record["parameters"], str(device), start, notices, dist.rank, dist.world_size,
+                        plan.threads.describe() if plan.threads is not None else "")
+
+
+def _build(config: TrainConfig, device: torch.device) -> tuple[nn.Module, optim.Combined]:
+    """The model and its optimizer, drawn from the random stream as it stands: the one place a run makes them.
+
+    The lecture's modules (tinyshake/model.py) with the speed layer swapped in, or as written with ``--plain``.
+    """
+    with _building(config.model):
+        model = speed.build(config.model, config.plain).to(device)
+        optimizer = optim.make(model, config.optimizer, config.learning_rate, config.muon_lr, config.plain)
+    return model, optimizer
+
+
+def _record(config: TrainConfig, corpus: Corpus, model: nn.Module, stored: dict[str, Any],
+            dtype: str) -> dict[str, Any]:
+    """What every save records of this session beside its step, history and clocks."""
+    return {
+        "name": config.run, "stage": config.stage, "model": config.model.to_dict(), "hyper": config.hyper(),
+        "vocab": corpus.tokenizer.chars, "corpus": {"name": corpus.name, "sha256": corpus.sha256},
+        "parameters": count_parameters(model), "max_iters": config.max_iters, "created": stored.get("created"),
+        "dtype": dtype, "threads": torch.get_num_threads(),  # what this session used: auto resolved, the CPU's count
+    }
+
+
+def _use_cpu(plan: Plan) -> None:
+    """Apply the plan's thread count, and on a CPU the routes measured for it (cached after the first time).
+
+    A plan built by hand (:func:`for_config`) has no thread choice and leaves
+    both as they are. This runs once the model is built and its state loaded,
+    so a run refused before then writes no tuning cache and registers nowhere;
+    it runs before the attention check and compiling, which use the routes.
+    """
+    if plan.threads is None:
+        return
+    threads.configure(plan.threads)
+    if plan.device.device.type == "cpu":
+        tuning.tune(plan.threads.threads)
+
+
+def _attention_for_training(config: TrainConfig, device: torch.device, dtype: str,
+                            notices: list[str]) -> Callable[[], contextlib.AbstractContextManager]:
+    """Fused attention, unless its dropout on this device differs from the lecture's (see :mod:`tinyshake.kernels`).
+
+    The lecture's own heads (``--plain``) drop their weights with ``nn.Dropout``: nothing to check.
+    """
+    model = config.model
+    if model.arch == "bigram" or config.plain:
+        return contextlib.nullcontext
+    return kernels.training_attention(model.dropout, model.n_head, model.head_size, model.block_size, device,
+                                      getattr(torch, dtype), notices)
 
 
 def _maybe_compile(model: nn.Module, config: TrainConfig, device: torch.device, notices: list[str],
@@ -286,251 +432,6 @@ def _maybe_compile(model: nn.Module, config: TrainConfig, device: torch.device, 
         if p.grad is not None:
             p.grad.zero_()
     return compiled  # type: ignore[return-value]
-
-
-def _attention_for_training(model: ModelConfig, device: torch.device, dtype: str,
-                            notices: list[str]) -> Callable[[], contextlib.AbstractContextManager]:
-    """Fused attention, unless its dropout on this device differs from the lecture's (see :mod:`tinyshake.kernels`)."""
-    if model.arch == "bigram":
-        return contextlib.nullcontext
-    return kernels.training_attention(model.dropout, model.n_head, model.head_size, model.block_size, device,
-                                      getattr(torch, dtype), notices)
-
-
-def _lock(plan: Plan) -> contextlib.AbstractContextManager:
-    """The run's exclusive lock for the whole session (see :mod:`tinyshake.runlock`)."""
-    from tinyshake import runlock
-
-    return runlock.hold(plan.run, "train")
-
-
-def _check_still_new(plan: Plan) -> None:
-    """Under the lock: a run that another process created since planning is not replaced silently."""
-    if plan.resume is None and not plan.overwrite and checkpoint.exists(plan.run):
-        raise UsageError(f"run {plan.run!r} was created by another process meanwhile; use --run NAME for a new one")
-
-
-def train(
-    plan: Union[Plan, TrainConfig],
-    corpus: Corpus,
-    should_stop: Callable[[], bool] = lambda: False,
-) -> Iterator[Event]:
-    """Execute ``plan`` on ``corpus``, yielding events; checkpoints go to ``<home>/runs/<run>/``.
-
-    The run's lock is held from the first event to the last (rank 0 of a
-    data-parallel job holds it for all ranks). A bare :class:`TrainConfig` is
-    planned as a new run that may replace its namesake (:func:`for_config`).
-    Under torchrun this process joins the job first and leaves it when the
-    generator ends; if another rank dies, this one stops with a one-line
-    :class:`~tinyshake.distributed.WorkerFailed`.
-    """
-    if isinstance(plan, TrainConfig):
-        plan = for_config(plan, corpus.name)
-    config = plan.config if plan.resume is not None else with_vocab(plan.config, corpus.tokenizer.vocab_size)
-    validate(config)
-    _check_fits(config, corpus)
-    _check_corpus(plan, corpus)
-    owns_group = not distributed.active()
-    dist = distributed.init(plan.device.device.type)
-    try:
-        with (_lock(plan) if dist.is_main else contextlib.nullcontext()), distributed.peer_failures(config.run):
-            _check_still_new(plan)
-            yield from _train(plan, config, corpus, should_stop, dist, distributed.device_for(dist, plan.device.device))
-    finally:
-        if owns_group:
-            distributed.shutdown()  # _train's frame, and with it the DDP wrapper, is gone by now
-
-
-def _history(stored: dict[str, Any]) -> list[dict[str, Any]]:
-    """A resumed run's evaluations, its final one included (marked ``"final": true``), or [] for a new run.
-
-    A finished run's best may be the evaluation of its final weights, which is
-    kept beside the lecture's rows; resumed, it joins them, so that the saves
-    that follow know the best weights as one of this run's evaluations and keep them.
-    """
-    metrics = list(stored.get("metrics", []))
-    final = stored.get("final")
-    if isinstance(final, dict) and dict(final, final=True) not in metrics:
-        metrics.append(dict(final, final=True))
-    return metrics
-
-
-def _use_cpu(plan: Plan) -> None:
-    """Apply the plan's thread count, and on a CPU the routes measured for it (cached after the first time).
-
-    A plan built by hand (:func:`for_config`) has no thread choice and leaves
-    both as they are. This runs once the model is built and its state loaded,
-    so a run refused before then writes no tuning cache and registers nowhere;
-    it runs before the attention check and compiling, which use the routes.
-    """
-    if plan.threads is None:
-        return
-    threads.configure(plan.threads)
-    if plan.device.device.type == "cpu":
-        tuning.tune(plan.threads.threads)
-
-
-def _stored_best(stored: dict[str, Any], metrics: list[dict[str, Any]]) -> tuple[Optional[int], Optional[float]]:
-    """The best (step, val) a resumed run already has: its record's, or the lowest of its evaluations."""
-    if isinstance(stored.get("best_val"), (int, float)) and isinstance(stored.get("best_step"), int):
-        return stored["best_step"], float(stored["best_val"])
-    best = min(metrics, key=lambda m: m["val"], default=None)
-    return (int(best["step"]), float(best["val"])) if best else (None, None)
-
-
-def _train(plan: Plan, config: TrainConfig, corpus: Corpus, should_stop: Callable[[], bool],
-           dist: distributed.Dist, device: torch.device) -> Iterator[Event]:
-    notices = list(plan.notices)
-    dtype = plan.dtype
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-
-    torch.manual_seed(config.seed)
-    with _building(config.model):
-        model = speed.build(config.model, config.plain).to(device)
-        optimizer = optim.make(model, config.optimizer, config.learning_rate, config.muon_lr, config.plain)
-    if dist.enabled:
-        torch.manual_seed(config.seed + dist.rank)  # own batches per rank; DDP gives every rank rank 0's weights
-    stored: dict[str, Any] = dict(plan.resume or {})
-    start, elapsed_before = _restore(plan, config, model, optimizer, dist) if plan.resume else (0, 0.0)
-    metrics = _history(stored)
-    best_step, best_val = _stored_best(stored, metrics)
-    saved_step: Optional[int] = start if plan.resume else None
-    saved_path: Optional[str] = str(checkpoint.run_dir(config.run)) if plan.resume else None
-    _use_cpu(plan)  # the model fits and the state loaded: from here on the run trains
-    attention = _attention_for_training(config.model, device, dtype, notices) if not config.plain \
-        else contextlib.nullcontext  # the lecture's heads drop attention weights with nn.Dropout
-    forward = _maybe_compile(distributed.wrap(model, dist, device), config, device, notices, attention)
-    splits = {"train": corpus.train.to(device), "val": corpus.val.to(device)}
-    record = {
-        "name": config.run, "stage": config.stage, "model": config.model.to_dict(), "hyper": config.hyper(),
-        "vocab": corpus.tokenizer.chars, "corpus": {"name": corpus.name, "sha256": corpus.sha256},
-        "parameters": count_parameters(model), "max_iters": config.max_iters, "created": stored.get("created"),
-        "dtype": dtype, "threads": torch.get_num_threads(),  # what this session used: auto resolved, the CPU's count
-    }
-    yield Started(config, record["parameters"], str(device), start, notices, dist.rank, dist.world_size,
-                  plan.threads.describe() if plan.threads is not None else "")
-
-    clock = time.perf_counter()
-    trained = float(stored.get("train_seconds", 0.0))  # training time alone: what --time-budget counts
-    scheduled = config.warmup > 0 or config.warmdown > 0
-    check_every = 1 if device.type == "cpu" else NONFINITE_CHECK_EVERY  # on a CPU the check costs nothing
-
-    def elapsed() -> float:
-        return elapsed_before + time.perf_counter() - clock
-
-    def progress(step: int) -> float:
-        return trained / config.time_budget if config.time_budget else step / max(config.max_iters, 1)
-
-    def stop_vote() -> bool:
-        return distributed.any_true(should_stop())  # every rank stops at the same place
-
-    def save(step: int, final: Optional[dict[str, Any]] = None, best: bool = False) -> Saved:
-        """Called on every rank (each rank's RNG state is gathered); rank 0 alone writes."""
-        nonlocal saved_step, saved_path
-        rng = checkpoint.rng_state()
-        rng_ranks = distributed.gather(rng) if dist.enabled else None
-        saved_step = step
-        if not dist.is_main:
-            saved_path = str(checkpoint.run_dir(config.run))
-            return Saved(step, saved_path, best)
-        state = {"step": step, "optimizer": optimizer.state_dict(), "rng": rng, "elapsed": elapsed()}
-        if rng_ranks is not None:
-            state["rng_ranks"] = rng_ranks
-        extra = {"final": final} if final is not None else {}
-        saved_path = str(checkpoint.save(config.run, model, dict(
-            record, step=step, metrics=metrics, best_val=best_val, best_step=best_step, wall_time=elapsed(),
-            train_seconds=trained, **extra), state, best=best))
-        return Saved(step, saved_path, best)
-
-    def evaluate(step: int, final: bool = False) -> Iterator[Event]:
-        """One estimate, shown and saved; the final one draws from a fork of the random streams.
-
-        Forking keeps the final evaluation from moving the stream that the
-        sample (and a later ``--resume``) draws from, so both stay the lecture's.
-        """
-        nonlocal best_step, best_val
-        rng = torch.random.fork_rng(devices=[]) if final else contextlib.nullcontext()
-        with rng, _memory_for(f"an evaluation of {config.eval_iters:,} batches at batch_size {config.batch_size} × "
-                              f"block_size {config.block_size}", "--eval-iters, --batch-size or --block-size"):
-            losses = estimate_loss(forward, splits, config.batch_size, config.block_size, config.eval_iters, dtype,
-                                   should_stop=stop_vote)
-        losses = {split: distributed.mean(loss) for split, loss in losses.items()}  # over every rank's batches
-        if not all(math.isfinite(value) for value in losses.values()):
-            raise _diverged(step, "the evaluated loss", config, saved_step)
-        event = Evaluated(step, losses["train"], losses["val"], elapsed(), final)
-        rethreaded = threads.refresh()  # between evaluation and training: a look costs 50 ms, not a step's rhythm
-        if rethreaded is not None:
-            record["threads"] = rethreaded.threads
-            yield Rethreaded(step, rethreaded)
-        row = {"step": step, "train": event.train, "val": event.val, "elapsed": event.elapsed}
-        if not final:
-            metrics.append(row)
-        improved = best_val is None or event.val < best_val
-        if improved:
-            best_step, best_val = step, event.val
-        yield event
-        yield save(step, final=row if final else None, best=improved)
-        return event
-
-    def interrupted(step: int, during_evaluation: bool = False) -> Interrupted:
-        return Interrupted(step, saved_path, saved_step, during_evaluation)
-
-    step = start
-    lecture = [m for m in metrics if not m.get("final")]  # a final evaluation is beyond the lecture's
-    evaluated = {int(m["step"]) for m in lecture}
-    eval_steps = config.eval_steps()
-    last = (Evaluated(int(lecture[-1]["step"]), lecture[-1]["train"], lecture[-1]["val"], lecture[-1]["elapsed"])
-            if lecture else None)  # a resumed run's last lecture evaluation
-    finishing = False
-    pending = torch.zeros((), dtype=torch.bool, device=device)  # a non-finite loss seen since the last check
-    try:
-        while step < config.max_iters:
-            if step in eval_steps and step not in evaluated:
-                last = yield from evaluate(step)
-            began = time.perf_counter()
-            if scheduled:
-                optimizer.scale_lr(modern.lr_factor(progress(step), config.warmup, config.warmdown))
-            with _memory_for(f"a training step at batch_size {config.batch_size} × block_size {config.block_size}",
-                             "--batch-size or --block-size"):
-                xb, yb = get_batch(splits["train"], config.batch_size, config.block_size)
-                with autocast(device, dtype), attention():
-                    _, loss = forward(xb, yb)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-            step += 1
-            pending |= ~torch.isfinite(loss.detach())
-            if step % check_every == 0 and distributed.any_true(bool(pending)):
-                raise _diverged(step, "the training loss", config, saved_step)
-            spent = time.perf_counter() - began
-            # one clock for all ranks, so the budget and the schedule decide the same on each
-            trained += distributed.mean(spent) if config.time_budget is not None else spent
-            yield Stepped(step, loss.detach(), elapsed(), trained)
-            if stop_vote():
-                if distributed.any_true(bool(pending)):
-                    raise _diverged(step, "the training loss", config, saved_step)
-                yield save(step)
-                yield interrupted(step)
-                return
-            if config.time_budget is not None and trained >= config.time_budget and step < config.max_iters:
-                last = yield from evaluate(step)  # show where the budget ended
-                yield Finished(step, best_val, elapsed(), str(saved_path), model, best_step, last, budget_ended=True)
-                return
-        if distributed.any_true(bool(pending)):
-            raise _diverged(step, "the training loss", config, saved_step)
-        finishing = True
-        if last is None or last.step < step - 1:  # the last lecture evaluation was not at the last step
-            last = yield from evaluate(step, final=True)
-        else:
-            yield save(step)
-    except EvaluationStopped:
-        if finishing:  # the final evaluation ran on forked random streams: the trained state is whole
-            yield save(step)
-        yield interrupted(step, during_evaluation=not finishing)
-        return
-    yield Finished(step, best_val, elapsed(), str(saved_path), model, best_step, last)
 
 
 def _restore(plan: Plan, config: TrainConfig, model: nn.Module, optimizer: optim.Combined,
