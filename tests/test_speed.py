@@ -46,14 +46,15 @@ def test_the_speed_layer_keeps_the_lecture_state_and_computes_the_same_loss_and_
         assert sum(isinstance(m, speed.FusedMultiHeadAttention) for m in fast.modules()) == config.n_layer
     idx = torch.randint(VOCAB, (4, config.block_size), generator=torch.Generator().manual_seed(0))
     losses = []
-    for model in (plain, fast):
+    # in float64: in float32 a ReLU input within rounding of 0 can flip, and which one flips depends on the route
+    for model in (plain.double(), fast.double()):
         _, loss = model(idx[:, :-1], idx[:, 1:])
         loss.backward()
         losses.append(loss.item())
-    assert losses[0] == pytest.approx(losses[1], abs=1e-5)
+    assert losses[0] == pytest.approx(losses[1], abs=1e-12)
     named = dict(plain.named_parameters())
     for name, grad in lecture_grads(fast).items():
-        torch.testing.assert_close(grad, named[name].grad, atol=2e-5, rtol=1e-4)
+        torch.testing.assert_close(grad, named[name].grad, atol=1e-12, rtol=1e-9)
 
 
 def test_applying_draws_no_random_number_and_keeps_the_parameter_order() -> None:

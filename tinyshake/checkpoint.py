@@ -163,9 +163,9 @@ def model_config(name: str, record: dict[str, Any]) -> ModelConfig:
 
 
 def lecture_names(state: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
-    """Weights saved by tinyshake 0.x under the lecture's names: read old runs, leave their files as they are.
+    """Weights saved by earlier releases, under the lecture's names: old runs are read, their files left as they are.
 
-    Until then each layer's heads were saved as one fused tensor ``blocks.N.sa.qkv``
+    Those releases saved each layer's heads as one fused tensor ``blocks.N.sa.qkv``
     (n_head, 3, head_size, n_embd), key, query, value per head, and without the
     ``tril`` masks; the lecture's gpt.py names every head's matrices and keeps its mask.
     """

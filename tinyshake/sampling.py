@@ -2,7 +2,7 @@
 
 :func:`generate` yields each new token id as soon as it is sampled, so a caller
 can stream it. At temperature 1 with no top-k or top-p it performs exactly the
-lecture's ``generate`` (softmax of the last logits, then ``torch.multinomial``),
+lecture's ``GPTLanguageModel.generate`` (softmax of the last logits, then ``torch.multinomial``),
 so a seeded run reproduces the lecture's samples. :func:`stream_text` decodes
 those ids into text and cuts the text off at stop strings; ``tinyshake chat``
 and the sample at the end of ``tinyshake train`` both use it.

@@ -32,8 +32,8 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from tinyshake import modern, onednn
-from tinyshake import model as lecture
 from tinyshake.model import GPTLanguageModel, LanguageModel, ModelConfig, MultiHeadAttention
+from tinyshake.model import build as build_lecture
 
 SMALL_ATTENTION = 128  # positions up to which, on a CPU, plain batched matmuls beat the fused kernel (tuning.apply sets it from a measurement)
 KINDS = ("key", "query", "value")  # the order of each head's matrices in the fused weight, as the lecture draws them
@@ -303,7 +303,7 @@ def apply(model: LanguageModel) -> LanguageModel:
 
 def build(config: ModelConfig, plain: bool = False) -> LanguageModel:
     """The lecture's model for ``config``, drawn from the current random stream, sped up unless ``plain``."""
-    model = lecture.build(config)
+    model = build_lecture(config)
     return model if plain else apply(model)
 
 
