@@ -30,8 +30,6 @@ from torch.nn import functional as F
 
 from tinyshake import modern
 
-FFWD_KINDS = ("none", "simple", "wide")
-
 
 @dataclass
 class ModelConfig:
