@@ -19,9 +19,9 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from tinyshake import speed
-from tinyshake.corpus import CharTokenizer
 from tinyshake.errors import UsageError
 from tinyshake.sampling import START_TOKEN
+from tinyshake.tokens import Tokenizer
 
 
 @contextlib.contextmanager
@@ -36,7 +36,7 @@ def _evaluating(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-def context_ids(model: nn.Module, tokenizer: CharTokenizer, prompt: str) -> list[int]:
+def context_ids(model: nn.Module, tokenizer: Tokenizer, prompt: str) -> list[int]:
     """The ids the model sees for ``prompt``: its last ``block_size`` characters (empty: the start token).
 
     Generation starts from the start token when there is no prompt, so an empty
@@ -51,7 +51,7 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def next_distribution(model: nn.Module, tokenizer: CharTokenizer, prompt: str) -> list[tuple[str, float]]:
+def next_distribution(model: nn.Module, tokenizer: Tokenizer, prompt: str) -> list[tuple[str, float]]:
     """Every character with the probability the model gives it next, highest first.
 
     The softmax of the logits at the last position of the prompt (cropped to the
@@ -94,7 +94,7 @@ class AttentionMaps:
     weights: torch.Tensor  # (n_layer, n_head, T, T), float32 on the CPU
 
 
-def attention_maps(model: nn.Module, tokenizer: CharTokenizer, prompt: str) -> AttentionMaps:
+def attention_maps(model: nn.Module, tokenizer: Tokenizer, prompt: str) -> AttentionMaps:
     """Run ``prompt`` (cropped to the block size) through the model, keeping each layer's softmaxed weights.
 
     The fused attention of :mod:`tinyshake.speed` keeps them on request; a model of the lecture's plain

@@ -180,7 +180,8 @@ def _last_val(stored: dict[str, Any]) -> Optional[float]:
 
 def _result(stage: StagePlan, corpus: Corpus, model: nn.Module, seconds: float, reused: bool) -> StageResult:
     preset, stored = stages.get(stage.stage), record.read_record(stage.run)
-    full = split_loss(model, corpus.val.to(next(model.parameters()).device), stage.plan.config.block_size).loss
+    full = split_loss(model, corpus.val.to(next(model.parameters()).device), stage.plan.config.block_size,
+                      corpus.tokenizer).loss
     return StageResult(stage.stage, stage.run, preset.adds, int(stored.get("parameters", 0)), _last_val(stored), full,
                        preset.published_val, seconds, first_line(model, corpus), reused)
 

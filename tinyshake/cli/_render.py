@@ -115,6 +115,29 @@ def scatter(points: Sequence[tuple[float, float]], glyphs: Sequence[str], width:
     return text, hidden
 
 
+# =========================================================================== token boundaries
+# (inspect tokens and demo bpe: where a tokenizer cut a text)
+
+TOKEN_STYLES = ("black on bright_cyan", "black on bright_yellow")  # alternate, so that neighbours stand apart
+SEPARATOR = "|"  # between tokens where there is no colour
+
+
+def token_pieces(pieces: Sequence[str], fancy: bool) -> Text:
+    """A text cut into its tokens: alternating colours on a colour terminal, ``|`` between tokens otherwise.
+
+    A newline inside a token shows as ⏎ before it breaks the line, so a token of
+    newlines is never invisible; the text keeps its shape.
+    """
+    coloured = fancy and not no_color()
+    out = Text()
+    for index, piece in enumerate(pieces):
+        if index and not coloured:
+            out.append(SEPARATOR, style="dim" if fancy else "")
+        shown = piece.replace("\n", VISIBLE["\n"] + "\n")
+        out.append(shown, style=TOKEN_STYLES[index % 2] if coloured else "")
+    return out
+
+
 # =========================================================================== loss charts
 #
 # Line charts of loss against step, drawn with Rich itself: on a colour terminal with braille dots (2 x 4 per

@@ -42,9 +42,10 @@ def eval_run(
     notice = corpus_notice(loaded, data)
     if notice:
         print(f"Note: {notice}", file=sys.stderr, flush=True)
-    result = split_loss(loaded.model, getattr(data, split), loaded.config.block_size)
+    result = split_loss(loaded.model, getattr(data, split), loaded.config.block_size, data.tokenizer)
+    covered = f" ({result.characters:,} characters)" if result.characters != result.positions else ""
     make_console().print(
         f"{name} ({loaded.weights} weights, step {loaded.step}): full {split} loss {result.loss:.4f} "
-        f"({result.bits_per_char:.4f} bits/char) over {result.positions:,} positions of corpus {data.name!r}",
+        f"({result.bits_per_char:.4f} bits/char) over {result.positions:,} positions{covered} of corpus {data.name!r}",
         markup=False,
     )

@@ -1,4 +1,4 @@
-"""``tinyshake inspect``: look inside a trained run: its attention on a prompt, its next character, its embeddings.
+"""``tinyshake inspect``: look inside a trained run: its tokens, its attention on a prompt, its next token, its embeddings.
 
 The numbers come from :mod:`tinyshake.inspection`; this module loads the run,
 draws them (Rich on a terminal, plain characters when piped or with NO_COLOR)
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from tinyshake.inspection import AttentionMaps
 
 app = typer.Typer(
-    help="Look inside a trained run: attention on your prompt, the next-character distribution, the embeddings.",
+    help="Look inside a trained run: its tokens, attention on your prompt, the next-token distribution, the embeddings.",
     no_args_is_help=True,
     rich_markup_mode="rich",
 )
@@ -36,6 +36,7 @@ app = typer.Typer(
 MEAN = "mean"
 NEIGHBOURS = 10
 SCATTER_HEIGHT = 24
+SPEECH = "To be, or not to be, that is the question:\\nWhether 'tis nobler in the mind to suffer"
 
 
 RunArg = Annotated[Optional[str], typer.Argument(help="The run to look at (default: the most recent).",
@@ -63,6 +64,39 @@ def header(loaded: LoadedRun, fancy: bool, what: str) -> Text:
 
 def emit(payload: dict[str, Any]) -> None:
     print(json.dumps(payload))
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+@app.command("tokens")
+@handle_errors
+def tokens_of(
+    run: RunArg = None,
+    text: Annotated[str, typer.Option("--text", "-t", help="The text to cut into tokens (\\n is a newline).")] = SPEECH,
+    as_json: JsonOpt = False,
+) -> None:
+    """Your text cut into the run's tokens (alternating colours; `|` between tokens when piped), and characters per token."""
+    from tinyshake import tokens
+
+    name = record.resolve(run)
+    tokenizer = tokens.of_run(name)
+    decoded = decode_prompt(text)
+    pieces = tokens.pieces(tokenizer, decoded)
+    per_token = len(decoded) / len(pieces) if pieces else 0.0
+    if as_json:
+        emit({"run": name, "tokenizer": tokenizer.kind, "vocab_size": tokenizer.vocab_size, "tokens": pieces,
+              "ids": tokenizer.encode(decoded), "characters": len(decoded), "chars_per_token": per_token})
+        return
+    console = make_console()
+    fancy = use_rich(console.file)
+    console.print(Text.assemble((name, "bold cyan" if fancy else ""), f" ({tokens.describe(tokenizer)}): "
+                                "your text cut into its tokens"))
+    console.print()
+    console.print(_render.token_pieces(pieces, fancy))
+    console.print()
+    console.print(f"{len(decoded):,} characters in {len(pieces):,} tokens: {per_token:.2f} characters per token",
+                  markup=False)
 
 
 # --------------------------------------------------------------------------- attention
