@@ -37,7 +37,7 @@ def _evaluating(model: nn.Module) -> Iterator[None]:
 
 
 def context_ids(model: nn.Module, tokenizer: Tokenizer, prompt: str) -> list[int]:
-    """The ids the model sees for ``prompt``: its last ``block_size`` characters (empty: the start token).
+    """The ids the model sees for ``prompt``: its last ``block_size`` tokens (empty: the start token).
 
     Generation starts from the start token when there is no prompt, so an empty
     prompt asks what the model would write first. Characters outside the
@@ -52,18 +52,23 @@ def _device(model: nn.Module) -> torch.device:
 
 
 def next_distribution(model: nn.Module, tokenizer: Tokenizer, prompt: str) -> list[tuple[str, float]]:
-    """Every character with the probability the model gives it next, highest first.
+    """Every token (character) with the probability the model gives it next, highest first.
 
     The softmax of the logits at the last position of the prompt (cropped to the
     block size, as generation crops it). Ties keep vocabulary order, so the list
     is the same on every call.
     """
-    ids = context_ids(model, tokenizer, prompt)
+    return distribution_after(model, tokenizer, context_ids(model, tokenizer, prompt))
+
+
+def distribution_after(model: nn.Module, tokenizer: Tokenizer, ids: list[int]) -> list[tuple[str, float]]:
+    """:func:`next_distribution` after the ids themselves (chat's history): a BPE text may encode to other ids."""
+    ids = ids[-model.config.block_size:] or [START_TOKEN]
     with _evaluating(model):
         logits, _ = model(torch.tensor([ids], dtype=torch.long, device=_device(model)))
         probs = logits[0, -1].float().softmax(dim=-1).cpu()
     order = sorted(range(len(probs)), key=lambda i: -float(probs[i]))
-    return [(tokenizer.chars[i], float(probs[i])) for i in order]
+    return [(tokenizer.tokens[i], float(probs[i])) for i in order]
 
 
 def entropy_bits(probs: Sequence[float] | Sequence[tuple[str, float]]) -> float:
@@ -116,7 +121,7 @@ def attention_maps(model: nn.Module, tokenizer: Tokenizer, prompt: str) -> Atten
     finally:
         for attention in layers:
             attention.captured = None
-    return AttentionMaps([tokenizer.chars[i] for i in ids], weights)
+    return AttentionMaps([tokenizer.tokens[i] for i in ids], weights)
 
 
 # --------------------------------------------------------------------------- embeddings

@@ -116,7 +116,7 @@ class Session:
 
     @property
     def block_size(self) -> int:
-        """How many characters of the conversation the model sees."""
+        """How many tokens (characters, for a character run) of the conversation the model sees."""
         return self.loaded.config.block_size
 
     def reseed(self, seed: Optional[int]) -> None:
@@ -130,7 +130,7 @@ class Session:
         tokenizer = self.loaded.tokenizer
         missing = tokenizer.unknown(check_utf8(text))
         if missing and self.unknown is Unknown.drop:
-            text = "".join(ch for ch in text if ch in tokenizer.stoi)
+            text = "".join(ch for ch in text if ch not in missing)
         return tokenizer.encode(text), missing
 
     def start(self, new_ids: list[int]) -> sampling.TextStream:

@@ -231,6 +231,11 @@ def of_run(name: str) -> Tokenizer:
     return CharTokenizer(record.read_record(name)["vocab"])
 
 
+def unit(tokenizer: Tokenizer) -> str:
+    """What one id stands for, in words: ``character`` (the lecture's) or ``token`` (a BPE's)."""
+    return "character" if tokenizer.kind == CHAR else "token"
+
+
 def describe(tokenizer: Tokenizer) -> str:
     """The tokenizer in a few words, for headers: ``65 characters`` or ``BPE of 512 tokens over 65 characters``."""
     if tokenizer.kind == CHAR:

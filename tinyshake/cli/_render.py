@@ -27,9 +27,9 @@ BAR_WIDTH = 40
 VISIBLE = {"\n": "\u23ce", " ": "\u00b7", "\t": "\u21e5"}  # ⏎ · ⇥: characters you could not see otherwise
 
 
-def visible(char: str) -> str:
-    """A character as a label: newline, space and tab become symbols so that a row or column never looks empty."""
-    return VISIBLE.get(char, char)
+def visible(token: str) -> str:
+    """A character or token as a label: newlines, spaces and tabs become symbols, so that a label never looks empty."""
+    return "".join(VISIBLE.get(char, char) for char in token)
 
 
 def level(weight: float) -> float:

@@ -161,10 +161,10 @@ class RichView:
 
     def _table(self, rows: list[tuple[str, ...]]) -> Table:
         table = Table(title=f"{self.config.stage} · run {self.config.run}", title_justify="left")
-        for column in ("step", "train", "val", "Δ val", "elapsed"):
+        for column in ("step", "train", "val", "Δ val", "val bits/char", "elapsed"):
             table.add_column(column, justify="right")
         if len(rows) < len(self.rows):
-            table.add_row("…", "", "", "", "")
+            table.add_row("…", "", "", "", "", "")
         for row in rows:
             table.add_row(*row)
         return table
@@ -224,7 +224,8 @@ class RichView:
     def evaluated(self, event: core.Evaluated) -> None:
         delta = "" if self.last_val is None else f"{event.val - self.last_val:+.4f}"
         step = f"final {event.step}" if event.final else str(event.step)
-        self.rows.append((step, f"{event.train:.4f}", f"{event.val:.4f}", delta, f"{event.elapsed:.1f}s"))
+        self.rows.append((step, f"{event.train:.4f}", f"{event.val:.4f}", delta, f"{event.val_bpc:.4f}",
+                          f"{event.elapsed:.1f}s"))
         self.last_val = event.val
         self.metrics.append({"step": event.step, "train": event.train, "val": event.val})
         if len(self.metrics) > 1:
