@@ -401,3 +401,12 @@ def test_inspect_tokens_needs_no_torch(home: Path) -> None:
     imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in done.stderr.splitlines() if "|" in line}
     assert done.returncode == 0 and "h|i" in done.stdout
     assert "torch" not in imported and "tokenizers" not in imported
+
+
+def test_a_heatmap_of_several_character_tokens_labels_rows_by_position_and_token() -> None:
+    lines = _render.heatmap([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0]], ["To", " be", ","],
+                            ["To", " be", ","], fancy=False).plain.splitlines()
+    assert lines[0] == "       0 1 2"  # a ruler of positions: the tokens are on the rows
+    assert lines[1:] == [f" 0 To  {_render.shade(1.0) * 2}{_render.shade(0) * 4}",
+                         f" 1 \u00b7be {_render.shade(0.5) * 4}{_render.shade(0) * 2}",
+                         f" 2 ,   {_render.shade(0) * 4}{_render.shade(1.0) * 2}"]

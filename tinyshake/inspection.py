@@ -162,9 +162,12 @@ def project(table: torch.Tensor, chars: Sequence[str]) -> Projection:
 
 
 def nearest(table: torch.Tensor, chars: Sequence[str], char: str, count: int = 10) -> list[tuple[str, float]]:
-    """The ``count`` characters whose embeddings point most nearly the way ``char``'s does (cosine similarity)."""
-    if char not in chars:
+    """The ``count`` characters (tokens) whose embeddings point most nearly the way ``char``'s does (cosine similarity)."""
+    if char not in chars and all(len(c) == 1 for c in chars):
         raise UsageError(f"{char!r} is not in the vocabulary; choose one of: {''.join(chars)!r}")
+    if char not in chars:
+        raise UsageError(f"{char!r} is not one of the run's {len(chars):,} tokens; `tinyshake inspect tokens --text "
+                         "TEXT` shows how text is cut into them")
     index = list(chars).index(char)
     similarity = F.cosine_similarity(table[index : index + 1], table, dim=-1)
     order = [i for i in similarity.argsort(descending=True, stable=True).tolist() if i != index]

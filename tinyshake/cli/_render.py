@@ -61,13 +61,21 @@ def heatmap(matrix: Sequence[Sequence[float]], rows: Sequence[str], columns: Seq
             cell: int = 2, title: str = "") -> Text:
     """A labelled grid of weights in [0, 1]: one line per row, ``cell`` characters per column.
 
-    Labels are single characters (see :func:`visible`), so the grid is as wide as
-    one label plus ``cell`` per column, and row i, column j is ``matrix[i][j]``.
+    Labels of single characters (see :func:`visible`) head the columns, so the
+    grid is as wide as one label plus ``cell`` per column. Tokens of several
+    characters (a BPE's) do not fit a column: rows then carry their position
+    and token, and the columns a ruler of positions (their last digit). Row i,
+    column j is ``matrix[i][j]``.
     """
+    row_labels, top = [visible(label) for label in rows], [visible(c).ljust(cell) for c in columns]
+    if any(len(label) != 1 for label in (*rows, *columns)):
+        row_labels = [f"{i:>2} {label}" for i, label in enumerate(row_labels)]
+        top = [str(j % 10).ljust(cell) for j in range(len(columns))]
+    width = max(len(label) for label in row_labels) if row_labels else 1
     lines = [Text(title, style="bold" if fancy else "")] if title else []
-    lines.append(Text("  " + "".join(visible(c).ljust(cell) for c in columns).rstrip(), style="dim" if fancy else ""))
-    for label, row in zip(rows, matrix):
-        line = Text(visible(label) + " ", style="dim" if fancy else "")
+    lines.append(Text(" " * (width + 1) + "".join(top).rstrip(), style="dim" if fancy else ""))
+    for label, row in zip(row_labels, matrix):
+        line = Text(label.ljust(width) + " ", style="dim" if fancy else "")
         for weight in row:
             if fancy:
                 line.append(" " * cell, style=Style(bgcolor=blend(weight).bgcolor))
