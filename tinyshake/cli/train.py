@@ -30,18 +30,27 @@ if TYPE_CHECKING:
     from tinyshake import corpus
     from tinyshake import train as core
     from tinyshake.plan import Plan
+    from tinyshake.tokens import Tokenizer
 
 
-def stream_sample(model: Any, tokenizer: corpus.CharTokenizer, chars: int, out: Any = None) -> None:
-    """Stream ``chars`` sampled characters from a context of token 0, printing the context as the lecture does."""
+def stream_sample(model: Any, tokenizer: Tokenizer, chars: int, out: Any = None) -> None:
+    """Stream ``chars`` sampled characters from a context of token 0, printing the context as the lecture does.
+
+    A token is at least one character, so ``chars`` tokens always suffice; a BPE's last one is cut to fit.
+    """
     from tinyshake import sampling
 
     out = out or sys.stdout
     context = [sampling.START_TOKEN]
     out.write(tokenizer.decode(context))
+    written = 0
     for token in sampling.generate(model, context, sampling.SamplingSettings(max_new_tokens=chars)):
-        out.write(tokenizer.decode([token]))
+        piece = tokenizer.decode([token])[: chars - written]
+        out.write(piece)
         out.flush()
+        written += len(piece)
+        if written == chars:
+            break
     out.write("\n")
     out.flush()
 
