@@ -131,7 +131,8 @@ def test_bits_per_char_is_nats_over_characters_over_ln2():
 def test_a_bpe_corpus_keeps_the_split_of_the_text(cached, text):
     chars = corpus.load()
     train = chars.split_text("train")
-    bpe = chars.with_tokenizer(tokens.BPETokenizer.train(train, 200, alphabet=chars.text))
+    bpe = chars.with_bpe(200)
+    assert bpe.tokenizer.merges == tokens.BPETokenizer.train(train, 200, alphabet=text).merges  # from train alone
     assert bpe.tokenizer.decode(bpe.train.tolist()) == train and bpe.tokenizer.decode(bpe.val.tolist()) == text[len(train):]
     assert bpe.chars_per_token("val") == len(text[len(train):]) / len(bpe.val) > 1.5
     assert chars.chars_per_token("val") == 1.0

@@ -34,7 +34,7 @@ from typing import IO, TYPE_CHECKING, Iterable, Iterator, Union
 from tinyshake import __version__, names, paths
 from tinyshake.atomic import atomic_writer, write_bytes
 from tinyshake.errors import TinyshakeError, UsageError
-from tinyshake.tokens import CharTokenizer, Tokenizer, UnknownCharacterError  # noqa: F401 - re-exported
+from tinyshake.tokens import BPETokenizer, CharTokenizer, Tokenizer
 
 if TYPE_CHECKING:
     import torch
@@ -559,6 +559,13 @@ class Corpus:
     def with_tokenizer(self, tokenizer: Tokenizer) -> "Corpus":
         """The same text and split, encoded by ``tokenizer``."""
         return _encoded(self.name, self.text, self.sha256, tokenizer)
+
+    def with_bpe(self, vocab_size: int) -> "Corpus":
+        """The same text in the tokens of a BPE of ``vocab_size`` learned from the train split alone.
+
+        It starts from every character of the corpus, so val text always encodes.
+        """
+        return self.with_tokenizer(BPETokenizer.train(self.split_text("train"), vocab_size, alphabet=self.text))
 
 
 def split_point(n: int) -> int:

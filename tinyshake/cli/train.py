@@ -162,13 +162,18 @@ def train(
     plain: Annotated[bool, typer.Option(
         "--plain", help="Train the lecture's code exactly as written (tinyshake/model.py and its AdamW), without "
                         "the speed layer: slower, the same losses to float rounding.")] = False,
+    tokenizer: Annotated[Optional[str], typer.Option(
+        help="char (the lecture's, the default) or bpe (the sequel's: byte-pair merges of the characters, "
+             "learned from the train split).")] = None,
+    vocab_size: Annotated[Optional[int], typer.Option(
+        help="The BPE's size, from the corpus's characters up to 65,536 (default 512).")] = None,
 ) -> None:
     """Train a stage of the lecture's model ladder, save a checkpoint, and stream a sample."""
     settings = dict(batch_size=batch_size, block_size=block_size, n_embd=n_embd, n_head=n_head, n_layer=n_layer,
                     dropout=dropout, learning_rate=lr, max_iters=max_iters, eval_interval=eval_interval,
                     eval_iters=eval_iters, seed=seed, device=device_name, dtype=dtype, compile=compile_model,
                     time_budget=time_budget, optimizer=optimizer, muon_lr=muon_lr, warmup=warmup, warmdown=warmdown,
-                    threads_requested=threads, plain=plain or None)
+                    threads_requested=threads, plain=plain or None, tokenizer=tokenizer, bpe_vocab=vocab_size)
     try:
         _train(model, run, corpus_name, resume, overwrite, yes, sample_chars, quiet, metrics, nproc, settings)
     except KeyboardInterrupt:  # before training's own handler is in place: importing, fetching, loading
