@@ -218,6 +218,7 @@ class Run:
     clocks: Clocks
     nan: NanWatch
     should_stop: Callable[[], bool]
+    chars_per_token: tuple[float, float]  # of the train and val splits, for bits per character
 
     def stop_requested(self) -> bool:
         """A stop request (Ctrl-C, SIGTERM) on any rank: every rank stops at the same place."""

@@ -42,6 +42,8 @@ def eval_run(
     notice = corpus_notice(loaded, data)
     if notice:
         print(f"Note: {notice}", file=sys.stderr, flush=True)
+    if loaded.tokenizer.kind != data.tokenizer.kind:  # a BPE run reads the text in its own tokens
+        data = data.with_tokenizer(loaded.tokenizer)
     result = split_loss(loaded.model, getattr(data, split), loaded.config.block_size, data.tokenizer)
     covered = f" ({result.characters:,} characters)" if result.characters != result.positions else ""
     make_console().print(

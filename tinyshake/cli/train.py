@@ -187,6 +187,7 @@ def _train(stage: Optional[str], run: Optional[str], corpus_name: Optional[str],
     """Plan, check, fetch, then train here or launch torchrun: every refusal comes before anything is written."""
     _torch.load()  # first: a Ctrl-C while torch loads must end the command
     from tinyshake import corpus, distributed
+    from tinyshake import train as core
     from tinyshake.plan import make_plan
 
     console = make_console()
@@ -210,7 +211,10 @@ def _train(stage: Optional[str], run: Optional[str], corpus_name: Optional[str],
             raise typer.Exit(INTERRUPT_EXIT)
         distributed.check_exit(code, plan.run)
         return
-    data = corpus.load(plan.corpus)
+    if plan.config.tokenizer == "bpe" and plan.resume is None and not quiet and dist.is_main:
+        print(f"note: learning a BPE of {plan.config.bpe_vocab:,} tokens from the train split of corpus "
+              f"{plan.corpus!r}", file=sys.stderr, flush=True)
+    data = core.tokenized(plan, corpus.load(plan.corpus))
     rich = use_rich() and not quiet and dist.is_main
     view: views.View = views.RichView(console, plan.config) if rich else views.PlainView(console, quiet)
     if not dist.is_main:
