@@ -13,6 +13,7 @@ from __future__ import annotations
 import codecs
 import fcntl
 import hashlib
+import json
 import os
 import pty
 import re
@@ -233,3 +234,10 @@ def colours(text: str) -> set[str]:
             elif re.fullmatch(r"4[0-7]|10[0-7]", code):
                 found.add(f"bg {code}")
     return found
+
+
+def on_disk(run: str) -> dict:
+    """A run's config.json as JSON, read straight from its folder: what a save wrote, for tests of what is stored."""
+    from tinyshake import record
+
+    return json.loads((record.run_dir(run) / record.CONFIG).read_text())

@@ -15,7 +15,7 @@ from typing import Iterator, Optional
 
 import pytest
 import torch
-from conftest import TINYSHAKE, Terminal, colours, default_sigint, subprocess_env
+from conftest import TINYSHAKE, Terminal, colours, default_sigint, on_disk, subprocess_env
 from test_train import assert_one_line_error, snapshot
 from typer.testing import CliRunner
 
@@ -386,7 +386,7 @@ def newer_run(name: str) -> None:
     with torch.no_grad():
         for parameter in loaded.model.parameters():
             parameter.mul_(0.5)
-    checkpoint.save(name, loaded.model, dict(loaded.record, name=name), checkpoint.load_state(RUN, loaded.record))
+    checkpoint.save(name, loaded.model, dict(on_disk(RUN), name=name), checkpoint.load_state(loaded.record))
 
 
 def test_chat_eval_and_inspect_pick_the_run_alike(run_home, cached):
@@ -410,7 +410,7 @@ def test_without_runs_every_command_says_how_to_train_one(home, command):
 
 
 def test_weights_best_and_last_load_what_the_banner_says(run_home, chat_terminal):
-    stored = checkpoint.read_record(RUN)
+    stored = on_disk(RUN)
     assert stored["best_step"] != stored["step"]  # the run's best weights are not its last
     args = ("-p", "ROMEO:", "--seed", "9", "--stop", "", "--max-new-tokens", "80")
     best, last = invoke(*args).stdout, invoke(*args, "--weights", "last").stdout

@@ -12,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import subprocess_env
+from conftest import on_disk, subprocess_env
 from test_train import (
     TINY, assert_one_line_error, import_tiny_corpus, snapshot, tiny_run, train_cli, weights,
 )
@@ -74,7 +74,7 @@ def test_a_damaged_checkpoint_is_a_one_line_error_on_resume(cached, home, target
     assert snapshot(home) == before
     if target != "config":
         with pytest.raises(checkpoint.CheckpointError, match="run|checkpoint"):
-            checkpoint.load_state("c", checkpoint.read_record("c")) if target == "state" else checkpoint.load("c", weights="last")
+            checkpoint.load_state(checkpoint.read_record("c")) if target == "state" else checkpoint.load("c", weights="last")
 
 
 def test_overwrite_replaces_a_damaged_run(cached):
@@ -82,7 +82,7 @@ def test_overwrite_replaces_a_damaged_run(cached):
     files("c")["config"].write_text("{")
     assert_one_line_error(train_cli("--run", "c", code=2), "is damaged", "--overwrite")
     tiny_run("c", "--max-iters", "2", "--eval-interval", "2", "--overwrite")
-    assert checkpoint.load("c").record["step"] == 2
+    assert checkpoint.load("c").record.step == 2
 
 
 def test_resuming_against_another_vocabulary_is_refused(cached, home, tmp_path):
@@ -93,7 +93,7 @@ def test_resuming_against_another_vocabulary_is_refused(cached, home, tmp_path):
                           "run 't' was trained on another vocabulary than corpus 'tinyshakespeare'")
     assert snapshot(home) == before
     tiny_run("t", "--resume", "--max-iters", "5")  # without --corpus it goes on with its own
-    assert checkpoint.read_record("t")["corpus"]["name"] == "tiny"
+    assert checkpoint.read_record("t").corpus_name == "tiny"
     assert checkpoint.load("t").tokenizer.chars == corpus.load("tiny").tokenizer.chars
 
 
@@ -113,8 +113,8 @@ def test_a_checkpoint_loads_back_the_trained_weights_and_its_vocabulary(cached):
     mine = model.state_dict()
     assert all(torch.equal(mine[k], v) for k, v in loaded.model.state_dict().items())
     assert loaded.tokenizer.chars == corpus.load().tokenizer.chars
-    state = checkpoint.load_state("rt", loaded.record)
-    assert state["step"] == loaded.record["step"] == 3
+    state = checkpoint.load_state(loaded.record)
+    assert state["step"] == loaded.record.step == 3
 
 
 def test_a_save_that_fails_before_its_commit_leaves_the_last_checkpoint_whole(cached, monkeypatch):
@@ -133,19 +133,19 @@ def test_a_save_that_fails_before_its_commit_leaves_the_last_checkpoint_whole(ca
             p.add_(1.0)
     with monkeypatch.context() as patch, pytest.raises(TinyshakeError, match="disk full"):
         patch.setattr(record_module, "write_bytes", fail_at_commit)
-        checkpoint.save("keep", other, dict(record), {"step": record["step"], "optimizer": {}, "rng": {}})
+        checkpoint.save("keep", other, on_disk("keep"), {"step": record.step, "optimizer": {}, "rng": {}})
     assert checkpoint.read_record("keep") == record
     assert all(torch.equal(kept[k], v) for k, v in weights("keep").items())  # same step, new weights: other files
 
 
 def test_a_state_without_its_step_or_rng_is_refused(cached):
     finished_model("s", 2)
-    record = checkpoint.read_record("s")
+    record = on_disk("s")
     folder = checkpoint.run_dir("s")
     checkpoint.save("s", checkpoint.load("s").model, record, {"optimizer": {}})
     with pytest.raises(checkpoint.CheckpointError, match="lacks its step, optimizer or RNG state"):
-        checkpoint.load_state("s", checkpoint.read_record("s"))
-    assert sorted(p.name for p in folder.iterdir()) == sorted(["config.json", *checkpoint.read_record("s")["files"].values()])
+        checkpoint.load_state(checkpoint.read_record("s"))
+    assert sorted(p.name for p in folder.iterdir()) == sorted(["config.json", *on_disk("s")["files"].values()])
 
 
 # -- runs saved directly (no training): the record, the best weights, leftovers, readers ------------------------
@@ -194,7 +194,7 @@ CHARS = list("\n !',.:;?abehilnoqrstuvwxzTW")
 
 def test_the_best_weights_are_kept_beside_the_latest_and_chosen_by_default():
     first, middle, last = saved_run("b", CHARS, ((0, 4.0), (5, 3.0), (10, 3.5)), best_at=5)
-    stored = checkpoint.read_record("b")
+    stored = on_disk("b")
     assert (stored["best_step"], stored["best_val"], stored["step"]) == (5, 3.0, 10)
     best, latest = checkpoint.load("b"), checkpoint.load("b", weights="last")
     assert (best.weights, best.step, latest.weights, latest.step) == ("best", 5, "last", 10)
@@ -208,7 +208,7 @@ def test_the_best_weights_are_kept_beside_the_latest_and_chosen_by_default():
 def test_a_run_without_a_best_loads_its_last_weights_and_overwrite_never_inherits_a_best():
     saved_run("o", CHARS, ((0, 4.0), (5, 3.0)), best_at=0)
     (model,) = saved_run("o", CHARS, ((0, 9.0),), best_at=-1, seed=7)  # a new run in the folder, no best yet
-    stored = checkpoint.read_record("o")
+    stored = on_disk("o")
     assert "best" not in stored["files"] and stored["best_step"] is None
     loaded = checkpoint.load("o")
     assert loaded.weights == "last" and same_weights(loaded.model, model)
@@ -223,7 +223,7 @@ def test_the_next_save_removes_leftovers_of_kills_and_full_disks_but_never_the_b
         (folder / name).write_bytes(b"half")
     (folder / "notes.txt").write_text("mine")  # not a checkpoint file: never touched
     saved_run("l", CHARS, ((0, 4.0), (5, 3.0), (7, 3.5)), best_at=0)
-    stored = checkpoint.read_record("l")
+    stored = on_disk("l")
     assert stored["best_step"] == 0
     assert sorted(p.name for p in folder.iterdir()) == sorted(["config.json", "notes.txt", *stored["files"].values()])
 
@@ -244,10 +244,10 @@ def test_a_reader_whose_files_a_concurrent_save_replaced_reads_the_fresh_record(
     real_read = checkpoint.read_file
     newer: list[torch.nn.Module] = []
 
-    def save_first(name: str, stored: dict, kind: str) -> bytes:
+    def save_first(stored: checkpoint.RunRecord, kind: str) -> bytes:
         if not newer:  # a training saves between this reader's config.json and its weights
             newer.extend(saved_run("c", CHARS, ((0, 4.0), (5, 3.0)), best_at=5, seed=3)[1:])
-        return real_read(name, stored, kind)
+        return real_read(stored, kind)
 
     monkeypatch.setattr(checkpoint, "read_file", save_first)
     loaded = checkpoint.load("c")
@@ -272,7 +272,7 @@ def test_readers_of_a_run_being_saved_again_and_again_always_see_one_checkpoint(
         while saver.poll() is None or loads == 0:
             loaded = checkpoint.load("live", weights="best" if loads % 2 else "last")
             assert loaded.tokenizer.chars == CHARS
-            assert [r for r in record_module.list_runs() if r["damaged"]] == []
+            assert [r for r in record_module.list_runs() if r.damaged] == []
             loads += 1
     finally:
         saver.wait(timeout=120)

@@ -397,8 +397,8 @@ def test_torchrun_two_ranks_train_and_rank0_alone_writes(tmp_path, home, cached)
     assert writes, "no checkpoint was written"
     assert {line.split(" ", 1)[0] for line in writes} == {"0"}, writes  # torchrun's workers are ranks 0 and 1
     record = checkpoint.read_record("mini")
-    assert record["step"] == 40 and record["hyper"]["max_iters"] == 40
-    state = checkpoint.load_state("mini", record)
+    assert record.step == 40 and record.hyper["max_iters"] == 40
+    state = checkpoint.load_state(record)
     assert len(state["rng_ranks"]) == 2  # each rank's stream, so a resume draws what it would have drawn
     checkpoint.load("mini")
 
@@ -414,18 +414,18 @@ def test_nproc_survives_a_dead_rank_and_resumes(tmp_path, home, cached):
                     f"checkpoint in {home / 'runs' / 'r'} is intact (continue with --resume)")
     assert {line.split(" ", 1)[0] for line in writes} == {"0"}, writes
     record = checkpoint.read_record("r")
-    assert record["step"] == 10
+    assert record.step == 10
     checkpoint.load("r")
-    checkpoint.load_state("r", record)  # hashes verified: nothing half-written
+    checkpoint.load_state(record)  # hashes verified: nothing half-written
 
     result, writes = _run(tmp_path, home, [sys.executable, "-m", "tinyshake", "train", "--run", "r", "--resume",
                                            "--sample-chars", "0", "--nproc", "2"])
     assert result.returncode == 0, result.stderr[-4000:]
     assert [line.split(":")[0] for line in _lecture_lines(result.stdout)] == ["step 20", "step 29"]
     record = checkpoint.read_record("r")
-    assert record["step"] == 30
-    vals = [m["val"] for m in record["metrics"]]
-    assert [m["step"] for m in record["metrics"]] == [0, 10, 20, 29]
+    assert record.step == 30
+    vals = [m.val for m in record.metrics]
+    assert [m.step for m in record.metrics] == [0, 10, 20, 29]
     assert vals[-1] < vals[0]
     assert {line.split(" ", 1)[0] for line in writes} == {"0"}, writes
 

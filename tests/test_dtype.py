@@ -6,6 +6,7 @@ import pytest
 import torch
 from test_train import TINY, train_cli
 
+from conftest import on_disk
 from tinyshake import checkpoint, machine, plan, stages
 from tinyshake.plan import make_config, resolve_dtype
 
@@ -44,5 +45,5 @@ def test_a_run_records_the_dtype_it_used_and_resumes_as_auto(cached, monkeypatch
     flags(monkeypatch, *native)
     tiny = [a for k, v in TINY.items() for a in (f"--{k.replace('_', '-')}", str(v))]
     train_cli("--model", "modern", *tiny, "--max-iters", "2", "--sample-chars", "0")
-    record = checkpoint.read_record("modern")
+    record = on_disk("modern")
     assert record["dtype"] == used and record["hyper"]["dtype"] == "auto"

@@ -14,7 +14,7 @@ import safetensors.torch
 import torch
 from typer.testing import CliRunner, Result
 
-from conftest import subprocess_env
+from conftest import on_disk, subprocess_env
 from tinyshake import checkpoint, inspection, speed
 from tinyshake.cli import _render, app
 from tinyshake.errors import UsageError
@@ -75,7 +75,7 @@ def save_run(name: str, model: torch.nn.Module, stage: str = "test", step: int =
 
 
 def saved_weights(name: str) -> dict[str, torch.Tensor]:
-    record = checkpoint.read_record(name)
+    record = on_disk(name)
     return safetensors.torch.load_file(checkpoint.run_dir(name) / record["files"]["weights"])
 
 

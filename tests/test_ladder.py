@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import subprocess_env
+from conftest import on_disk, subprocess_env
 from test_train import TINYSHAKE, assert_one_line_error, snapshot
 from tinyshake import checkpoint, corpus, ladder, record, stages
 from tinyshake.cli import app
@@ -111,7 +111,7 @@ def test_piped_tour_prints_one_plain_line_per_stage_and_leaves_ordinary_runs(cac
     assert [m[5] for m in lines] == ["2.49", "2.40"]  # the lecture's val beside each
     assert result.stderr.splitlines() == ["bigram: training run p-bigram", "head: training run p-head"]
     for stage, line in zip(TWO, lines):
-        stored = record.read_record(f"p-{stage}")
+        stored = on_disk(f"p-{stage}")
         assert (stored["stage"], stored["step"]) == (stage, 20)
         assert line[2] == f"{stored['parameters']:,}"
         assert float(line[3]) == pytest.approx(stored["final"]["val"], abs=5e-5)  # the final weights' estimate
@@ -129,11 +129,11 @@ def test_a_finished_stage_is_reused_and_overwrite_trains_it_again(cached, home):
     reused = plain_lines(again.stdout)
     assert all(m[6] == ", reused" for m in reused)
     assert [(m[3], m[4], m[7]) for m in reused] == [(m[3], m[4], m[7]) for m in first]  # same val, full val, sample
-    created = record.read_record("ladder-head")["created"]
+    created = record.read_record("ladder-head").created
     fresh = ladder_cli("head", *TINY_ARGS, "--overwrite")
     assert fresh.stderr.splitlines() == ["head: training run ladder-head"]
     assert plain_lines(fresh.stdout)[0][6] is None
-    assert record.read_record("ladder-head")["created"] != created
+    assert record.read_record("ladder-head").created != created
 
 
 def test_a_stage_trained_with_other_settings_is_refused_before_anything_trains(cached, home):
@@ -157,7 +157,7 @@ def test_an_interrupted_stage_keeps_its_checkpoint_and_resumes_to_the_uninterrup
     end = stopped[-1]
     assert isinstance(end, ladder.StageInterrupted)
     assert (end.stage, end.run, end.step, end.saved_step) == ("head", "ladder-head", 7, 7)
-    assert record.read_record("ladder-head")["step"] == 7
+    assert record.read_record("ladder-head").step == 7
     assert [r.stage for r in of(ladder.StageResult, stopped)] == ["bigram"]
     assert [p.action for p in ladder.plan_tour(TWO, **TINY)] == ["reuse", "resume"]
     resumed = run_tour(TWO)
@@ -165,7 +165,7 @@ def test_an_interrupted_stage_keeps_its_checkpoint_and_resumes_to_the_uninterrup
                                                                               ("head", "resume")]
     straight = run_tour(["head"], prefix="straight")
     def losses(run):
-        stored = record.read_record(run)
+        stored = on_disk(run)
         return [(m["step"], m["train"], m["val"]) for m in stored["metrics"] + [stored["final"]]]
 
     assert losses("ladder-head") == losses("straight-head")  # resumed exactly: same random stream, same state
@@ -228,13 +228,13 @@ def test_ctrl_c_stops_the_stage_with_its_checkpoint_and_the_same_command_resumes
     code, out, err = _stop_after_a_while(home)
     assert code == 130, err
     assert err.startswith("bigram: training run ladder-bigram\nCtrl-C: stopping after this step")
-    step = record.read_record("ladder-bigram")["step"]
+    step = record.read_record("ladder-bigram").step
     assert step > 0
     assert out == (f"Stopped bigram at step {step}; its checkpoint of step {step} is kept in run ladder-bigram. "
                    "Run the same command again to go on.\n")
     code, out, err = _stop_after_a_while(home)
     assert code == 130 and err.startswith("bigram: resuming run ladder-bigram\n"), err
-    assert record.read_record("ladder-bigram")["step"] > step
+    assert record.read_record("ladder-bigram").step > step
     assert "Traceback" not in err
 
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from conftest import TINYSHAKE, subprocess_env
+from conftest import TINYSHAKE, on_disk, subprocess_env
 from tinyshake import checkpoint, corpus, paths, train
 from tinyshake.model import build
 
@@ -182,14 +182,13 @@ def test_a_run_saved_under_the_old_fused_names_still_opens_and_its_file_is_left_
         def state_dict(self) -> dict[str, torch.Tensor]:
             return old
 
-    checkpoint.save("old", OldModel(), dict(record), checkpoint.load_state("old", record))  # type: ignore[arg-type]
-    stored = checkpoint.read_record("old")
-    path = folder / stored["files"]["weights"]
+    checkpoint.save("old", OldModel(), dict(record), checkpoint.load_state(checkpoint.read_record("old")))  # type: ignore[arg-type]
+    path = folder / on_disk("old")["files"]["weights"]
     before = path.read_bytes()
     assert "blocks.0.sa.qkv" in safetensors.torch.load(before)
     loaded = checkpoint.load("old", weights="last").model
     assert path.read_bytes() == before
-    expected = build(checkpoint.model_config("old", stored))
+    expected = build(checkpoint.model_config(checkpoint.read_record("old")))
     expected.load_state_dict(new)
     ids = torch.randint(65, (2, 16), generator=torch.Generator().manual_seed(0))
     loaded.eval(), expected.eval()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import table_cells
+from conftest import on_disk, table_cells
 from test_ladder import on_terminal
 from test_train import assert_one_line_error
 from tinyshake import corpus, record
@@ -93,7 +93,7 @@ def test_split_chooses_the_curves_and_the_scale(runs, split):
     result = cli("plot", "a", "--split", split)
     assert result.stdout.splitlines()[0] == f"{split} loss"
     assert legend(result.stdout) == [("*", split)]
-    stored = record.read_record("a")
+    stored = on_disk("a")
     values = [m[split] for m in stored["metrics"]] + [stored["final"][split]]
     assert top_tick(result.stdout) == pytest.approx(max(values), abs=0.005)
 
@@ -165,7 +165,7 @@ def test_runs_show_has_the_settings_every_evaluation_with_the_final_one_and_a_ch
     result = cli("runs", "show", "b")
     out = result.stdout
     assert ESCAPE not in result.output
-    stored = record.read_record("b")
+    stored = on_disk("b")
     assert re.search(r"^stage\s+head$", out, re.M) and re.search(r"^parameters\s+7,553$", out, re.M)
     assert "learning_rate 0.01" in out and "batch_size 4" in out and "n_embd 32" in out
     for row in stored["metrics"]:

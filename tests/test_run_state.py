@@ -8,6 +8,7 @@ import torch
 from tinyshake import distributed
 from tinyshake.events import Evaluated
 from tinyshake.plan import make_config
+from tinyshake.record import Evaluation, RunRecord
 from tinyshake.run_state import Checkpointer, Clocks, Diverged, History, NanWatch
 
 
@@ -26,19 +27,19 @@ def test_the_budget_ends_a_run_on_training_time_and_never_after_max_iters():
 
 
 def test_a_resumed_history_knows_its_best_its_last_lecture_evaluation_and_where_it_evaluated():
-    stored = {"metrics": [{"step": 0, "train": 4.0, "val": 4.1, "elapsed": 1.0},
-                          {"step": 10, "train": 3.0, "val": 3.2, "elapsed": 2.0}],
-              "final": {"step": 12, "train": 2.9, "val": 3.1, "elapsed": 3.0}}
+    final = Evaluation(12, 3.1, 2.9, 3.0, final=True)
+    stored = RunRecord(name="r", stage="bigram", model={}, hyper={}, vocab=("a",), files={}, step=12, updated="",
+                       digest="", metrics=(Evaluation(0, 4.1, 4.0, 1.0), Evaluation(10, 3.2, 3.0, 2.0)), final=final)
     history = History.of(stored, config(max_iters=30, eval_interval=10))
     assert (history.best_step, history.best_val) == (12, 3.1)  # the final evaluation's weights are the best
     assert history.last == Evaluated(10, 3.0, 3.2, 2.0)  # the last of the lecture's own lines
-    assert history.metrics[-1] == dict(stored["final"], final=True)
+    assert history.metrics[-1] == final
     assert not history.due(10) and history.due(20) and not history.due(15)  # evaluated already; due; not due
 
 
 def test_an_evaluation_is_best_only_when_lower_and_a_final_one_is_kept_apart():
-    history = History.of({}, config(max_iters=20, eval_interval=10))
-    assert history.add(Evaluated(0, 4.0, 4.0, 0.0)) == ({"step": 0, "train": 4.0, "val": 4.0, "elapsed": 0.0}, True)
+    history = History.of(None, config(max_iters=20, eval_interval=10))
+    assert history.add(Evaluated(0, 4.0, 4.0, 0.0)) == (Evaluation(step=0, val=4.0, train=4.0, elapsed=0.0), True)
     assert history.add(Evaluated(10, 3.0, 4.5, 0.0))[1] is False
     row, improved = history.add(Evaluated(20, 3.0, 3.5, 0.0, final=True))
     assert improved and history.best_step == 20 and row not in history.metrics and history.last.final

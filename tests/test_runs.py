@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import subprocess_env, table_cells
+from conftest import on_disk, subprocess_env, table_cells
 from test_checkpoint import CHARS, reseal, saved_run
 from test_train import TINYSHAKE, assert_one_line_error
 from tinyshake import checkpoint, corpus, record
@@ -97,8 +97,8 @@ def test_damaged_files_huge_records_and_foreign_json_are_listed_with_their_reaso
     for name in ("missing", "truncated", "huge", "text", "inf", "bare"):
         saved_run(name, CHARS)
     folder = checkpoint.run_dir
-    Path(folder("missing"), checkpoint.read_record("missing")["files"]["best"]).unlink()
-    weights = Path(folder("truncated"), checkpoint.read_record("truncated")["files"]["weights"])
+    Path(folder("missing"), checkpoint.read_record("missing").files["best"].name).unlink()
+    weights = Path(folder("truncated"), checkpoint.read_record("truncated").files["weights"].name)
     weights.write_bytes(weights.read_bytes()[:100])
     with open(folder("huge") / "config.json", "r+b") as handle:
         handle.truncate(400 << 20)  # sparse: 400 MB that must not be read whole
@@ -136,8 +136,7 @@ def test_eval_refuses_an_empty_name_a_missing_run_and_a_non_finite_loss(cached):
     (model,) = saved_run("nan", data.tokenizer.chars, corpus_sha=data.sha256)
     with torch.no_grad():
         next(model.parameters()).fill_(float("nan"))
-    stored = checkpoint.read_record("nan")
-    checkpoint.save("nan", model, stored, {"step": 0})
+    checkpoint.save("nan", model, on_disk("nan"), {"step": 0})
     result = invoke("eval", "nan", "--weights", "last")  # the best stays the finite weights of step 0
     assert result.exit_code == 1 and "loss nan" not in result.stdout
     assert result.stderr.startswith("Error: the loss is nan") and result.stderr.count("\n") == 1

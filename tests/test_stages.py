@@ -55,9 +55,9 @@ def test_your_best_val_and_its_run_appear_after_training(cached, home):
                                            "--eval-interval", "5", "--eval-iters", "2", "--sample-chars", "0",
                                            "--device", "cpu"])
         assert trained.exit_code == 0, trained.output
-    best = min((record.read_record(r) for r in ("short", "longer")), key=lambda r: r["best_val"])
+    best = min((record.read_record(r) for r in ("short", "longer")), key=lambda r: r.best_val)
     rows = table_rows(CliRunner().invoke(app, ["stages"], env=WIDE).stdout)
-    assert rows["head"][12:] == [f"{best['best_val']:.4f}", best["name"]]
+    assert rows["head"][12:] == [f"{best.best_val:.4f}", best.name]
     assert rows["multihead"][12:] == ["-", "-"]
 
 

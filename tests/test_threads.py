@@ -103,7 +103,7 @@ def test_threads_out_of_range_is_one_line_exit_2_before_anything_is_fetched(home
 def test_the_header_names_the_threads_and_the_record_keeps_them(cached):
     result = train_cli(*TINY_ARGS, "--threads", "1", "--max-iters", "2", "--sample-chars", "0")
     assert "on cpu, 1 thread (set by --threads)" in result.stderr
-    assert checkpoint.read_record("mini")["threads"] == 1
+    assert checkpoint.read_record("mini").threads == 1
 
 
 def test_a_busy_machine_says_so_in_one_line_and_a_change_between_evaluations_is_noted(cached, monkeypatch):
@@ -116,7 +116,7 @@ def test_a_busy_machine_says_so_in_one_line_and_a_change_between_evaluations_is_
                      "be slower than on a quiet day"]
     assert "on cpu, 1 thread (other programs use 3.5 of 4 cores)" in result.stderr
     assert "note: after step 0: now 3 threads (other programs use 0.8 of 4 cores)" in result.stderr
-    assert checkpoint.read_record("mini")["threads"] == 3
+    assert checkpoint.read_record("mini").threads == 3
 
 
 def test_others_during_counts_other_programs_but_not_this_process(tmp_path, monkeypatch):

@@ -20,7 +20,7 @@ import pytest
 import torch
 from typer.testing import CliRunner, Result
 
-from conftest import TINYSHAKE, subprocess_env
+from conftest import TINYSHAKE, on_disk, subprocess_env
 from tinyshake import checkpoint, corpus, device, stages, train as core
 from tinyshake.cli import app
 
@@ -130,7 +130,7 @@ def test_bigram_prints_the_notebooks_log_and_sample_then_evaluates_its_final_wei
     final = rows[-1]  # beyond the lecture: its last evaluation was at step 2700, 300 steps before the end
     assert final["step"] == 3000 and final["final"] is True
     assert f"final weights after step 3000: train loss {final['train']:.4f}, val loss {final['val']:.4f}" in result.stderr
-    record = checkpoint.read_record("bigram")
+    record = on_disk("bigram")
     assert record["final"]["val"] == final["val"] and record["step"] == 3000
     assert as_lecture_lines(record["metrics"]) == NOTEBOOK_BIGRAM_LOG  # the lecture's evaluations alone
 
@@ -140,7 +140,7 @@ def test_head_stage_step0_is_the_lectures(cached, plain):
     result = train_cli("--model", "head", "--device", "cpu", "--max-iters", "1", "--sample-chars", "0", *plain)
     assert result.stdout == HEAD_STEP0 + "\n"
     assert ("the lecture's code as written (--plain)" in result.stderr) == bool(plain)
-    assert checkpoint.read_record("head")["hyper"]["plain"] == bool(plain)
+    assert checkpoint.read_record("head").hyper["plain"] == bool(plain)
 
 
 # -- output options ----------------------------------------------------------------------
@@ -206,7 +206,7 @@ def interrupted_in_process(data: corpus.Corpus, at: int, how: str) -> None:
                                                    and event.step == at):
             events.close()
             break
-    assert checkpoint.read_record("part")["step"] == at
+    assert checkpoint.read_record("part").step == at
 
 
 @pytest.mark.parametrize("how, at", [("interrupt", 15), ("interrupt", 20), ("evaluation", 20)])
@@ -221,7 +221,7 @@ def test_a_resumed_run_ends_exactly_like_an_uninterrupted_one(cached, how, at):
     assert resumed.stdout.endswith(full.stdout[-32:])  # the same sample, drawn from the same random state
     ours, theirs = weights("part"), weights("full")
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
-    assert as_lecture_lines(checkpoint.read_record("part")["metrics"]) == eval_lines(full.stdout)
+    assert as_lecture_lines(on_disk("part")["metrics"]) == eval_lines(full.stdout)
 
 
 def test_resume_keeps_the_runs_settings_but_may_go_further(cached, home):
@@ -231,10 +231,10 @@ def test_resume_keeps_the_runs_settings_but_may_go_further(cached, home):
                           "trained with batch_size 4", "--resume keeps")
     assert_one_line_error(train_cli("--run", "r", "--resume", "--model", "head", code=2), "trained with stage mini")
     assert snapshot(home) == before
-    created = checkpoint.read_record("r")["created"]
+    created = checkpoint.read_record("r").created
     more = tiny_run("r", "--resume", "--max-iters", "7", "--model", "mini", "--batch-size", "4")
     assert eval_lines(more.stdout)[-1].startswith("step 6:")
-    record = checkpoint.read_record("r")
+    record = on_disk("r")
     assert record["step"] == 7 and record["created"] == created and record["hyper"]["max_iters"] == 7
 
 
@@ -257,12 +257,12 @@ def test_sigint_saves_a_checkpoint_prints_how_to_resume_and_exits_130(cached, ho
     step = int(re.search(r"^Interrupted at step (\d+); checkpoint saved in ", out, re.M).group(1))
     hint = re.search(r"^Resume with: (tinyshake train .*)$", out, re.M).group(1)
     loaded = checkpoint.load("sig")
-    assert loaded.record["step"] == step and loaded.config.n_embd == 16
+    assert loaded.record.step == step and loaded.config.n_embd == 16
     again = subprocess.run([TINYSHAKE, *shlex.split(hint)[1:], "--max-iters", str(step + 4), "--sample-chars", "5"],
                            capture_output=True, text=True, env=env, timeout=120)
     assert again.returncode == 0, again.stdout + again.stderr
     assert eval_lines(again.stdout)[-1].startswith(f"step {step + 3}: ")  # mini evaluates at its last step
-    assert checkpoint.read_record("sig")["step"] == step + 4
+    assert checkpoint.read_record("sig").step == step + 4
 
 
 # -- bad input ----------------------------------------------------------------------------------
@@ -297,14 +297,14 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(cached, home, tmp_path
 
 def test_an_existing_run_is_refused_and_overwrite_replaces_it(cached, home):
     tiny_run("same", "--max-iters", "3", "--eval-interval", "2")
-    old = checkpoint.read_record("same")
+    old = on_disk("same")
     before = snapshot(home)
     assert_one_line_error(train_cli(*TINY_ARGS, "--run", "same", code=2), "run 'same' already exists (step 3)",
                           "--resume", "--overwrite")
     assert_one_line_error(train_cli(*TINY_ARGS, "--run", "same", "--overwrite", "--batch-size", "0", code=2))
     assert snapshot(home) == before
     tiny_run("same", "--max-iters", "5", "--eval-interval", "2", "--overwrite")
-    new = checkpoint.read_record("same")
+    new = on_disk("same")
     assert new["step"] == 5 and new["files"] != old["files"]
     assert sorted(p.name for p in checkpoint.run_dir("same").iterdir()) == sorted(["config.json", *new["files"].values()])
 
@@ -353,7 +353,7 @@ def test_rich_view_on_a_terminal_draws_table_progress_summary_then_sample(cached
     for line in eval_lines(plain.stdout):  # the table holds the same numbers as the plain log
         step, train, val = re.findall(r"[\d.]+", line)
         assert re.search(rf"│ +{step} │ {train} │ {val} │", text), line
-    record = checkpoint.read_record("tty")
+    record = on_disk("tty")
     rows = [f"parameters  {record['parameters']:,}", "steps       30", "wall time", f"best val    {record['best_val']:.4f}",
             f"checkpoint  {checkpoint.run_dir('tty')}", "chat        tinyshake chat --run tty"]
     summary = [text.index(row, text.rindex("30/30")) for row in rows]

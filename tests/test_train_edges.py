@@ -29,18 +29,18 @@ def test_a_resumed_finished_run_keeps_the_best_that_was_its_final_evaluation(cac
     train_cli("--model", "head", "--device", "cpu", "--run", "h", "--max-iters", "40", "--eval-interval", "30",
               "--eval-iters", "20", "--lr", "1e-2", "--sample-chars", "0")
     finished = checkpoint.read_record("h")
-    assert finished["best_step"] == finished["final"]["step"] == 40  # the best is the final evaluation
-    best = safetensors.torch.load(checkpoint.read_file("h", finished, "best"))
+    assert finished.best_step == finished.final.step == 40  # the best is the final evaluation
+    best = safetensors.torch.load(checkpoint.read_file(finished, "best"))
     plan = planning.make_plan(run="h", resume=True, max_iters=80)
     events = list(core.train(plan, corpus.load(plan.corpus), should_stop=lambda: True))  # one step, then stop and save
     assert isinstance(events[-1], core.Interrupted) and events[-1].saved_step == 41
     resumed = checkpoint.read_record("h")
-    assert resumed["step"] == 41
-    assert (resumed["best_step"], resumed["best_val"]) == (40, finished["best_val"])
-    kept = safetensors.torch.load(checkpoint.read_file("h", resumed, "best"))
+    assert resumed.step == 41
+    assert (resumed.best_step, resumed.best_val) == (40, finished.best_val)
+    kept = safetensors.torch.load(checkpoint.read_file(resumed, "best"))
     assert kept.keys() == best.keys() and all((kept[k] == best[k]).all() for k in best)
     assert checkpoint.load("h").step == 40  # chat, eval and inspect still load the best by default
-    lecture = [(m["step"], m.get("final", False)) for m in resumed["metrics"]]
+    lecture = [(m.step, m.final) for m in resumed.metrics]
     assert lecture == [(0, False), (30, False), (40, True)]  # the final evaluation joins the history, marked
 
 
@@ -49,7 +49,7 @@ def test_a_resumed_finished_run_evaluates_its_new_final_weights(cached, home):
               "--eval-iters", "4", "--sample-chars", "0")
     train_cli("--run", "g", "--resume", "--max-iters", "45", "--sample-chars", "0")
     record = checkpoint.read_record("g")
-    assert record["step"] == 45 and record["final"]["step"] == 45
+    assert record.step == 45 and record.final.step == 45
 
 
 def test_a_model_too_big_at_any_eval_iters_is_blamed_on_its_size_not_on_eval_iters(cached, home):

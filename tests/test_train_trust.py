@@ -13,7 +13,7 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from conftest import subprocess_env
+from conftest import on_disk, subprocess_env
 from test_train import (TINY_ARGS, TINYSHAKE, assert_one_line_error, eval_lines, import_tiny_corpus, snapshot,
                         tiny_run, train_cli)
 from tinyshake import checkpoint, device, plan as planning, record
@@ -77,7 +77,7 @@ def test_sigterm_and_sighup_save_like_ctrl_c(cached, home, sig, code):
     assert f"{signal.Signals(sig).name}: stopping after this step" in err and "Traceback" not in err
     step = int(re.search(r"^Interrupted at step (\d+); checkpoint saved", out, re.M).group(1))
     assert "Resume with: tinyshake train --run sig --resume" in out
-    assert checkpoint.read_record("sig")["step"] == step
+    assert checkpoint.read_record("sig").step == step
 
 
 def test_ctrl_c_during_a_long_evaluation_stops_and_keeps_the_last_checkpoint(cached, home):
@@ -121,7 +121,7 @@ def test_ctrl_c_during_the_final_save_skips_the_sample(cached, monkeypatch):
     result = train_cli(*TINY_ARGS, "--run", "late", "--max-iters", "6", "--eval-interval", "3", code=130)
     assert "sample skipped" in result.stdout
     assert result.stdout.splitlines()[-1].startswith("Interrupted after the last step")
-    assert checkpoint.read_record("late")["step"] == 6
+    assert checkpoint.read_record("late").step == 6
 
 
 # -- E: values ---------------------------------------------------------------------------------------
@@ -161,7 +161,7 @@ def test_a_loss_that_turns_nan_stops_at_that_step_and_saves_no_nan_model(cached)
     line = result.stderr.splitlines()[-1]
     assert re.match(r"Error: training diverged at step \d+: the training loss is NaN or infinite; lower --lr", line)
     loaded = checkpoint.load("nan", weights="last")  # the step-0 checkpoint: finite weights
-    assert loaded.record["step"] == 0
+    assert loaded.record.step == 0
     assert all(t.isfinite().all() for t in loaded.model.state_dict().values())
 
 
@@ -179,7 +179,7 @@ def test_a_huge_max_iters_with_a_time_budget_trains_for_the_budget(cached):
     result = train_cli(*TINY_ARGS, "--run", "huge", "--max-iters", "1180591620717411303424", "--time-budget", "1",
                        "--sample-chars", "0")
     assert re.search(r"the time budget \(1 s of training\) ended the run at step \d+", result.stderr)
-    assert checkpoint.read_record("huge")["max_iters"] == 1180591620717411303424
+    assert checkpoint.read_record("huge").max_iters == 1180591620717411303424
 
 
 # -- F: metrics path, resume corpus, finished runs --------------------------------------------------------
@@ -217,7 +217,7 @@ def test_resume_of_a_finished_run_says_it_is_complete_and_exits_0(cached, home):
 
 def test_resume_of_a_run_its_time_budget_ended_says_it_is_complete_and_a_larger_budget_goes_on(cached, home):
     tiny_run("timed", "--max-iters", "100000", "--eval-interval", "100000", "--time-budget", "0.2")
-    stored = record.read_record("timed")
+    stored = on_disk("timed")
     assert stored["train_seconds"] >= 0.2 and stored["step"] < 100000
     before = snapshot(home)
     result = train_cli("--run", "timed", "--resume")
@@ -227,7 +227,7 @@ def test_resume_of_a_run_its_time_budget_ended_says_it_is_complete_and_a_larger_
     more = re.search(r"--time-budget (\S+)\)", result.stderr)
     assert more and float(more[1]) > stored["train_seconds"]  # the hint goes on, whatever the budget was
     train_cli("--run", "timed", "--resume", "--time-budget", more[1], "--sample-chars", "0")
-    assert record.read_record("timed")["step"] > stored["step"]
+    assert record.read_record("timed").step > stored["step"]
 
 
 # -- G: re-running a stage -----------------------------------------------------------------------------------
@@ -241,7 +241,7 @@ def test_rerunning_a_stage_takes_the_next_free_name_but_an_explicit_name_is_refu
     assert "run 'mini' exists, so this run is 'mini-2'" in second.stderr
     assert "this run is 'mini-3'" in third.stderr
     assert eval_lines(second.stdout) == second.stdout.splitlines()  # the notice stays off stdout
-    assert {checkpoint.read_record(n)["name"] for n in ("mini", "mini-2", "mini-3")} == {"mini", "mini-2", "mini-3"}
+    assert {checkpoint.read_record(n).name for n in ("mini", "mini-2", "mini-3")} == {"mini", "mini-2", "mini-3"}
     before = snapshot(home)
     assert_one_line_error(train_cli(*args, "--run", "mini-2", code=2), "run 'mini-2' already exists")
     assert snapshot(home) == before
@@ -258,10 +258,10 @@ def test_a_run_evaluates_its_final_weights_and_reports_them(cached, tmp_path):
     rows = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 30, 40] and rows[-1]["final"] is True
     record = checkpoint.read_record("head")
-    assert record["final"]["step"] == 40 and record["final"]["val"] == rows[-1]["val"]
+    assert record.final.step == 40 and record.final.val == rows[-1]["val"]
     vals = {r["step"]: r["val"] for r in rows}
-    assert record["best_step"] == min(vals, key=vals.get) and record["best_val"] == min(vals.values())
-    assert "best" in record["files"]
+    assert record.best_step == min(vals, key=vals.get) and record.best_val == min(vals.values())
+    assert "best" in record.files
 
 
 # -- A: one plan -------------------------------------------------------------------------------------------------

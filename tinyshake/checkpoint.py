@@ -18,24 +18,24 @@ import os
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import safetensors.torch
 import torch
 import torch.nn as nn
 
-from tinyshake import __version__, speed
+from tinyshake import __version__, speed, tokens
 from tinyshake.atomic import write_bytes
-from tinyshake.corpus import CharTokenizer
+from tinyshake.tokens import Tokenizer
 from tinyshake.errors import UsageError
 from tinyshake.model import LanguageModel, ModelConfig
 from tinyshake.record import (  # re-exported: the torch side's callers read records through here too
-    CONFIG, FORMAT, CheckpointError, clean, consistent, exists, first_line, latest, list_runs, read_file,
+    CONFIG, FORMAT, CheckpointError, RunRecord, clean, consistent, exists, first_line, latest, list_runs, read_file,
     read_record, remove, run_dir, sha256, write_record,
 )
 
-__all__ = ["CONFIG", "FORMAT", "CheckpointError", "LoadedRun", "exists", "first_line", "latest", "list_runs", "load",
-           "load_state", "read_record", "remove", "rng_state", "run_dir", "save", "set_rng_state"]
+__all__ = ["CONFIG", "FORMAT", "CheckpointError", "LoadedRun", "RunRecord", "exists", "first_line", "latest",
+           "list_runs", "load", "load_state", "read_record", "remove", "rng_state", "run_dir", "save", "set_rng_state"]
 WEIGHTS = ("best", "last")
 
 
@@ -56,12 +56,16 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save(name: str, model: nn.Module, record: dict[str, Any], state: dict[str, Any], best: bool = False) -> Path:
-    """Write a checkpoint of ``model`` with its ``record`` (config.json fields) and training ``state``.
+def save(name: str, model: nn.Module, record: dict[str, Any], state: dict[str, Any], best: bool = False,
+         tokenizer: Optional[bytes] = None) -> RunRecord:
+    """Write a checkpoint of ``model`` with its ``record`` (config.json fields) and training ``state``; returns the
+    record as saved.
 
     Every save writes the latest weights; ``best=True`` also makes them the
     run's best (``files["best"]``, ``best_step``, ``best_val``). Otherwise the
     best of an earlier save is kept, if it belongs to this run's evaluations.
+    A BPE run's ``tokenizer`` (its JSON bytes) is named and sealed by every
+    save, as the vocabulary is.
     """
     folder = run_dir(name)
     step = int(record["step"])
@@ -71,10 +75,14 @@ def save(name: str, model: nn.Module, record: dict[str, Any], state: dict[str, A
     buffer = io.BytesIO()
     torch.save(state, buffer)
     blobs["state"] = buffer.getvalue()
+    if tokenizer is not None:
+        blobs["tokenizer"] = tokenizer
     sha = {kind: sha256(data) for kind, data in blobs.items()}
     # Names carry the content's hash: a save never rewrites the files the current config.json names.
     files = {"weights": f"model-{step:07d}-{sha['weights'][:12]}.safetensors",
              "state": f"state-{step:07d}-{sha['state'][:12]}.pt"}
+    if tokenizer is not None:
+        files["tokenizer"] = f"tokenizer-{sha['tokenizer'][:12]}.json"
     sizes = {kind: len(data) for kind, data in blobs.items()}
     for kind, data in blobs.items():
         write_bytes(folder / files[kind], data)
@@ -88,15 +96,15 @@ def save(name: str, model: nn.Module, record: dict[str, Any], state: dict[str, A
     else:
         kept = _kept_best(name, record)
         if kept is not None:
-            files["best"], sha["best"], sizes["best"] = kept["files"]["best"], kept["sha256"]["best"], \
-                kept["sizes"]["best"]
-            best_fields = {"best_step": kept["best_step"], "best_val": kept["best_val"]}
+            stored = kept.files["best"]
+            files["best"], sha["best"], sizes["best"] = stored.name, stored.sha256, stored.size
+            best_fields = {"best_step": kept.best_step, "best_val": kept.best_val}
     record = dict(record, **best_fields, format=FORMAT, files=files, sha256=sha, sizes=sizes, updated=_now(),
                   torch=torch.__version__, tinyshake=__version__)
     record["created"] = record.get("created") or record["updated"]
-    write_record(folder, record)
+    saved = write_record(folder, record)
     clean(folder, files.values())
-    return folder
+    return saved
 
 
 def _same_bytes(source: Path, dest: Path, data: bytes) -> None:
@@ -109,7 +117,7 @@ def _same_bytes(source: Path, dest: Path, data: bytes) -> None:
         write_bytes(dest, data)
 
 
-def _kept_best(name: str, record: dict[str, Any]) -> dict[str, Any] | None:
+def _kept_best(name: str, record: dict[str, Any]) -> RunRecord | None:
     """The folder's current record, if its best weights are one of ``record``'s evaluations (same step and val).
 
     That ties the best to this run: an --overwrite starts with no evaluations,
@@ -119,18 +127,18 @@ def _kept_best(name: str, record: dict[str, Any]) -> dict[str, Any] | None:
         stored = read_record(name)
     except CheckpointError:
         return None
-    if "best" not in stored["files"]:
+    if "best" not in stored.files:
         return None
     evaluations = {(m.get("step"), m.get("val")) for m in record.get("metrics", [])}
-    return stored if (stored["best_step"], stored.get("best_val")) in evaluations else None
+    return stored if (stored.best_step, stored.best_val) in evaluations else None
 
 
 @dataclass
 class LoadedRun:
     name: str
-    record: dict[str, Any]
+    record: RunRecord
     config: ModelConfig
-    tokenizer: CharTokenizer
+    tokenizer: Tokenizer
     model: nn.Module
     weights: str = "last"  # "best" or "last": which weights were loaded
     step: int = 0  # the step those weights were saved at
@@ -145,9 +153,9 @@ def _fits(value: Any, default: Any) -> bool:
     return isinstance(value, type(default))
 
 
-def model_config(name: str, record: dict[str, Any]) -> ModelConfig:
+def model_config(record: RunRecord) -> ModelConfig:
     """The record's model config; a field of the wrong type is a one-line error, not a failure deep in a build."""
-    given = record["model"]
+    name, given = record.name, record.model
     for field in fields(ModelConfig):
         if field.name in given and field.default is not None and not _fits(given[field.name], field.default):
             raise CheckpointError(f"run {name!r} stores model.{field.name} = {given[field.name]!r}, "
@@ -201,26 +209,29 @@ def load(name: str, device: torch.device | str = "cpu", weights: str = "best") -
     if weights not in WEIGHTS:
         raise UsageError(f"unknown weights {weights!r}; choose best or last")
 
-    def attempt(record: dict[str, Any]) -> LoadedRun:
-        kind = "best" if weights == "best" and "best" in record["files"] else "weights"
-        config = model_config(name, record)
-        data = read_file(name, record, kind)
+    def attempt(record: RunRecord) -> LoadedRun:
+        kind = "best" if weights == "best" and "best" in record.files else "weights"
+        config = model_config(record)
+        data = read_file(record, kind)
         try:
             model = rebuild(config, safetensors.torch.load(data))
         except Exception as exc:  # safetensors raises its own error types for damaged files
             raise CheckpointError(f"checkpoint of run {name!r} does not load: {first_line(exc)}") from None
-        step = record["best_step"] if kind == "best" else record["step"]
-        return LoadedRun(name, record, config, CharTokenizer(record["vocab"]), model,
-                         "best" if kind == "best" else "last", step)
+        step = record.best_step if kind == "best" and record.best_step is not None else record.step
+        tokenizer = tokens.of_record(record)
+        if tokenizer.vocab_size != config.vocab_size:
+            raise CheckpointError(f"run {name!r} has a model of {config.vocab_size:,} tokens and a tokenizer of "
+                                  f"{tokenizer.vocab_size:,}; retrain it with --overwrite")
+        return LoadedRun(name, record, config, tokenizer, model, "best" if kind == "best" else "last", step)
 
     loaded = consistent(name, attempt)
     loaded.model.to(device)
     return loaded
 
 
-def load_state(name: str, record: dict[str, Any]) -> dict[str, Any]:
+def load_state(record: RunRecord) -> dict[str, Any]:
     """The training state (optimizer, RNG, step), read with ``weights_only=True``."""
-    data = read_file(name, record, "state")
+    name, data = record.name, read_file(record, "state")
     try:
         state = torch.load(io.BytesIO(data), weights_only=True)
     except Exception as exc:  # a damaged pickle can raise nearly anything; report it in one line

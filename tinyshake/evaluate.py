@@ -93,13 +93,13 @@ def corpus_notice(loaded: "LoadedRun", corpus: "Corpus") -> str | None:
     characters): that is refused. Other text with the same characters can be,
     but the user is told which text it is.
     """
-    stored = loaded.record.get("corpus")
+    stored = loaded.record.corpus
     if corpus.tokenizer.chars != loaded.tokenizer.chars:
         raise CheckpointError(f"run {loaded.name!r} has another vocabulary than corpus {corpus.name!r}; "
                               "it can only score text with its own characters")
     if stored is None:  # saved by code that records no corpus (not by train)
         return f"run {loaded.name!r} records no corpus; scoring on corpus {corpus.name!r}"
-    if corpus.sha256 == stored["sha256"]:
+    if corpus.sha256 == stored.sha256:
         return None
     return (f"scoring on corpus {corpus.name!r} (SHA-256 {corpus.sha256[:12]}), not the text run {loaded.name!r} "
-            f"was trained on (corpus {stored['name']!r}, SHA-256 {stored['sha256'][:12]})")
+            f"was trained on (corpus {stored.name!r}, SHA-256 {stored.sha256[:12]})")

@@ -12,7 +12,6 @@ improves down the ladder. This module yields events; front ends render them.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
@@ -170,19 +169,11 @@ def first_line(model: nn.Module, corpus: Corpus, chars: int = SAMPLE_CHARS) -> s
     return lines[0] if lines else ""
 
 
-def _last_val(stored: dict[str, Any]) -> Optional[float]:
-    """The run's last estimate: of its final weights where it made one, else its last lecture evaluation."""
-    final, metrics = stored.get("final"), stored.get("metrics") or []
-    row = final if isinstance(final, dict) else metrics[-1] if metrics else {}
-    value = row.get("val")
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
-
-
 def _result(stage: StagePlan, corpus: Corpus, model: nn.Module, seconds: float, reused: bool) -> StageResult:
     preset, stored = stages.get(stage.stage), record.read_record(stage.run)
     full = split_loss(model, corpus.val.to(next(model.parameters()).device), stage.plan.config.block_size,
                       corpus.tokenizer).loss
-    return StageResult(stage.stage, stage.run, preset.adds, int(stored.get("parameters", 0)), _last_val(stored), full,
+    return StageResult(stage.stage, stage.run, preset.adds, stored.parameters or 0, stored.last_val, full,
                        preset.published_val, seconds, first_line(model, corpus), reused)
 
 
@@ -202,7 +193,7 @@ def tour(plans: Sequence[StagePlan], corpus: Corpus,
         yield StageStarted(index, len(plans), stage.stage, stage.run, stage.action, stage.plan.config)
         if stage.action == "reuse":
             loaded = checkpoint.load(stage.run, stage.plan.device.device, weights="last")  # as it ended
-            yield _result(stage, corpus, loaded.model, float(loaded.record.get("wall_time", 0.0)), reused=True)
+            yield _result(stage, corpus, loaded.model, loaded.record.wall_time, reused=True)
             continue
         finished = None
         for event in core.train(stage.plan, corpus, should_stop=should_stop):

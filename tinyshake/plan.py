@@ -132,7 +132,7 @@ def with_vocab(config: TrainConfig, vocab_size: int) -> TrainConfig:
     return replace(config, model=replace(config.model, vocab_size=vocab_size))
 
 
-def resume_config(record: Mapping[str, Any], **given: Any) -> TrainConfig:
+def resume_config(record: checkpoint.RunRecord, **given: Any) -> TrainConfig:
     """A stored run's own settings, so ``--resume`` needs no flags to go on exactly as it started.
 
     Given values (``None`` means not given) may change how long and where the
@@ -140,12 +140,12 @@ def resume_config(record: Mapping[str, Any], **given: Any) -> TrainConfig:
     the optimizer state and the step's losses belong to the stored settings.
     """
     try:
-        model = ModelConfig.from_dict(record["model"])
+        model = ModelConfig.from_dict(dict(record.model))
         names = {f.name for f in fields(TrainConfig)} - {"model"}
-        config = TrainConfig(model=model, **{k: v for k, v in record["hyper"].items() if k in names})
+        config = TrainConfig(model=model, **{k: v for k, v in record.hyper.items() if k in names})
         validate(config)  # a value of the wrong type fails here with a TypeError
     except (KeyError, TypeError, AttributeError, UsageError):
-        raise checkpoint.CheckpointError(f"the settings stored for run {record.get('name')!r} are unreadable; "
+        raise checkpoint.CheckpointError(f"the settings stored for run {record.name!r} are unreadable; "
                                          "retrain it with --overwrite") from None
     stored = dict(config.hyper(), **asdict(model))
     for key in FIXED_KEYS:
@@ -251,7 +251,7 @@ class Plan:
     corpus: str
     device: DeviceChoice
     dtype: str  # the autocast dtype actually used on this device
-    resume: Optional[Mapping[str, Any]] = None
+    resume: Optional[checkpoint.RunRecord] = None
     overwrite: bool = False
     notices: tuple[str, ...] = field(default=())
     threads: Optional[cpu_threads.Choice] = None  # the CPU threads and why; None leaves the process's count alone
@@ -262,13 +262,12 @@ class Plan:
 
     @property
     def start_step(self) -> int:
-        return int(self.resume["step"]) if self.resume is not None else 0
+        return self.resume.step if self.resume is not None else 0
 
     @property
     def trained_seconds(self) -> float:
         """Seconds a resumed run has trained so far (what ``--time-budget`` counts); 0 for a new run."""
-        trained = (self.resume or {}).get("train_seconds")
-        return float(trained) if isinstance(trained, (int, float)) else 0.0
+        return self.resume.train_seconds if self.resume is not None else 0.0
 
     @property
     def steps_done(self) -> bool:
@@ -288,9 +287,9 @@ class Plan:
 
 
 def next_free_name(base: str) -> str:
-    """``base``, or ``base-2``, ``base-3``, ...: the first name no run folder uses yet."""
+    """``base``, or ``base-2``, ``base-3``, ...: the first name no run takes yet."""
     name, n = base, 1
-    while checkpoint.run_dir(name).exists():
+    while _taken(name):
         n += 1
         name = f"{base}-{n}"
     return name
@@ -301,12 +300,6 @@ def for_config(config: TrainConfig, corpus: str = DEFAULT_CORPUS, overwrite: boo
     choice = resolve(config.device)
     notices: list[str] = []
     return Plan(config, corpus, choice, resolve_dtype(choice.device, config.dtype, notices), None, overwrite, tuple(notices))
-
-
-def _stored_corpus(record: Mapping[str, Any]) -> Optional[str]:
-    stored = record.get("corpus")
-    name = stored.get("name") if isinstance(stored, dict) else None
-    return name if isinstance(name, str) else None
 
 
 def make_plan(stage: Optional[str] = None, run: Optional[str] = None, corpus: Optional[str] = None,
@@ -331,28 +324,28 @@ def make_plan(stage: Optional[str] = None, run: Optional[str] = None, corpus: Op
     if corpus is not None:
         validate_name(corpus)
     notices: list[str] = []
-    record: Optional[dict[str, Any]] = None
+    record: Optional[checkpoint.RunRecord] = None
     if resume:
         name = run if run is not None else stage if stage is not None else stages.DEFAULT_STAGE
         if not checkpoint.exists(name):
             raise UsageError(f"there is no run {name!r} to resume; start it without --resume")
-        _refuse_in_use(name)
+        runlock.refuse_held(name)
         record = checkpoint.read_record(name)
         # the folder names the run: a copied folder goes on as the copy, not as the run its record came from
         config = replace(resume_config(record, stage=stage, **settings), run=name)
-        corpus = corpus if corpus is not None else _stored_corpus(record) or DEFAULT_CORPUS
+        corpus = corpus if corpus is not None else record.corpus_name or DEFAULT_CORPUS
     else:
         config = make_config(stage if stage is not None else stages.DEFAULT_STAGE, run=run, **settings)
-        if checkpoint.run_dir(config.run).exists() and not overwrite:
+        if _taken(config.run) and not overwrite:
             if run is not None:
-                _refuse_in_use(config.run)
+                runlock.refuse_held(config.run)
                 raise UsageError(f"run {config.run!r} already exists{_at_step(config.run)}; use --resume to continue "
                                  "it, --overwrite to replace it, or --run NAME for a new one")
             name = next_free_name(config.run)
             notices.append(f"run {config.run!r} exists, so this run is {name!r} (--run NAME chooses a name)")
             config = replace(config, run=name)
         corpus = corpus if corpus is not None else DEFAULT_CORPUS
-    _refuse_in_use(config.run)
+    runlock.refuse_held(config.run)
     choice = resolve(config.device)
     dtype = resolve_dtype(choice.device, config.dtype, notices)
     threads = cpu_threads.decide(threads_requested)
@@ -361,13 +354,15 @@ def make_plan(stage: Optional[str] = None, run: Optional[str] = None, corpus: Op
     return Plan(config, corpus, choice, dtype, record, overwrite, tuple(notices), threads)
 
 
-def _refuse_in_use(run: str) -> None:
-    """A run another process holds is refused up front, naming it (train takes the lock itself when it starts)."""
-    pid = runlock.holder(run)
-    if pid is not None:
-        raise UsageError(f"run {run!r} is in use by process {pid or '(starting)'}; wait for it to end, or stop it first")
+def _taken(run: str) -> bool:
+    """A run with a record, or one a training holds before its first save.
+
+    A folder that a killed first save left with neither (a ``.part`` file, say)
+    is no run: a new one starts there, and its first save clears the leftovers.
+    """
+    return checkpoint.exists(run) or runlock.holder(run) is not None
 
 
 def _at_step(run: str) -> str:
     """`` (step N)`` for a run with a record; a damaged record is reported as such (it says to use --overwrite)."""
-    return f" (step {checkpoint.read_record(run).get('step')})" if checkpoint.exists(run) else ""
+    return f" (step {checkpoint.read_record(run).step})"

@@ -28,6 +28,7 @@ from tinyshake import checkpoint, distributed, modern, optim
 from tinyshake.errors import UsageError
 from tinyshake.events import Evaluated, Interrupted, Saved
 from tinyshake.plan import EvalSteps, TrainConfig
+from tinyshake.record import Evaluation, RunRecord
 
 NONFINITE_CHECK_EVERY = 32  # steps between loss checks on an accelerator (each check waits for the device)
 
@@ -74,7 +75,7 @@ class Clocks:
 class History:
     """The run's evaluations and its best: what a resume goes on from, and what each save records."""
 
-    metrics: list[dict[str, Any]]  # the lecture's evaluations, and a resumed run's final one (marked final)
+    metrics: list[Evaluation]  # the lecture's evaluations, and a resumed run's final one (marked final)
     best_step: Optional[int]
     best_val: Optional[float]
     last: Optional[Evaluated]  # the last evaluation: at first a resumed run's last lecture evaluation
@@ -82,22 +83,24 @@ class History:
     evaluated: set[int] = field(default_factory=set)  # those a resumed run evaluated already
 
     @classmethod
-    def of(cls, stored: dict[str, Any], config: TrainConfig) -> "History":
+    def of(cls, stored: Optional[RunRecord], config: TrainConfig) -> "History":
         """The history of a resumed run's record (``stored``), or an empty one for a new run."""
+        if stored is None:
+            return cls([], None, None, None, config.eval_steps())
         metrics = _with_final(stored)
         best_step, best_val = _stored_best(stored, metrics)
-        lecture = [m for m in metrics if not m.get("final")]  # a final evaluation is beyond the lecture's
-        last = (Evaluated(int(lecture[-1]["step"]), lecture[-1]["train"], lecture[-1]["val"], lecture[-1]["elapsed"])
+        lecture = [m for m in metrics if not m.final]  # a final evaluation is beyond the lecture's
+        last = (Evaluated(lecture[-1].step, lecture[-1].train, lecture[-1].val, lecture[-1].elapsed)
                 if lecture else None)
-        return cls(metrics, best_step, best_val, last, config.eval_steps(), {int(m["step"]) for m in lecture})
+        return cls(metrics, best_step, best_val, last, config.eval_steps(), {m.step for m in lecture})
 
     def due(self, step: int) -> bool:
         """The lecture evaluates at ``step``, and this run has not evaluated there yet."""
         return step in self.eval_steps and step not in self.evaluated
 
-    def add(self, event: Evaluated) -> tuple[dict[str, Any], bool]:
-        """Record an evaluation; returns its row and whether its weights are now the best."""
-        row = {"step": event.step, "train": event.train, "val": event.val, "elapsed": event.elapsed}
+    def add(self, event: Evaluated) -> tuple[Evaluation, bool]:
+        """Record an evaluation; returns it and whether its weights are now the best."""
+        row = Evaluation(event.step, event.val, event.train, event.elapsed)
         if not event.final:
             self.metrics.append(row)
         improved = self.best_val is None or event.val < self.best_val
@@ -107,26 +110,25 @@ class History:
         return row, improved
 
 
-def _with_final(stored: dict[str, Any]) -> list[dict[str, Any]]:
-    """A resumed run's evaluations, its final one included (marked ``"final": true``), or [] for a new run.
+def _with_final(stored: RunRecord) -> list[Evaluation]:
+    """A resumed run's evaluations, its final one included (marked final).
 
     A finished run's best may be the evaluation of its final weights, which is
     kept beside the lecture's rows; resumed, it joins them, so that the saves
     that follow know the best weights as one of this run's evaluations and keep them.
     """
-    metrics = list(stored.get("metrics", []))
-    final = stored.get("final")
-    if isinstance(final, dict) and dict(final, final=True) not in metrics:
-        metrics.append(dict(final, final=True))
+    metrics = list(stored.metrics)
+    if stored.final is not None and stored.final not in metrics:
+        metrics.append(stored.final)
     return metrics
 
 
-def _stored_best(stored: dict[str, Any], metrics: list[dict[str, Any]]) -> tuple[Optional[int], Optional[float]]:
+def _stored_best(stored: RunRecord, metrics: list[Evaluation]) -> tuple[Optional[int], Optional[float]]:
     """The best (step, val) a resumed run already has: its record's, or the lowest of its evaluations."""
-    if isinstance(stored.get("best_val"), (int, float)) and isinstance(stored.get("best_step"), int):
-        return stored["best_step"], float(stored["best_val"])
-    best = min(metrics, key=lambda m: m["val"], default=None)
-    return (int(best["step"]), float(best["val"])) if best else (None, None)
+    if stored.best_val is not None and stored.best_step is not None:
+        return stored.best_step, stored.best_val
+    best = min(metrics, key=lambda m: m.val, default=None)
+    return (best.step, best.val) if best else (None, None)
 
 
 class Checkpointer:
@@ -137,13 +139,14 @@ class Checkpointer:
     """
 
     def __init__(self, config: TrainConfig, model: nn.Module, optimizer: optim.Combined, record: dict[str, Any],
-                 dist: distributed.Dist, resumed_at: Optional[int]) -> None:
+                 dist: distributed.Dist, resumed_at: Optional[int], tokenizer: Optional[bytes] = None) -> None:
         self.config, self.model, self.optimizer, self.dist = config, model, optimizer, dist
         self.record = record  # what every save writes beside the step, history and clocks
+        self.tokenizer = tokenizer  # a BPE run's tokenizer file, stored and sealed with every save
         self.saved_step = resumed_at
         self.saved_path: Optional[str] = str(checkpoint.run_dir(config.run)) if resumed_at is not None else None
 
-    def save(self, step: int, history: History, clocks: Clocks, final: Optional[dict[str, Any]] = None,
+    def save(self, step: int, history: History, clocks: Clocks, final: Optional[Evaluation] = None,
              best: bool = False) -> Saved:
         rng = checkpoint.rng_state()
         rng_ranks = distributed.gather(rng) if self.dist.enabled else None
@@ -154,10 +157,12 @@ class Checkpointer:
         state = {"step": step, "optimizer": self.optimizer.state_dict(), "rng": rng, "elapsed": clocks.elapsed()}
         if rng_ranks is not None:
             state["rng_ranks"] = rng_ranks
-        extra = {"final": final} if final is not None else {}
-        self.saved_path = str(checkpoint.save(self.config.run, self.model, dict(
-            self.record, step=step, metrics=history.metrics, best_val=history.best_val, best_step=history.best_step,
-            wall_time=clocks.elapsed(), train_seconds=clocks.trained, **extra), state, best=best))
+        extra = {"final": final.to_dict()} if final is not None else {}
+        checkpoint.save(self.config.run, self.model, dict(
+            self.record, step=step, metrics=[m.to_dict() for m in history.metrics], best_val=history.best_val,
+            best_step=history.best_step, wall_time=clocks.elapsed(), train_seconds=clocks.trained, **extra),
+            state, best=best, tokenizer=self.tokenizer)
+        self.saved_path = str(checkpoint.run_dir(self.config.run))
         return Saved(step, self.saved_path, best)
 
     def interrupted(self, step: int, during_evaluation: bool = False) -> Interrupted:

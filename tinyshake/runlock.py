@@ -95,9 +95,7 @@ def hold(name: str, purpose: str = "train") -> Iterator[None]:
 
     owner = _owner(name, try_lock)
     if owner is not None:
-        pid, what = owner
-        raise UsageError(f"run {name!r} is in use by process {pid or '(starting)'} ({what}); "
-                         "wait for it to end, or stop it first")
+        raise _in_use(name, owner)
     try:
         write_bytes(owner_path(name), f"{os.getpid()} {purpose}\n".encode())  # a failure is one line already
         yield
@@ -107,8 +105,31 @@ def hold(name: str, purpose: str = "train") -> Iterator[None]:
         lock.release()
 
 
+def _in_use(name: str, owner: tuple[int, str]) -> UsageError:
+    pid, what = owner
+    return UsageError(f"run {name!r} is in use by process {pid or '(starting)'} ({what}); "
+                      "wait for it to end, or stop it first")
+
+
+def refuse_held(name: str) -> None:
+    """Refuse up front a run that another process holds, as :func:`hold` would refuse it, without taking the lock.
+
+    ``train`` plans before it locks (the lock is taken when the run starts), and
+    says at once why it cannot go on.
+    """
+    owner = _held_by(name)
+    if owner is not None:
+        raise _in_use(name, owner)
+
+
 def holder(name: str) -> int | None:
     """The pid of the process that holds run ``name`` (0 if it has not written it yet), or None if nobody does."""
+    owner = _held_by(name)
+    return owner[0] if owner is not None else None
+
+
+def _held_by(name: str) -> tuple[int, str] | None:
+    """The pid and purpose of the process that holds run ``name``, or None if nobody does."""
     from filelock import lock_descriptor, unlock_descriptor
 
     try:  # read-only and never created: looking must not need the right to write
@@ -119,7 +140,6 @@ def holder(name: str) -> int | None:
         owner = _owner(name, lambda: lock_descriptor(fd, blocking=False))
         if owner is None:
             unlock_descriptor(fd)
-            return None
-        return owner[0]
+        return owner
     finally:
         os.close(fd)

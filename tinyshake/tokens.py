@@ -24,6 +24,8 @@ from tinyshake.errors import UsageError
 if TYPE_CHECKING:
     from tokenizers import Tokenizer as HFTokenizer
 
+    from tinyshake.record import RunRecord
+
 CHAR, BPE = "char", "bpe"
 KINDS = (CHAR, BPE)
 MAX_VOCAB = 1 << 16  # far beyond what a few megabytes of text can teach; past it the model is mostly embeddings
@@ -224,11 +226,26 @@ def pieces(tokenizer: Tokenizer, text: str) -> list[str]:
     return [tokenizer.tokens[i] for i in tokenizer.encode(text)]
 
 
+def of_record(stored: RunRecord) -> Tokenizer:
+    """The tokenizer of a run's verified record: its vocabulary, or the BPE file the record names and seals."""
+    from tinyshake import record
+
+    if stored.tokenizer == CHAR:
+        return CharTokenizer(list(stored.vocab))
+    try:
+        bpe = BPETokenizer.from_json(record.read_file(stored, "tokenizer"))
+    except BadTokenizer as exc:
+        raise record.Damaged(stored.name, str(exc)) from None
+    if bpe.chars != list(stored.vocab):
+        raise record.Damaged(stored.name, "its tokenizer's characters are not its vocabulary")
+    return bpe
+
+
 def of_run(name: str) -> Tokenizer:
     """The tokenizer a trained run reads and writes with, from its verified record (no torch needed)."""
     from tinyshake import record
 
-    return CharTokenizer(record.read_record(name)["vocab"])
+    return record.consistent(name, of_record)
 
 
 def unit(tokenizer: Tokenizer) -> str:

@@ -303,7 +303,7 @@ def tokenized(plan: Plan, corpus: Corpus) -> Corpus:
     if config.tokenizer == tokens.CHAR:
         return corpus
     if plan.resume is not None:
-        return corpus.with_tokenizer(checkpoint.stored_tokenizer(plan.run, plan.resume))
+        return corpus.with_tokenizer(tokens.of_record(plan.resume))
     return corpus.with_bpe(config.bpe_vocab or DEFAULT_BPE_VOCAB)
 
 
@@ -323,14 +323,14 @@ def _check_corpus(plan: Plan, corpus: Corpus) -> None:
     """``--resume`` goes on with the text the run was trained on, or not at all."""
     if plan.resume is None:
         return
-    if plan.resume["vocab"] != corpus.tokenizer.chars:
+    if list(plan.resume.vocab) != corpus.tokenizer.chars:
         raise checkpoint.CheckpointError(f"run {plan.run!r} was trained on another vocabulary than corpus "
                                          f"{corpus.name!r}")
-    stored = plan.resume.get("corpus")
-    if not isinstance(stored, dict) or "sha256" not in stored or stored["sha256"] == corpus.sha256:
+    stored = plan.resume.corpus
+    if stored is None or stored.sha256 == corpus.sha256:
         return
-    raise UsageError(f"run {plan.run!r} was trained on corpus {stored.get('name')!r} (SHA-256 "
-                     f"{str(stored['sha256'])[:12]}…), but corpus {corpus.name!r} holds other text (SHA-256 "
+    raise UsageError(f"run {plan.run!r} was trained on corpus {stored.name!r} (SHA-256 "
+                     f"{stored.sha256[:12]}…), but corpus {corpus.name!r} holds other text (SHA-256 "
                      f"{corpus.sha256[:12]}…); --resume needs the run's own corpus")
 
 
@@ -358,17 +358,18 @@ def _prepare(plan: Plan, config: TrainConfig, corpus: Corpus, should_stop: Calla
     model, optimizer = _build(config, device)
     if dist.enabled:
         torch.manual_seed(config.seed + dist.rank)
-    stored: dict[str, Any] = dict(plan.resume or {})
     start, elapsed_before = _restore(plan, config, model, optimizer, dist) if plan.resume else (0, 0.0)
     _use_cpu(plan)  # the model fits and the state loaded: from here on the run trains
     attention = _attention_for_training(config, device, plan.dtype, notices)
     forward = _maybe_compile(distributed.wrap(model, dist, device), config, device, notices, attention)
     splits = {"train": corpus.train.to(device), "val": corpus.val.to(device)}
-    record = _record(config, corpus, model, stored, plan.dtype)
-    checkpoints = Checkpointer(config, model, optimizer, record, dist, start if plan.resume else None)
-    clocks = Clocks(elapsed_before, float(stored.get("train_seconds", 0.0)), config.time_budget, config.max_iters)
+    record = _record(config, corpus, model, plan.resume, plan.dtype)
+    stored_tokenizer = corpus.tokenizer.to_json() if corpus.tokenizer.kind == tokens.BPE else None
+    checkpoints = Checkpointer(config, model, optimizer, record, dist, start if plan.resume else None,
+                               stored_tokenizer)
+    clocks = Clocks(elapsed_before, plan.trained_seconds, config.time_budget, config.max_iters)
     run = Run(config, device, plan.dtype, model, forward, optimizer, splits, attention, start,
-              History.of(stored, config), checkpoints, clocks, NanWatch(device, checkpoints), should_stop,
+              History.of(plan.resume, config), checkpoints, clocks, NanWatch(device, checkpoints), should_stop,
               (corpus.chars_per_token("train"), corpus.chars_per_token("val")))
     return run, Started(config, record["parameters"], str(device), start, notices, dist.rank, dist.world_size,
                         plan.threads.describe() if plan.threads is not None else "")
@@ -385,13 +386,16 @@ def _build(config: TrainConfig, device: torch.device) -> tuple[nn.Module, optim.
     return model, optimizer
 
 
-def _record(config: TrainConfig, corpus: Corpus, model: nn.Module, stored: dict[str, Any],
+def _record(config: TrainConfig, corpus: Corpus, model: nn.Module, stored: Optional[checkpoint.RunRecord],
             dtype: str) -> dict[str, Any]:
     """What every save records of this session beside its step, history and clocks."""
     return {
         "name": config.run, "stage": config.stage, "model": config.model.to_dict(), "hyper": config.hyper(),
         "vocab": corpus.tokenizer.chars, "corpus": {"name": corpus.name, "sha256": corpus.sha256},
-        "parameters": count_parameters(model), "max_iters": config.max_iters, "created": stored.get("created"),
+        "tokenizer": corpus.tokenizer.kind,
+        "chars_per_token": {split: corpus.chars_per_token(split) for split in ("train", "val")},
+        "parameters": count_parameters(model), "max_iters": config.max_iters,
+        "created": stored.created if stored is not None else None,
         "dtype": dtype, "threads": torch.get_num_threads(),  # what this session used: auto resolved, the CPU's count
     }
 
@@ -458,14 +462,15 @@ def _restore(plan: Plan, config: TrainConfig, model: nn.Module, optimizer: optim
     checkpoint loaded here, under the lock, must be that same one. Returns the
     step to go on from and the wall time already spent.
     """
-    record = plan.resume or {}
-    if ModelConfig.from_dict(record["model"]) != config.model:  # fields added since then take their defaults
+    record = plan.resume
+    assert record is not None, "only a resumed run is restored"
+    if ModelConfig.from_dict(dict(record.model)) != config.model:  # fields added since then take their defaults
         raise checkpoint.CheckpointError(f"run {config.run!r} has another model shape; resume with its own settings")
     loaded = checkpoint.load(config.run, next(model.parameters()).device, weights="last")
-    if loaded.record.get("sha256") != record.get("sha256"):
+    if loaded.record.files != record.files:
         raise UsageError(f"run {config.run!r} changed on disk while this command started; run it again")
     model.load_state_dict(loaded.model.state_dict())
-    state = checkpoint.load_state(config.run, loaded.record)
+    state = checkpoint.load_state(loaded.record)
     try:
         optimizer.load_state_dict(state["optimizer"])
     except (KeyError, ValueError, TypeError, RuntimeError) as exc:  # another optimizer's state

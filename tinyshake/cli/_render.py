@@ -10,13 +10,14 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Optional, Sequence
 
 from rich.console import Console
 from rich.style import Style
 from rich.text import Text
 
 from tinyshake.cli._output import no_color, use_rich
+from tinyshake.record import Evaluation
 
 # =========================================================================== heatmaps, bars and scatters
 # (inspect and demo: attention weights, next-character probabilities, embeddings)
@@ -86,12 +87,13 @@ def heatmap(matrix: Sequence[Sequence[float]], rows: Sequence[str], columns: Seq
 
 
 def bars(labels: Sequence[str], values: Sequence[float], fancy: bool, width: int = BAR_WIDTH) -> Text:
-    """One line per value in [0, 1]: its label, the value to 4 decimals, a bar ``width`` long at 1."""
+    """One line per value in [0, 1]: its label (padded to the longest), the value to 4 decimals, a bar ``width`` long at 1."""
     char, style = ("\u2588", "magenta") if fancy else ("#", "")
     lines = []
+    longest = max((len(label) for label in labels), default=0)
     for label, value in zip(labels, values):
         length = round(min(1.0, max(0.0, value)) * width)
-        lines.append(Text.assemble(f"{label} {value:.4f}", (" " + char * length, style) if length else ""))
+        lines.append(Text.assemble(f"{label:<{longest}} {value:.4f}", (" " + char * length, style) if length else ""))
     return Text("\n").join(lines)
 
 
@@ -176,20 +178,15 @@ def plain_charts() -> bool:
     return not use_rich() or no_color()
 
 
-def run_metrics(run: dict[str, Any]) -> list[dict[str, Any]]:
-    """A run record's evaluations in step order, ending with its final weights' one where it made one."""
-    rows = [m for m in run.get("metrics") or [] if isinstance(m, dict)]
-    final = run.get("final")
-    if isinstance(final, dict) and (not rows or final.get("step", -1) > rows[-1].get("step", -1)):
-        rows.append(dict(final, final=True))
-    return rows
+def loss_cell(value: Optional[float]) -> str:
+    """A loss as a table shows it: four decimals, or a dash where there is none."""
+    return "-" if value is None else f"{value:.4f}"
 
 
-def metric_series(metrics: Iterable[dict[str, Any]], split: str, label: str) -> Series:
-    """A curve from a run's recorded metrics (``{"step", "train", "val", ...}`` rows) for ``split``."""
-    points = [(float(m["step"]), float(m[split])) for m in metrics
-              if isinstance(m.get(split), (int, float)) and math.isfinite(m[split])]
-    return Series(label, sorted(points))
+def metric_series(metrics: Iterable[Evaluation], split: str, label: str) -> Series:
+    """A curve of ``split`` ("train" or "val") from a run's evaluations."""
+    values = ((m.step, getattr(m, split)) for m in metrics)
+    return Series(label, sorted((float(step), float(v)) for step, v in values if v is not None and math.isfinite(v)))
 
 
 def _line(grid: dict[tuple[int, int], int], a: tuple[int, int], b: tuple[int, int], index: int) -> None:
@@ -311,7 +308,7 @@ def chart_svg(chart: Text, title: str, width: int) -> str:
     return recorder.export_svg(title=title)
 
 
-def loss_chart(metrics: Sequence[dict[str, Any]], width: int, height: int, plain: bool, title: str = "") -> Text:
-    """A run's train and val curves from its metrics rows: the chart of `train` and `runs show`."""
+def loss_chart(metrics: Sequence[Evaluation], width: int, height: int, plain: bool, title: str = "") -> Text:
+    """A run's train and val curves from its evaluations: the chart of `train` and `runs show`."""
     return line_chart([metric_series(metrics, "train", "train"), metric_series(metrics, "val", "val")],
                       width, height, plain, title)

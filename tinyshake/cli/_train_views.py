@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tinyshake.cli._render import loss_chart, plain_charts
+from tinyshake.record import Evaluation
 from tinyshake.cli._signals import INTERRUPT_EXIT, say_now
 from tinyshake.cli._stage_text import run_header
 
@@ -146,7 +147,7 @@ class RichView:
         )
         self.task = self.progress.add_task(config.stage, total=budget or config.max_iters, its=0.0, tps=0.0, loss="-")
         self.rows: list[tuple[str, ...]] = []
-        self.metrics: list[dict[str, float]] = []  # this session's evaluations, for the chart
+        self.metrics: list[Evaluation] = []  # this session's evaluations, for the chart
         self.chart: Optional[Text] = None  # redrawn at each evaluation only, so steps never wait for it
         self.plain_chart = plain_charts()  # markers, not braille, without colour
         self.last_val: Optional[float] = None
@@ -227,7 +228,7 @@ class RichView:
         self.rows.append((step, f"{event.train:.4f}", f"{event.val:.4f}", delta, f"{event.val_bpc:.4f}",
                           f"{event.elapsed:.1f}s"))
         self.last_val = event.val
-        self.metrics.append({"step": event.step, "train": event.train, "val": event.val})
+        self.metrics.append(Evaluation(event.step, event.val, event.train))
         if len(self.metrics) > 1:
             self.chart = loss_chart(self.metrics, min(self.console.width, CHART_WIDTH), CHART_ROWS, plain=self.plain_chart)
 

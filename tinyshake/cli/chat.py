@@ -253,21 +253,16 @@ def _line_editing() -> None:
         import readline  # noqa: F401
 
 
-def _loss(value: object) -> str:
-    return f"{value:.4f}" if isinstance(value, (int, float)) else "?"
-
-
 def evaluations(loaded: LoadedRun) -> str:
     """The val losses a learner wants next to a model: of the weights loaded, and the run's final evaluation."""
     rec = loaded.record
-    if loaded.weights == "best" and isinstance(rec.get("best_val"), (int, float)):
-        facts = [f"best val {_loss(rec['best_val'])} (step {loaded.step})"]
+    if loaded.weights == "best" and rec.best_val is not None:
+        facts = [f"best val {rec.best_val:.4f} (step {loaded.step})"]
     else:
-        rows = [m for m in rec.get("metrics", []) if m.get("step") == loaded.step]
-        facts = [f"val {_loss(rows[-1]['val'])}"] if rows else []
-    final = rec.get("final")
-    if isinstance(final, dict) and isinstance(final.get("val"), (int, float)):
-        facts.append(f"final val {_loss(final['val'])} (step {final.get('step', '?')})")
+        found = [m for m in rec.metrics if m.step == loaded.step]
+        facts = [f"val {found[-1].val:.4f}"] if found else []
+    if rec.final is not None:
+        facts.append(f"final val {rec.final.val:.4f} (step {rec.final.step})")
     return " · ".join(facts)
 
 
@@ -275,7 +270,7 @@ def banner(session: Session) -> Text:
     """What the user is talking to (run, weights, stage, training, size) and how to get help or leave."""
     loaded = session.loaded
     params = sum(p.numel() for p in loaded.model.parameters())
-    facts = [loaded.name, f"{loaded.weights} weights", f"stage {loaded.record.get('stage', '?')}",
+    facts = [loaded.name, f"{loaded.weights} weights", f"stage {loaded.record.stage}",
              f"step {loaded.step}", evaluations(loaded), f"block {session.block_size}", f"{params:,} parameters",
              str(session.device)]
     return Text.assemble(("Chatting with ", "dim"), (" · ".join(f for f in facts if f), "bold"),

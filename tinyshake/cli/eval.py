@@ -38,7 +38,7 @@ def eval_run(
     from tinyshake.evaluate import corpus_notice, split_loss
 
     loaded = checkpoint.load(name, device.resolve(device_name).device, weights.value)
-    data = corpus.load(corpus_name or loaded.record.get("corpus", {}).get("name", corpus.DEFAULT_CORPUS))
+    data = corpus.load(corpus_name or loaded.record.corpus_name or corpus.DEFAULT_CORPUS)
     notice = corpus_notice(loaded, data)
     if notice:
         print(f"Note: {notice}", file=sys.stderr, flush=True)

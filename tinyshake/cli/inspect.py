@@ -58,7 +58,7 @@ def decode_prompt(text: str) -> str:
 
 
 def header(loaded: LoadedRun, fancy: bool, what: str) -> Text:
-    stage = loaded.record.get("stage", "?")
+    stage = loaded.record.stage
     return Text.assemble((loaded.name, "bold cyan" if fancy else ""), f" ({stage}, {loaded.weights} weights): {what}")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
@@ -13,47 +13,46 @@ from rich.text import Text
 from tinyshake import record
 from tinyshake.atomic import write_bytes
 from tinyshake.cli._output import columns_env, handle_errors, make_console
-from tinyshake.cli._render import chart_svg, line_chart, metric_series, plain_charts, run_metrics
+from tinyshake.cli._render import chart_svg, line_chart, loss_cell, metric_series, plain_charts
 from tinyshake.errors import UsageError
 
 SPLITS = ("train", "val", "both")
 SVG_WIDTH = 100
 
 
-def select_runs(patterns: list[str], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def select_runs(patterns: list[str], runs: list[record.RunStatus]) -> list[record.RunRecord]:
     """The records named by ``patterns`` (names or shell patterns such as ``ladder-*``), in the order given.
 
     A pattern that matches nothing is a usage error; with no patterns, the most recent run.
     """
-    readable = [r for r in records if r.get("damaged") is None and "updated" in r]
+    readable = [r.record for r in runs if r.readable and r.record is not None]
     if not patterns:  # the latest run, picked (and refused when there is none) as chat, eval and inspect pick it
         latest = record.resolve(None)
-        return [r for r in readable if r["name"] == latest]
-    chosen: list[dict[str, Any]] = []
+        return [r for r in readable if r.name == latest]
+    chosen: list[record.RunRecord] = []
     for pattern in patterns:
-        found = sorted((r for r in readable if fnmatch.fnmatchcase(r["name"], pattern)), key=lambda r: r["created"]
-                       if isinstance(r.get("created"), str) else "")
+        found = sorted((r for r in readable if fnmatch.fnmatchcase(r.name, pattern)), key=lambda r: r.created)
         if not found:
-            for damaged in (r for r in records if r.get("damaged") and fnmatch.fnmatchcase(r["name"], pattern)):
-                raise record.Damaged(damaged["name"], damaged["damaged"])  # what is wrong, as eval and chat say
+            for damaged in (r for r in runs if r.damaged and fnmatch.fnmatchcase(r.name, pattern)):
+                raise record.Damaged(damaged.name, damaged.damaged)  # what is wrong, as eval and chat say
             raise UsageError(f"no run matches {pattern!r}; `tinyshake runs` lists them")
         chosen += [r for r in found if r not in chosen]
     return chosen
 
 
-def _table(records: list[dict[str, Any]], plain: bool) -> Table:
+def _table(records: list[record.RunRecord], plain: bool) -> Table:
     """Each run's last train and val (of its final weights where it has them) and its best val.
 
     Cells are Text: a record's fields are data, never Rich markup.
     """
     table = Table("run", "stage", "steps", "last train", "last val", "best val", header_style="" if plain else None)
     for run in records:
-        last = (run_metrics(run) or [{}])[-1]
-        cells = (run["name"], str(run.get("stage", "?")), str(run.get("step", "?")),
-                 *(f"{last[k]:.4f}" if isinstance(last.get(k), (int, float)) else "-" for k in ("train", "val")),
-                 f"{run['best_val']:.4f}" if isinstance(run.get("best_val"), (int, float)) else "-")
+        rows = run.evaluations()
+        last = (rows[-1].train, rows[-1].val) if rows else (None, None)
+        cells = (run.name, run.stage, str(run.step), *(loss_cell(value) for value in last), loss_cell(run.best_val))
         table.add_row(*map(Text, cells))
     return table
+
 
 
 def _label(run: str, split: str, runs: int, chosen: str) -> str:
@@ -79,7 +78,7 @@ def plot(
         raise UsageError(f"cannot write {svg}: its folder does not exist or it is a folder")
     records = select_runs(runs or [], record.list_runs())
     splits = ("train", "val") if split == "both" else (split,)
-    series = [metric_series(run_metrics(r), s, _label(r["name"], s, len(records), split))
+    series = [metric_series(r.evaluations(), s, _label(r.name, s, len(records), split))
               for r in records for s in splits]
     title = f"{'train and val' if split == 'both' else split} loss"
     console, plain = make_console(), plain_charts()

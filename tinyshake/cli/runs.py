@@ -6,7 +6,7 @@ without loading torch.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -19,29 +19,35 @@ app = typer.Typer(help="List trained runs, or delete one.", no_args_is_help=Fals
 COLUMNS = ("name", "stage", "parameters", "steps", "best val", "date", "status")
 
 
-def _status(run: dict[str, Any]) -> str:
-    pid = run["holder"]
+def _status(run: record.RunStatus) -> str:
+    pid = run.holder
     held = f"in use by process {pid}" if pid else "in use" if pid is not None else ""
-    if run["damaged"]:
-        return f"damaged: {run['damaged']}" + (f" ({held})" if held else "")
-    if "step" not in run:
+    if run.damaged:
+        return f"damaged: {run.damaged}" + (f" ({held})" if held else "")
+    if run.record is None:
         return f"no checkpoint yet ({held})"
     return held or "ok"
 
 
-def _row(run: dict[str, Any]) -> tuple[str, ...]:
-    if "step" not in run:  # damaged, or a training before its first save: nothing in it can be trusted
-        return run["name"], "-", "-", "-", "-", "-", _status(run)
-    best, at = run.get("best_val"), run.get("best_step")
+def _row(run: record.RunStatus) -> tuple[str, ...]:
+    stored = run.record
+    if stored is None:  # damaged, or a training before its first save: nothing in it can be trusted
+        return run.name, "-", "-", "-", "-", "-", _status(run)
+    best, at = stored.best_val, stored.best_step
     return (
-        run["name"],
-        run["stage"],
-        f"{run['parameters']:,}" if "parameters" in run else "-",
-        f"{run['step']}/{run.get('max_iters', '?')}",
+        run.name,
+        stored.stage,
+        f"{stored.parameters:,}" if stored.parameters is not None else "-",
+        f"{stored.step}/{_or_unknown(stored.max_iters)}",
         (f"{best:.4f}" + (f" @{at}" if at is not None else "")) if best is not None else "-",
-        run["updated"][:16].replace("T", " "),
+        stored.updated[:16].replace("T", " "),
         _status(run),
     )
+
+
+def _or_unknown(value: object) -> str:
+    return "?" if value is None else str(value)
+
 
 
 @app.callback(invoke_without_command=True)
@@ -74,19 +80,19 @@ def rm(name: Annotated[str, typer.Argument(help="Run to delete.")]) -> None:
     make_console().print(f"Deleted run {name}", markup=False)
 
 
-def _settings(run: dict[str, Any]) -> list[tuple[str, str]]:
+def _settings(run: record.RunRecord) -> list[tuple[str, str]]:
     """What a run is: its stage, size, progress, best, corpus, model shape and training settings."""
-    best, at = run.get("best_val"), run.get("best_step")
-    model = {k: v for k, v in run["model"].items() if k != "vocab_size"}
+    best, at = run.best_val, run.best_step
+    model = {k: v for k, v in run.model.items() if k != "vocab_size"}
     if model.get("arch") == "bigram":  # a lookup table: the GPT's shape fields are defaults it never uses
         model = {k: model[k] for k in ("arch", "block_size") if k in model}
     return [
-        ("stage", str(run.get("stage"))), ("parameters", f"{run.get('parameters', 0):,}"),
-        ("steps", f"{run.get('step')}/{run.get('max_iters', '?')}"),
+        ("stage", run.stage), ("parameters", f"{run.parameters or 0:,}"),
+        ("steps", f"{run.step}/{_or_unknown(run.max_iters)}"),
         ("best val", f"{best:.4f} at step {at}" if best is not None and at is not None else "-"),
-        ("corpus", str((run.get("corpus") or {}).get("name"))), ("updated", str(run.get("updated"))),
+        ("corpus", str(run.corpus_name)), ("updated", run.updated),
         ("model", ", ".join(f"{k} {v}" for k, v in model.items())),
-        ("training", ", ".join(f"{k} {v}" for k, v in run["hyper"].items() if k not in ("stage", "run"))),
+        ("training", ", ".join(f"{k} {v}" for k, v in run.hyper.items() if k not in ("stage", "run"))),
     ]
 
 
@@ -94,7 +100,7 @@ def _settings(run: dict[str, Any]) -> list[tuple[str, str]]:
 @handle_errors
 def show(name: Annotated[str, typer.Argument(help="Run to show.")]) -> None:
     """Show a run's settings, every evaluation it recorded (its final weights' last), and its loss chart."""
-    from tinyshake.cli._render import loss_chart, plain_charts, run_metrics
+    from tinyshake.cli._render import loss_cell, loss_chart, plain_charts
 
     run, console = record.read_record(name), make_console()
     settings = Table(show_header=False, box=None, title=f"run {name}", title_justify="left")
@@ -104,9 +110,9 @@ def show(name: Annotated[str, typer.Argument(help="Run to show.")]) -> None:
         settings.add_row(key, Text(value))
     console.print(settings)
     metrics = Table("step", "train", "val", "elapsed", title="evaluations", title_justify="left")
-    rows = run_metrics(run)
+    rows = run.evaluations()
     for row in rows:
-        step = f"final {row['step']}" if row.get("final") else str(row["step"])
-        metrics.add_row(step, f"{row['train']:.4f}", f"{row['val']:.4f}", f"{row.get('elapsed', 0):.1f}s")
+        step = f"final {row.step}" if row.final else str(row.step)
+        metrics.add_row(step, loss_cell(row.train), f"{row.val:.4f}", f"{row.elapsed or 0:.1f}s")
     console.print(metrics)
     console.print(loss_chart(rows, min(console.width, 100), 12, plain=plain_charts(), title="loss"))

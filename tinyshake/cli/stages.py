@@ -6,8 +6,6 @@ by arithmetic, and the user's runs from their records.
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.table import Table
 
 from tinyshake import record, stages
@@ -15,20 +13,20 @@ from tinyshake.cli._output import handle_errors, make_console
 from tinyshake.cli._stage_text import published, settings
 
 
-def best_runs(records: list[dict[str, Any]]) -> dict[str, tuple[float, str]]:
+def best_runs(runs: list[record.RunRecord]) -> dict[str, tuple[float, str]]:
     """For each stage the user has trained: the lowest best val of its runs, and that run's name."""
     best: dict[str, tuple[float, str]] = {}
-    for run in records:
-        val, stage = run.get("best_val"), run.get("stage")
-        if isinstance(val, (int, float)) and isinstance(stage, str) and (stage not in best or val < best[stage][0]):
-            best[stage] = (float(val), run["name"])
+    for run in runs:
+        val, stage = run.best_val, run.stage
+        if val is not None and (stage not in best or val < best[stage][0]):
+            best[stage] = (val, run.name)
     return best
 
 
 @handle_errors
 def stages_cmd() -> None:
     """The lecture's model ladder: what each stage adds, its size and settings, the lecture's val and yours."""
-    trained = best_runs(record.list_runs())
+    trained = best_runs(record.readable())
     table = Table(title="The lecture's ladder (train one with `tinyshake train --model STAGE`, "
                         "all in order with `tinyshake ladder`)", title_justify="left")
     for column in ("stage", "what it adds", "params", "batch", "block", "width", "heads", "layers", "dropout",
