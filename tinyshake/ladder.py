@@ -76,6 +76,7 @@ class StageResult:
     parameters: int
     last_val: Optional[float]  # the last random-batch estimate (of the final weights, where there is one)
     full_val: float  # every position of the val split once
+    full_bpc: float  # the same in bits per character: how char and BPE stages compare
     published_val: Optional[float]
     seconds: float  # training time, evaluations included
     sample: str  # the first line of a sample
@@ -95,9 +96,12 @@ class StageInterrupted:
 Event = Union[StageStarted, StageProgress, StageResult, StageInterrupted]
 
 
-def check_stages(names: Sequence[str]) -> list[str]:
-    """The stages to tour, in the order given (default: bigram through layernorm, then mini), each once."""
-    chosen = list(names) or list(DEFAULT_STAGES)
+def check_stages(names: Sequence[str], tokenizer: Optional[str] = None) -> list[str]:
+    """The stages to tour, in the order given (default: bigram through layernorm, then mini), each once.
+
+    On BPE tokens the default leaves out the bigram, which is the lecture's table of character pairs.
+    """
+    chosen = list(names) or [s for s in DEFAULT_STAGES if not (tokenizer == "bpe" and s == "bigram")]
     for name in chosen:
         stages.get(name)  # an unknown name is a usage error that lists the stages
     repeated = sorted({n for n in chosen if chosen.count(n) > 1})
@@ -157,7 +161,7 @@ def plan_tour(names: Sequence[str], prefix: str = DEFAULT_PREFIX, corpus: str = 
     ``overrides`` are ``train``'s settings (``device``, ``max_iters``, ``n_embd``, ...) for every stage.
     """
     return [plan_stage(s, f"{prefix}-{s}", corpus, overwrite, stage_settings(s, quick, overrides))
-            for s in check_stages(names)]
+            for s in check_stages(names, overrides.get("tokenizer"))]
 
 
 def first_line(model: nn.Module, corpus: Corpus, chars: int = SAMPLE_CHARS) -> str:
@@ -172,9 +176,9 @@ def first_line(model: nn.Module, corpus: Corpus, chars: int = SAMPLE_CHARS) -> s
 def _result(stage: StagePlan, corpus: Corpus, model: nn.Module, seconds: float, reused: bool) -> StageResult:
     preset, stored = stages.get(stage.stage), record.read_record(stage.run)
     full = split_loss(model, corpus.val.to(next(model.parameters()).device), stage.plan.config.block_size,
-                      corpus.tokenizer).loss
-    return StageResult(stage.stage, stage.run, preset.adds, stored.parameters or 0, stored.last_val, full,
-                       preset.published_val, seconds, first_line(model, corpus), reused)
+                      corpus.tokenizer)
+    return StageResult(stage.stage, stage.run, preset.adds, stored.parameters or 0, stored.last_val, full.loss,
+                       full.bits_per_char, preset.published_val, seconds, first_line(model, corpus), reused)
 
 
 def tour(plans: Sequence[StagePlan], corpus: Corpus,
@@ -191,12 +195,13 @@ def tour(plans: Sequence[StagePlan], corpus: Corpus,
                                    stage.plan.start_step if stage.plan.resume is not None else None)
             return
         yield StageStarted(index, len(plans), stage.stage, stage.run, stage.action, stage.plan.config)
+        tokenized = core.tokenized(stage.plan, corpus)  # a BPE stage reads the text in its own tokens
         if stage.action == "reuse":
             loaded = checkpoint.load(stage.run, stage.plan.device.device, weights="last")  # as it ended
-            yield _result(stage, corpus, loaded.model, loaded.record.wall_time, reused=True)
+            yield _result(stage, tokenized, loaded.model, loaded.record.wall_time, reused=True)
             continue
         finished = None
-        for event in core.train(stage.plan, corpus, should_stop=should_stop):
+        for event in core.train(stage.plan, tokenized, should_stop=should_stop):
             yield StageProgress(stage.stage, event)
             if isinstance(event, core.Interrupted):
                 yield StageInterrupted(stage.stage, stage.run, event.step, event.saved_step)
@@ -204,7 +209,7 @@ def tour(plans: Sequence[StagePlan], corpus: Corpus,
             if isinstance(event, core.Finished):
                 finished = event
         assert finished is not None  # the core always ends with Finished or Interrupted
-        yield _result(stage, corpus, finished.model, finished.elapsed, reused=False)
+        yield _result(stage, tokenized, finished.model, finished.elapsed, reused=False)
 
 
 __all__ = ["DEFAULT_STAGES", "DEFAULT_PREFIX", "StagePlan", "StageStarted", "StageProgress", "StageResult",

@@ -42,7 +42,8 @@ def _refuse_data_home(path: Path) -> None:
 
 
 class MetricsLog:
-    """Every evaluation as one JSON line. A new run starts the file afresh; a resumed run adds to it.
+    """Every evaluation as one JSON line, its losses per token and in bits per character. A new run starts the
+    file afresh; a resumed run adds to it.
 
     The whole file is rewritten atomically at each evaluation (there are few),
     so a crash never leaves half a line; a bad path is refused before training.
@@ -69,7 +70,7 @@ class MetricsLog:
         if self.path is None:
             return
         row: dict[str, Any] = {"step": event.step, "train": event.train, "val": event.val,
-                               "elapsed": round(event.elapsed, 3)}
+                               "train_bpc": event.train_bpc, "val_bpc": event.val_bpc, "elapsed": round(event.elapsed, 3)}
         if event.final:
             row["final"] = True
         self.lines.append(json.dumps(row) + "\n")

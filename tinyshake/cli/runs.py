@@ -16,7 +16,7 @@ from tinyshake import paths, record
 from tinyshake.cli._output import handle_errors, make_console
 
 app = typer.Typer(help="List trained runs, or delete one.", no_args_is_help=False)
-COLUMNS = ("name", "stage", "parameters", "steps", "best val", "date", "status")
+COLUMNS = ("name", "stage", "parameters", "steps", "best val", "bits/char", "date", "status")
 
 
 def _status(run: record.RunStatus) -> str:
@@ -32,7 +32,7 @@ def _status(run: record.RunStatus) -> str:
 def _row(run: record.RunStatus) -> tuple[str, ...]:
     stored = run.record
     if stored is None:  # damaged, or a training before its first save: nothing in it can be trusted
-        return run.name, "-", "-", "-", "-", "-", _status(run)
+        return run.name, "-", "-", "-", "-", "-", "-", _status(run)
     best, at = stored.best_val, stored.best_step
     return (
         run.name,
@@ -40,6 +40,7 @@ def _row(run: record.RunStatus) -> tuple[str, ...]:
         f"{stored.parameters:,}" if stored.parameters is not None else "-",
         f"{stored.step}/{_or_unknown(stored.max_iters)}",
         (f"{best:.4f}" + (f" @{at}" if at is not None else "")) if best is not None else "-",
+        f"{stored.bits_per_char(best):.4f}" if best is not None else "-",
         stored.updated[:16].replace("T", " "),
         _status(run),
     )
@@ -53,7 +54,8 @@ def _or_unknown(value: object) -> str:
 @app.callback(invoke_without_command=True)
 @handle_errors
 def runs(ctx: typer.Context) -> None:
-    """List trained runs: name, stage, parameters, steps, best val (train's estimate, at its step), date, status.
+    """List trained runs: name, stage, parameters, steps, best val (train's estimate, at its step) and the same in
+    bits per character (on which char and BPE runs compare), date, status.
 
     A run whose record or files are damaged is listed with the reason; one in
     use by a training shows that process.
@@ -86,10 +88,13 @@ def _settings(run: record.RunRecord) -> list[tuple[str, str]]:
     model = {k: v for k, v in run.model.items() if k != "vocab_size"}
     if model.get("arch") == "bigram":  # a lookup table: the GPT's shape fields are defaults it never uses
         model = {k: model[k] for k in ("arch", "block_size") if k in model}
+    per_token = f", {run.chars_per_token[1]:.2f} characters a token in val" if run.tokenizer != "char" else ""
     return [
         ("stage", run.stage), ("parameters", f"{run.parameters or 0:,}"),
         ("steps", f"{run.step}/{_or_unknown(run.max_iters)}"),
-        ("best val", f"{best:.4f} at step {at}" if best is not None and at is not None else "-"),
+        ("best val", f"{best:.4f} at step {at} ({run.bits_per_char(best):.4f} bits/char)"
+         if best is not None and at is not None else "-"),
+        ("tokenizer", f"{run.tokenizer}{per_token}"),
         ("corpus", str(run.corpus_name)), ("updated", run.updated),
         ("model", ", ".join(f"{k} {v}" for k, v in model.items())),
         ("training", ", ".join(f"{k} {v}" for k, v in run.hyper.items() if k not in ("stage", "run"))),
@@ -109,10 +114,11 @@ def show(name: Annotated[str, typer.Argument(help="Run to show.")]) -> None:
     for key, value in _settings(run):
         settings.add_row(key, Text(value))
     console.print(settings)
-    metrics = Table("step", "train", "val", "elapsed", title="evaluations", title_justify="left")
+    metrics = Table("step", "train", "val", "val bits/char", "elapsed", title="evaluations", title_justify="left")
     rows = run.evaluations()
     for row in rows:
         step = f"final {row.step}" if row.final else str(row.step)
-        metrics.add_row(step, loss_cell(row.train), f"{row.val:.4f}", f"{row.elapsed or 0:.1f}s")
+        metrics.add_row(step, loss_cell(row.train), f"{row.val:.4f}", f"{run.bits_per_char(row.val):.4f}",
+                        f"{row.elapsed or 0:.1f}s")
     console.print(metrics)
     console.print(loss_chart(rows, min(console.width, 100), 12, plain=plain_charts(), title="loss"))

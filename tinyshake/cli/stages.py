@@ -13,13 +13,17 @@ from tinyshake.cli._output import handle_errors, make_console
 from tinyshake.cli._stage_text import published, settings
 
 
-def best_runs(runs: list[record.RunRecord]) -> dict[str, tuple[float, str]]:
-    """For each stage the user has trained: the lowest best val of its runs, and that run's name."""
-    best: dict[str, tuple[float, str]] = {}
+def best_runs(runs: list[record.RunRecord]) -> dict[str, tuple[float, float, str]]:
+    """For each stage the user has trained: the best val of its runs in bits per character (the scale on which
+    char and BPE runs of a stage compare), that run's own val, and its name."""
+    best: dict[str, tuple[float, float, str]] = {}
     for run in runs:
         val, stage = run.best_val, run.stage
-        if val is not None and (stage not in best or val < best[stage][0]):
-            best[stage] = (val, run.name)
+        if val is None:
+            continue
+        bits = run.bits_per_char(val)
+        if stage not in best or bits < best[stage][0]:
+            best[stage] = (bits, val, run.name)
     return best
 
 
@@ -30,11 +34,12 @@ def stages_cmd() -> None:
     table = Table(title="The lecture's ladder (train one with `tinyshake train --model STAGE`, "
                         "all in order with `tinyshake ladder`)", title_justify="left")
     for column in ("stage", "what it adds", "params", "batch", "block", "width", "heads", "layers", "dropout",
-                   "lr", "steps", "lecture val", "your best val", "run"):
+                   "lr", "steps", "lecture val", "your best val", "bits/char", "run"):
         table.add_column(column, justify="left" if column in ("stage", "what it adds", "run") else "right",
                          overflow="fold")
     for stage in stages.STAGES.values():
-        val, run = trained.get(stage.name, (None, "-"))
+        bits, val, run = trained.get(stage.name, (None, None, "-"))
         table.add_row(stage.name, stage.adds, f"{stages.parameter_count(stage):,}", *settings(stage).values(),
-                      published(stage), f"{val:.4f}" if val is not None else "-", run)
+                      published(stage), f"{val:.4f}" if val is not None else "-",
+                      f"{bits:.4f}" if bits is not None else "-", run)
     make_console().print(table)

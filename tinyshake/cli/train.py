@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-from tinyshake import estimates, stages
+from tinyshake import estimates, stages, tokens
 from tinyshake.cli import _torch
 from tinyshake.cli import _train_views as views
 from tinyshake.cli._confirm import confirm_slow_run
@@ -211,10 +211,13 @@ def _train(stage: Optional[str], run: Optional[str], corpus_name: Optional[str],
             raise typer.Exit(INTERRUPT_EXIT)
         distributed.check_exit(code, plan.run)
         return
-    if plan.config.tokenizer == "bpe" and plan.resume is None and not quiet and dist.is_main:
-        print(f"note: learning a BPE of {plan.config.bpe_vocab:,} tokens from the train split of corpus "
-              f"{plan.corpus!r}", file=sys.stderr, flush=True)
-    data = core.tokenized(plan, corpus.load(plan.corpus))
+    data = corpus.load(plan.corpus)
+    if plan.config.tokenizer == tokens.BPE and plan.resume is None:
+        tokens.check_vocab_size(plan.config.bpe_vocab or 0, data.tokenizer.vocab_size)  # before the note
+        if not quiet and dist.is_main:
+            print(f"note: learning a BPE of {plan.config.bpe_vocab:,} tokens from the train split of corpus "
+                  f"{plan.corpus!r}", file=sys.stderr, flush=True)
+    data = core.tokenized(plan, data)
     rich = use_rich() and not quiet and dist.is_main
     view: views.View = views.RichView(console, plan.config) if rich else views.PlainView(console, quiet)
     if not dist.is_main:
