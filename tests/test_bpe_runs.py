@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import on_disk, table_cells
+from conftest import on_disk, table_cells, trained_home
 from test_train import assert_one_line_error
 from tinyshake import checkpoint, corpus, ladder, record, tokens
 from tinyshake.cli import app
@@ -31,14 +31,8 @@ def cli(*args: str, code: int = 0):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, corpus_file) -> Path:
     """A BPE run and a character run of the same small model, trained once for the module."""
-    home = tmp_path_factory.mktemp("bpe-home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TINYSHAKE_HOME", str(home))
-        for _ in corpus.import_file(corpus_file):
-            pass
-        cli("train", "--run", "b", *BPE, "--max-iters", "20", "--eval-interval", "10")
-        cli("train", "--run", "c", "--model", "mini", *SMALL, "--max-iters", "20", "--eval-interval", "10")
-    return home
+    steps = ["--max-iters", "20", "--eval-interval", "10"]
+    return trained_home(tmp_path_factory, corpus_file, {"b": [*BPE, *steps], "c": ["--model", "mini", *SMALL, *steps]})
 
 
 @pytest.fixture
