@@ -13,10 +13,13 @@ from rich.table import Table
 from rich.text import Text
 
 from tinyshake import paths, record
+from tinyshake.cli._fit import Col, fitted_table
 from tinyshake.cli._output import handle_errors, make_console
 
 app = typer.Typer(help="List trained runs, or delete one.", no_args_is_help=False)
-COLUMNS = ("name", "stage", "parameters", "steps", "best val", "date", "status")
+# a narrow terminal leaves out the date first, then the parameters; names, steps and vals stay whole
+COLUMNS = (Col("name", "left"), Col("stage", "left"), Col("parameters", spare=2), Col("steps"),
+           Col("best val", wrap=True), Col("date", "left", wrap=True, spare=3), Col("status", "left", wrap=True))
 
 
 def _status(run: record.RunStatus) -> str:
@@ -66,10 +69,8 @@ def runs(ctx: typer.Context) -> None:
         console.print(f"No runs in {paths.runs_root()} yet; train one with `tinyshake train --model mini`.",
                       markup=False)
         return
-    table = Table(*COLUMNS)
-    for run in found:
-        table.add_row(*map(Text, _row(run)))  # a record's fields are data, never Rich markup
-    console.print(table)
+    rows = [tuple(map(Text, _row(run))) for run in found]  # a record's fields are data, never Rich markup
+    console.print(fitted_table(console, COLUMNS, rows))
 
 
 @app.command("rm")
