@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Optional
 
 import torch
 import torch.nn as nn
@@ -43,20 +43,26 @@ class SplitLoss:
 
 
 @torch.inference_mode()
-def split_loss(model: nn.Module, data: torch.Tensor, block_size: int) -> SplitLoss:
-    """Mean next-character cross-entropy over all ``len(data) - 1`` targets of ``data``."""
+def split_loss(model: nn.Module, data: torch.Tensor, block_size: int,
+               progress: Optional[Callable[[int, int], None]] = None) -> SplitLoss:
+    """Mean next-character cross-entropy over all ``len(data) - 1`` targets of ``data``.
+
+    ``progress`` is told the positions scored so far and their total after each
+    pass, since a whole split takes seconds (a front end shows a bar).
+    """
     if len(data) < 2:
         raise UsageError("the split is too short to score (it needs at least two characters)")
     was_training = model.training
     model.eval()
     try:
-        total, count = _summed_loss(model, data, block_size)
+        total, count = _summed_loss(model, data, block_size, progress or (lambda done, total: None))
     finally:
         model.train(was_training)
     return SplitLoss(total / count, count)
 
 
-def _summed_loss(model: nn.Module, data: torch.Tensor, block_size: int) -> tuple[float, int]:
+def _summed_loss(model: nn.Module, data: torch.Tensor, block_size: int,
+                 progress: Callable[[int, int], None]) -> tuple[float, int]:
     """The summed cross-entropy and the number of targets; a non-finite sum stops at once."""
     device = next(model.parameters()).device
     inputs, targets = data[:-1], data[1:]
@@ -73,6 +79,7 @@ def _summed_loss(model: nn.Module, data: torch.Tensor, block_size: int) -> tuple
             losses = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum")
             total += losses.item()
             count += y.numel()
+            progress(count, len(targets))
             if not math.isfinite(total):
                 raise NonFiniteLoss(f"the loss is {total} by position {count:,}: the weights give non-finite "
                                     "logits (a diverged run); retrain it with a lower --lr")

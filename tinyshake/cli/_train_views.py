@@ -44,6 +44,7 @@ class View(Protocol):
     def __exit__(self, *exc: object) -> None: ...
     def started(self, event: core.Started) -> None: ...
     def stepped(self, event: core.Stepped) -> None: ...
+    def evaluating(self, event: core.Evaluating) -> None: ...
     def evaluated(self, event: core.Evaluated) -> None: ...
     def saved(self, event: core.Saved) -> None: ...
     def stopping(self, why: str) -> None: ...
@@ -96,6 +97,9 @@ class PlainView:
             print(f"{training_line(event, title)}\n  {details}", file=sys.stderr, flush=True)
 
     def stepped(self, event: core.Stepped) -> None:
+        return None
+
+    def evaluating(self, event: core.Evaluating) -> None:
         return None
 
     def evaluated(self, event: core.Evaluated) -> None:
@@ -236,7 +240,12 @@ class RichView:
                              tps=its * self.config.batch_size * self.config.block_size * self.world_size)
         self.last_show = now
 
+    def evaluating(self, event: core.Evaluating) -> None:
+        """The bar says which evaluation runs and how far it is: it may take as long as many steps."""
+        self.progress.update(self.task, description=f"{self.config.stage} eval {event.done}/{event.total}")
+
     def evaluated(self, event: core.Evaluated) -> None:
+        self.progress.update(self.task, description=self.config.stage)
         delta = "" if self.last_val is None else f"{event.val - self.last_val:+.4f}"
         step = f"final {event.step}" if event.final else str(event.step)
         self.rows.append((step, f"{event.train:.4f}", f"{event.val:.4f}", delta, f"{event.elapsed:.1f}s"))

@@ -17,7 +17,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from tinyshake.cli import _render
+from tinyshake.cli import _render, _torch
 from tinyshake.cli._output import handle_errors, make_console, use_rich
 
 if TYPE_CHECKING:
@@ -164,6 +164,7 @@ def demo(
     ] = False,
 ) -> None:
     """Replay the lecture's steps from characters to self-attention, each computed live; no NAME lists them."""
+    _torch.load()  # the demos compute with torch: seconds, said on a terminal
     from tinyshake import demos
 
     console = make_console()
