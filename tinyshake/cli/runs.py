@@ -6,7 +6,7 @@ without loading torch.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
@@ -41,11 +41,25 @@ def _row(run: record.RunStatus) -> tuple[str, ...]:
         run.name,
         stored.stage,
         f"{stored.parameters:,}" if stored.parameters is not None else "-",
-        f"{stored.step}/{_or_unknown(stored.max_iters)}",
+        _steps(stored),
         (f"{best:.4f}" + (f" @{at}" if at is not None else "")) if best is not None else "-",
         stored.updated[:16].replace("T", " "),
         _status(run),
     )
+
+
+def budget_ended(run: record.RunRecord) -> Optional[float]:
+    """The time budget that ended ``run`` (it trained all of it before its last step), or None."""
+    budget = run.hyper.get("time_budget")
+    if not isinstance(budget, (int, float)) or isinstance(budget, bool) or run.train_seconds < budget:
+        return None
+    return float(budget) if run.max_iters is None or run.step < run.max_iters else None
+
+
+def _steps(run: record.RunRecord) -> str:
+    """Steps done of the planned ones, or, for a run its time budget ended, the steps it reached in it."""
+    budget = budget_ended(run)
+    return f"{run.step} in {budget:g} s" if budget is not None else f"{run.step}/{_or_unknown(run.max_iters)}"
 
 
 def _or_unknown(value: object) -> str:
@@ -83,13 +97,14 @@ def rm(name: Annotated[str, typer.Argument(help="Run to delete.")]) -> None:
 
 def _settings(run: record.RunRecord) -> list[tuple[str, str]]:
     """What a run is: its stage, size, progress, best, corpus, model shape and training settings."""
-    best, at = run.best_val, run.best_step
+    best, at, budget = run.best_val, run.best_step, budget_ended(run)
     model = {k: v for k, v in run.model.items() if k != "vocab_size"}
     if model.get("arch") == "bigram":  # a lookup table: the GPT's shape fields are defaults it never uses
         model = {k: model[k] for k in ("arch", "block_size") if k in model}
     return [
         ("stage", run.stage), ("parameters", f"{run.parameters or 0:,}"),
-        ("steps", f"{run.step}/{_or_unknown(run.max_iters)}"),
+        ("steps", _steps(run) if budget is None else
+         f"{run.step}: complete, ended by its time budget ({budget:g} s of training)"),
         ("best val", f"{best:.4f} at step {at}" if best is not None and at is not None else "-"),
         ("corpus", str(run.corpus_name)), ("updated", run.updated),
         ("model", ", ".join(f"{k} {v}" for k, v in model.items())),
