@@ -80,17 +80,9 @@ class EvaluationStopped(Exception):
     """``estimate_loss`` was asked to stop between two chunks; its partial result is thrown away."""
 
 
-def estimate_loss(
-    model: nn.Module,
-    splits: dict[str, torch.Tensor],
-    batch_size: int,
-    block_size: int,
-    eval_iters: int,
-    dtype: str = "float32",
-    should_stop: Optional[Callable[[], bool]] = None,
-) -> dict[str, float]:
-    """The lecture's estimate (see :func:`estimating`), without its progress."""
-    chunks = estimating(model, splits, batch_size, block_size, eval_iters, dtype, should_stop)
+def estimate_loss(*args: Any, **kwargs: Any) -> dict[str, float]:
+    """The lecture's estimate without its progress: :func:`estimating`'s arguments, its result."""
+    chunks = estimating(*args, **kwargs)
     try:
         while True:
             next(chunks)
