@@ -351,6 +351,19 @@ def test_ctrl_c_stops_a_reply_and_keeps_the_session(chat_terminal):
     assert term.leave(second.end(), "/bye\n") == 0
 
 
+@pytest.mark.parametrize("columns", [80, 120])
+def test_help_fits_the_terminal_and_wraps_with_a_hanging_indent(run_home, terminal, columns):
+    term = terminal(run_home, "chat", "--run", RUN, columns=columns)
+    mark = term.expect(re.escape(PROMPT)).end()
+    term.send("/help\n")
+    term.expect("Ctrl-C stops a reply", mark)
+    lines = ANSI.sub("", term.output[mark:]).replace("\r", "").splitlines()
+    assert max(len(line) for line in lines) <= columns
+    first = next(i for i, line in enumerate(lines) if line.startswith("/set NAME VALUE"))
+    indent = lines[first].index("change")
+    assert lines[first + 1].startswith(" " * indent) and lines[first + 1][indent] != " "  # under the description
+
+
 def test_commands_errors_and_reset_keep_the_session_going(chat_terminal):
     term = chat_terminal("--seed", "3", "--max-new-tokens", "20", "--stop", "")
     mark = term.send("/help\n")

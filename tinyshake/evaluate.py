@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Optional
 
 import torch
 import torch.nn as nn
@@ -49,21 +49,27 @@ class SplitLoss:
 
 
 @torch.inference_mode()
-def split_loss(model: nn.Module, data: torch.Tensor, block_size: int, tokenizer: Tokenizer) -> SplitLoss:
-    """Mean next-token cross-entropy over all ``len(data) - 1`` targets of ``data`` (ids of ``tokenizer``)."""
+def split_loss(model: nn.Module, data: torch.Tensor, block_size: int, tokenizer: Tokenizer,
+               progress: Optional[Callable[[int, int], None]] = None) -> SplitLoss:
+    """Mean next-token cross-entropy over all ``len(data) - 1`` targets of ``data`` (ids of ``tokenizer``).
+
+    ``progress`` is told the positions scored so far and their total after each
+    pass, since a whole split takes seconds (a front end shows a bar).
+    """
     if len(data) < 2:
         raise UsageError("the split is too short to score (it needs at least two tokens)")
     was_training = model.training
     model.eval()
     try:
-        total, count = _summed_loss(model, data, block_size)
+        total, count = _summed_loss(model, data, block_size, progress or (lambda done, total: None))
     finally:
         model.train(was_training)
     lengths = torch.tensor([len(text) for text in tokenizer.tokens], dtype=torch.long)
     return SplitLoss(total / count, count, int(lengths[data[1:].cpu()].sum()))
 
 
-def _summed_loss(model: nn.Module, data: torch.Tensor, block_size: int) -> tuple[float, int]:
+def _summed_loss(model: nn.Module, data: torch.Tensor, block_size: int,
+                 progress: Callable[[int, int], None]) -> tuple[float, int]:
     """The summed cross-entropy and the number of targets; a non-finite sum stops at once."""
     device = next(model.parameters()).device
     inputs, targets = data[:-1], data[1:]
@@ -80,6 +86,7 @@ def _summed_loss(model: nn.Module, data: torch.Tensor, block_size: int) -> tuple
             losses = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum")
             total += losses.item()
             count += y.numel()
+            progress(count, len(targets))
             if not math.isfinite(total):
                 raise NonFiniteLoss(f"the loss is {total} by position {count:,}: the weights give non-finite "
                                     "logits (a diverged run); retrain it with a lower --lr")

@@ -49,6 +49,15 @@ class Stepped:
 
 
 @dataclass(frozen=True)
+class Evaluating:
+    """An evaluation at ``step`` is under way: ``done`` of its ``total`` batches (train and val together) are scored."""
+
+    step: int
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
 class Evaluated:
     step: int
     train: float  # the lecture's estimates: mean loss per token, in nats
@@ -100,4 +109,4 @@ class Finished:
     budget_ended: bool = False  # the time budget, not max_iters, ended the run
 
 
-Event = Union[Started, Stepped, Evaluated, Saved, Interrupted, Finished, Rethreaded]
+Event = Union[Started, Stepped, Evaluating, Evaluated, Saved, Interrupted, Finished, Rethreaded]

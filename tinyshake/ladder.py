@@ -12,12 +12,14 @@ improves down the ladder. This module yields events; front ends render them.
 
 from __future__ import annotations
 
+import contextlib
+import json
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import torch.nn as nn
 
-from tinyshake import checkpoint, record, sampling, stages
+from tinyshake import atomic, checkpoint, record, sampling, stages
 from tinyshake import train as core
 from tinyshake.corpus import DEFAULT_CORPUS, Corpus
 from tinyshake.errors import UsageError
@@ -31,6 +33,7 @@ SAMPLE_CHARS = 200  # sampled to find the sample's first line
 SAMPLE_SEED = 1337  # the same model always shows the same line, reused or just trained
 # Settings that say how a run goes, not what it computes: a stored stage may differ in these and still count.
 HOW_IT_RUNS = ("run", "device", "compile")
+MEASURED = "ladder.json"  # in a stage's run folder: its full val and sample line, for the checkpoint they measured
 
 
 @dataclass(frozen=True)
@@ -177,8 +180,48 @@ def _result(stage: StagePlan, corpus: Corpus, model: nn.Module, seconds: float, 
     preset, stored = stages.get(stage.stage), record.read_record(stage.run)
     full = split_loss(model, corpus.val.to(next(model.parameters()).device), stage.plan.config.block_size,
                       corpus.tokenizer)
+    sample = first_line(model, corpus)
+    _remember(stored, full.loss, full.bits_per_char, sample)
     return StageResult(stage.stage, stage.run, preset.adds, stored.parameters or 0, stored.last_val, full.loss,
-                       full.bits_per_char, preset.published_val, seconds, first_line(model, corpus), reused)
+                       full.bits_per_char, preset.published_val, seconds, sample, reused)
+
+
+def _measured(stored: record.RunRecord) -> Optional[tuple[float, float, str]]:
+    """The full val (per token and in bits per character) and the sample line measured when this very checkpoint
+    was last toured, if they were."""
+    try:
+        body = json.loads((record.run_dir(stored.name) / MEASURED).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(body, dict) or body.get("record") != stored.digest:  # trained since, or not ours
+        return None
+    full, bits, sample = body.get("full_val"), body.get("full_bpc"), body.get("sample")
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (full, bits))
+    return (float(full), float(bits), sample) if numbers and isinstance(sample, str) else None
+
+
+def _remember(stored: record.RunRecord, full: float, bits: float, sample: str) -> None:
+    """Keep a stage's measurements beside its checkpoint, so that a later tour reuses it without measuring again.
+
+    They are tied to the record's digest: any later save makes them stale. A run
+    folder that cannot be written to only costs the next tour a measurement.
+    """
+    body = json.dumps({"record": stored.digest, "full_val": full, "full_bpc": bits, "sample": sample}).encode()
+    with contextlib.suppress(OSError):
+        atomic.write_bytes(record.run_dir(stored.name) / MEASURED, body)
+
+
+def _reused(stage: StagePlan, corpus: Corpus) -> StageResult:
+    """A finished stage: its remembered measurements, or its last weights measured now, in its own tokens (and
+    remembered)."""
+    stored = record.read_record(stage.run)
+    measured = _measured(stored)
+    if measured is None:
+        loaded = checkpoint.load(stage.run, stage.plan.device.device, weights="last")  # as it ended
+        return _result(stage, core.tokenized(stage.plan, corpus), loaded.model, loaded.record.wall_time, reused=True)
+    preset = stages.get(stage.stage)
+    return StageResult(stage.stage, stage.run, preset.adds, stored.parameters or 0, stored.last_val, measured[0],
+                       measured[1], preset.published_val, stored.wall_time, measured[2], reused=True)
 
 
 def tour(plans: Sequence[StagePlan], corpus: Corpus,
@@ -195,11 +238,10 @@ def tour(plans: Sequence[StagePlan], corpus: Corpus,
                                    stage.plan.start_step if stage.plan.resume is not None else None)
             return
         yield StageStarted(index, len(plans), stage.stage, stage.run, stage.action, stage.plan.config)
-        tokenized = core.tokenized(stage.plan, corpus)  # a BPE stage reads the text in its own tokens
         if stage.action == "reuse":
-            loaded = checkpoint.load(stage.run, stage.plan.device.device, weights="last")  # as it ended
-            yield _result(stage, tokenized, loaded.model, loaded.record.wall_time, reused=True)
+            yield _reused(stage, corpus)
             continue
+        tokenized = core.tokenized(stage.plan, corpus)  # a BPE stage reads the text in its own tokens
         finished = None
         for event in core.train(stage.plan, tokenized, should_stop=should_stop):
             yield StageProgress(stage.stage, event)

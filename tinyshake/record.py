@@ -477,7 +477,8 @@ def clean(folder: Path, keep: Iterable[str]) -> None:
     """
     keep = set(keep) | {CONFIG}
     for path in folder.iterdir():
-        stale = path.name.endswith(".part") or path.suffix in (".safetensors", ".pt", ".json")  # .json: tokenizers
+        stale = (path.name.endswith(".part") or path.suffix in (".safetensors", ".pt")
+                 or (path.name.startswith("tokenizer-") and path.suffix == ".json"))
         if stale and path.name not in keep and path.is_file():
             with contextlib.suppress(OSError):  # a reader may hold it open (Windows); the next save retries
                 path.unlink()

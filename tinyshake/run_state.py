@@ -30,6 +30,7 @@ from tinyshake.events import Evaluated, Interrupted, Saved
 from tinyshake.plan import EvalSteps, TrainConfig
 from tinyshake.record import Evaluation, RunRecord
 
+BUDGET_EVALUATIONS = 10  # a time budget's run evaluates at each tenth of it (besides step 0 and its end)
 NONFINITE_CHECK_EVERY = 32  # steps between loss checks on an accelerator (each check waits for the device)
 
 
@@ -51,6 +52,26 @@ class Clocks:
     budget: Optional[float]
     max_iters: int
     began: float = 0.0
+    marks: int = field(init=False)  # the tenths of the budget trained when an evaluation was last due
+
+    def __post_init__(self) -> None:
+        self.marks = self._tenths()
+
+    def _tenths(self) -> int:
+        """Whole tenths of the budget trained so far (0 without a budget), short of its end."""
+        if not self.budget:
+            return 0
+        return min(int(self.trained / self.budget * BUDGET_EVALUATIONS), BUDGET_EVALUATIONS - 1)
+
+    def budget_mark(self) -> bool:
+        """Under a budget, training time has passed another tenth of it: an evaluation is due, once per tenth.
+
+        A budget's run rarely reaches its stage's evaluation steps, so these spread
+        its evaluations over the budget, and its loss chart is a curve, not a line.
+        """
+        tenths = self._tenths()
+        due, self.marks = tenths > self.marks, max(tenths, self.marks)
+        return due
 
     def start(self) -> None:
         """Start this session's wall clock (once the front end has shown :class:`~tinyshake.events.Started`)."""

@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from typing import Any, Callable, Iterator, Optional, Union
+from typing import Any, Callable, Generator, Iterator, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -36,7 +36,7 @@ from tinyshake import checkpoint, distributed, kernels, optim, runlock, speed, t
 from tinyshake.corpus import Corpus
 from tinyshake.errors import UsageError
 from tinyshake.events import (  # noqa: F401 - re-exported: front ends import the events from here
-    Evaluated, Event, Finished, Interrupted, Rethreaded, Saved, Started, Stepped,
+    Evaluated, Evaluating, Event, Finished, Interrupted, Rethreaded, Saved, Started, Stepped,
 )
 from tinyshake.model import ModelConfig, count_parameters
 from tinyshake.plan import (  # noqa: F401 - the settings a run executes, re-exported for scripts and tests
@@ -81,8 +81,18 @@ class EvaluationStopped(Exception):
     """``estimate_loss`` was asked to stop between two chunks; its partial result is thrown away."""
 
 
+def estimate_loss(*args: Any, **kwargs: Any) -> dict[str, float]:
+    """The lecture's estimate without its progress: :func:`estimating`'s arguments, its result."""
+    chunks = estimating(*args, **kwargs)
+    try:
+        while True:
+            next(chunks)
+    except StopIteration as end:
+        return end.value
+
+
 @torch.inference_mode()
-def estimate_loss(
+def estimating(
     model: nn.Module,
     splits: dict[str, torch.Tensor],
     batch_size: int,
@@ -90,7 +100,7 @@ def estimate_loss(
     eval_iters: int,
     dtype: str = "float32",
     should_stop: Optional[Callable[[], bool]] = None,
-) -> dict[str, float]:
+) -> Generator[tuple[int, int], None, dict[str, float]]:
     """The lecture's estimate: the mean of ``eval_iters`` random-batch losses per split, in eval mode.
 
     The indices are drawn batch by batch in the lecture's order, a chunk of
@@ -100,13 +110,16 @@ def estimate_loss(
     of ``eval_iters`` values (4 bytes a batch, allocated up front, so a size
     that cannot fit fails at once) whose mean is the estimate. ``should_stop``
     is asked before each chunk, so a long evaluation stops within one chunk
-    (:class:`EvaluationStopped`).
+    (:class:`EvaluationStopped`). After each chunk it yields the batches done and
+    their total over all splits, so a front end can show an evaluation's progress;
+    the estimate is its return value.
     """
     was_training = model.training
     model.eval()
     out = {}
     per_chunk = max(1, EVAL_CHUNK_TOKENS // (batch_size * block_size))
     device = next(model.parameters()).device
+    done, total = 0, eval_iters * len(splits)
     try:
         for split, data in splits.items():
             losses = torch.empty(eval_iters, dtype=torch.float32, device=device)
@@ -120,6 +133,8 @@ def estimate_loss(
                     logits, _ = model(x)
                 token_losses = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none")
                 losses[first: first + count] = token_losses.view(-1, batch_size * block_size).mean(dim=1)
+                done += count
+                yield done, total
             out[split] = losses.cpu().mean().item()
     finally:
         model.train(was_training)
@@ -169,7 +184,7 @@ def _loop(run: Run) -> Iterator[Event]:
     try:
         while step < config.max_iters:
             # every once in a while evaluate the loss on train and val sets
-            if run.history.due(step):
+            if run.clocks.budget_mark() | run.history.due(step):  # both asked: a tenth is used once
                 yield from _evaluate(run, step)
             began = time.perf_counter()
             run.schedule(step)
@@ -217,8 +232,9 @@ def _evaluate(run: Run, step: int, final: bool = False) -> Iterator[Event]:
     rng = torch.random.fork_rng(devices=[]) if final else contextlib.nullcontext()
     with rng, _memory_for(f"an evaluation of {config.eval_iters:,} batches at batch_size {config.batch_size} × "
                           f"block_size {config.block_size}", "--eval-iters, --batch-size or --block-size"):
-        losses = estimate_loss(run.forward, run.splits, config.batch_size, config.block_size, config.eval_iters,
-                               run.dtype, should_stop=run.stop_requested)
+        chunks = estimating(run.forward, run.splits, config.batch_size, config.block_size, config.eval_iters,
+                            run.dtype, should_stop=run.stop_requested)
+        losses = yield from _evaluating(step, chunks)
     losses = {split: distributed.mean(loss) for split, loss in losses.items()}  # over every rank's batches
     if not all(math.isfinite(value) for value in losses.values()):
         raise run.checkpoints.diverged(step, "the evaluated loss")
@@ -230,6 +246,17 @@ def _evaluate(run: Run, step: int, final: bool = False) -> Iterator[Event]:
     row, improved = run.history.add(event)
     yield event
     yield run.checkpoints.save(step, run.history, run.clocks, final=row if final else None, best=improved)
+
+
+def _evaluating(step: int, chunks: Generator[tuple[int, int], None, dict[str, float]]
+                ) -> Generator[Evaluating, None, dict[str, float]]:
+    """An estimate's progress as events, so that a front end shows it; returns the estimate."""
+    while True:
+        try:
+            done, total = next(chunks)
+        except StopIteration as end:
+            return end.value
+        yield Evaluating(step, done, total)
 
 
 def _finish(run: Run, step: int) -> Iterator[Event]:

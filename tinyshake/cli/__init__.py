@@ -45,9 +45,9 @@ app = typer.Typer(
     name=PROG,
     help="Build a GPT from scratch on tiny Shakespeare: fetch the corpus, train the lecture's models, chat, and demos.",
     no_args_is_help=True,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,  # click's help: hanging indents, and flags without a metavar, at any width
     pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120},
 )
 
 

@@ -15,7 +15,10 @@ from typing import TYPE_CHECKING, Optional, Protocol
 import typer
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.padding import Padding
+from rich.progress import (
+    BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -41,6 +44,7 @@ class View(Protocol):
     def __exit__(self, *exc: object) -> None: ...
     def started(self, event: core.Started) -> None: ...
     def stepped(self, event: core.Stepped) -> None: ...
+    def evaluating(self, event: core.Evaluating) -> None: ...
     def evaluated(self, event: core.Evaluated) -> None: ...
     def saved(self, event: core.Saved) -> None: ...
     def stopping(self, why: str) -> None: ...
@@ -95,6 +99,9 @@ class PlainView:
     def stepped(self, event: core.Stepped) -> None:
         return None
 
+    def evaluating(self, event: core.Evaluating) -> None:
+        return None
+
     def evaluated(self, event: core.Evaluated) -> None:
         if self.quiet:
             return
@@ -126,6 +133,20 @@ class SilentView(PlainView):
         return None
 
 
+WIDE_BAR = 120  # terminal columns from which the bar also shows tokens/s and the time elapsed
+
+
+def progress_columns(config: core.TrainConfig, width: int) -> list[ProgressColumn]:
+    """The bar's columns for a terminal ``width`` wide: all of them from 120 columns; at 80 a shorter bar and no
+    tokens/s or elapsed time, so that the step count and the loss are never cut off."""
+    counter = TextColumn("{task.completed:.0f}/{task.total:.0f} s") if config.time_budget else MofNCompleteColumn()
+    wide = width >= WIDE_BAR
+    return [TextColumn("[bold]{task.description}"), BarColumn(bar_width=30 if wide else 16), counter,
+            TextColumn("{task.fields[its]:>7.1f} it/s"),
+            *([TextColumn("{task.fields[tps]:>9,.0f} tok/s")] if wide else []),
+            TextColumn("loss {task.fields[loss]}"), *([TimeElapsedColumn()] if wide else []), TimeRemainingColumn()]
+
+
 class RichView:
     """TTY output: a loss table that grows above a progress bar with speed and the recent loss.
 
@@ -138,13 +159,8 @@ class RichView:
 
     def __init__(self, console: Console, config: core.TrainConfig) -> None:
         self.console, self.config = console, config
+        self.progress = Progress(*progress_columns(config, console.width), console=console)
         budget = config.time_budget
-        counter = TextColumn("{task.completed:.0f}/{task.total:.0f} s") if budget else MofNCompleteColumn()
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), counter,
-            TextColumn("{task.fields[its]:>7.1f} it/s"), TextColumn("{task.fields[tps]:>9,.0f} tok/s"),
-            TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console,
-        )
         self.task = self.progress.add_task(config.stage, total=budget or config.max_iters, its=0.0, tps=0.0, loss="-")
         self.rows: list[tuple[str, ...]] = []
         self.metrics: list[Evaluation] = []  # this session's evaluations, for the chart
@@ -195,7 +211,9 @@ class RichView:
             self.console.print(Text.assemble(("note: ", "yellow"), notice))
         self.world_size = event.world_size
         title, details = run_header(event.config, event.parameters)
-        self.console.print(Text.assemble(training_line(event, title), "\n  ", (details, "dim")))
+        self.console.print(Text(training_line(event, title)))
+        lines = "\n".join(line.strip() for line in details.splitlines())
+        self.console.print(Padding(Text(lines, style="dim"), (0, 0, 0, 2)))  # a wrapped line keeps the indent
         if not self.config.time_budget:
             self.progress.update(self.task, completed=event.start_step)
         self.mark = (event.start_step, time.perf_counter())
@@ -222,7 +240,12 @@ class RichView:
                              tps=its * self.config.batch_size * self.config.block_size * self.world_size)
         self.last_show = now
 
+    def evaluating(self, event: core.Evaluating) -> None:
+        """The bar says which evaluation runs and how far it is: it may take as long as many steps."""
+        self.progress.update(self.task, description=f"{self.config.stage} eval {event.done}/{event.total}")
+
     def evaluated(self, event: core.Evaluated) -> None:
+        self.progress.update(self.task, description=self.config.stage)
         delta = "" if self.last_val is None else f"{event.val - self.last_val:+.4f}"
         step = f"final {event.step}" if event.final else str(event.step)
         self.rows.append((step, f"{event.train:.4f}", f"{event.val:.4f}", delta, f"{event.val_bpc:.4f}",

@@ -15,9 +15,9 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from tinyshake import stages
+from tinyshake.cli._fit import Col, fitted_table
 from tinyshake.cli._output import handle_errors, make_console
 
 SLOW_ON_CPU = {"gpt"}
@@ -27,6 +27,8 @@ COLUMNS = (
     ("eval s", "eval_s", "{:.2f}"), ("sample c/s (cache)", "sample_chars_per_s_cache", "{:,.0f}"),
     ("sample c/s (full)", "sample_chars_per_s_full", "{:,.0f}"), ("peak MiB", "peak_memory_mib", "{:,.0f}"),
 )
+# what a narrow terminal leaves out, the highest first (--json and a pipe keep every column)
+SPARE = {"sample c/s (full)": 6, "GFLOP/s": 5, "peak MiB": 4, "plain ms/iter": 3, "params": 2, "% peak": 1}
 
 
 @handle_errors
@@ -90,14 +92,11 @@ def bench_cmd(
                           "threads_reason": choice.reason, "routes": asdict(routes) if routes else None,
                           "matmul_peak_gflops": peak, "stages": [r.to_dict() for r in results]}, indent=2))
         return
-    table = Table(title=f"tinyshake bench on {device} (torch {torch.__version__}, {choice.describe()}; "
-                        f"{peak_dtype} matmul peak {peak:.0f} GFLOP/s)", title_justify="left")
-    for header, _, _ in COLUMNS:
-        table.add_column(header, justify="right")
-    for result in results:
-        row = result.to_dict()
-        table.add_row(*(fmt.format(row[key]) for _, key, fmt in COLUMNS))
-    console.print(table)
+    cols = [Col(header, "left" if key == "stage" else "right", spare=SPARE.get(header, 0)) for header, key, _ in COLUMNS]
+    rows = [[fmt.format(row[key]) for _, key, fmt in COLUMNS] for row in (result.to_dict() for result in results)]
+    console.print(fitted_table(console, cols, rows, title_justify="left",
+                               title=f"tinyshake bench on {device} (torch {torch.__version__}, {choice.describe()}; "
+                                     f"{peak_dtype} matmul peak {peak:.0f} GFLOP/s)"))
     if routes is not None:
         console.print(f"{routes.describe_linear()}\n{routes.describe_attention()}", markup=False)
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Callable, Optional, Sequence, TextI
 
 import typer
 from rich.console import Console
+from rich.table import Table
 from rich.text import Text
 
 from tinyshake import record, tokens
@@ -32,18 +33,29 @@ if TYPE_CHECKING:
     from tinyshake.checkpoint import LoadedRun
 
 PROMPT = ">>> "
-HELP = """\
-/set NAME VALUE  change a setting live: {names}
-                 (top_k, top_p and seed take 'off'; stop takes \\n for a newline, 'off' for none;
-                 probs on colours each character by how sure the model was)
-/show            the run and the current settings
-/probs           the likeliest next tokens (characters) now, with their probabilities
-/reset           forget the conversation so far
-/help            this list
-/bye             leave (Ctrl-D works too)
+COMMANDS = (
+    ("/set NAME VALUE", "change a setting live: {names} (top_k, top_p and seed take 'off'; stop takes \\n for a "
+                        "newline, 'off' for none; probs on colours each token by how sure the model was)"),
+    ("/show", "the run and the current settings"),
+    ("/probs", "the likeliest next tokens (characters) now, with their probabilities"),
+    ("/reset", "forget the conversation so far"),
+    ("/help", "this list"),
+    ("/bye", "leave (Ctrl-D works too)"),
+)
+HELP_END = """\
 Your line, with its newline, joins the text so far and the model continues it
 (the last {block} characters are what it sees). An empty line lets it go on.
 Ctrl-C stops a reply and keeps the session."""
+
+
+def help_table() -> Table:
+    """``/help``'s commands in two columns, so that a wrapped description keeps its indent."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column(no_wrap=True)
+    table.add_column()
+    for command, what in COMMANDS:
+        table.add_row(command, Text(what.format(names=", ".join(SETTINGS))))
+    return table
 
 
 # --------------------------------------------------------------------------- input
@@ -223,7 +235,8 @@ def run_command(session: Session, line: str, console: Console) -> bool:
     if command in ("/bye", "/exit", "/quit"):
         return False
     if command == "/help":
-        console.print(Text(HELP.format(names=", ".join(SETTINGS), block=session.block_size)))
+        console.print(help_table())
+        console.print(Text(HELP_END.format(block=session.block_size)))
     elif command == "/show":
         rows = [("run", session.loaded.name), ("weights", session.loaded.weights), ("device", str(session.device)),
                 ("context", f"{len(session.history)} of {session.block_size} "

@@ -17,7 +17,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from tinyshake.cli import _render
+from tinyshake.cli import _render, _torch
 from tinyshake.cli._output import handle_errors, make_console, use_rich
 
 if TYPE_CHECKING:
@@ -28,14 +28,32 @@ if TYPE_CHECKING:
 PROMPT, MORE = ">>> ", "... "
 
 
-def code_lines(code: str) -> Iterator[Text]:
+def code_lines(code: str) -> Iterator[tuple[str, Text]]:
     """Code as a REPL transcript: ``>>>`` before a statement, ``...`` inside an indented block."""
     syntax = Syntax("", "python", theme="ansi_dark")
     for line in code.splitlines():
         prompt = MORE if line.startswith((" ", "\t")) else PROMPT
         highlighted = syntax.highlight(line)
         highlighted.rstrip()
-        yield Text.assemble((prompt, "dim"), highlighted)
+        highlighted.no_wrap, highlighted.overflow = False, "fold"  # wrapped, never cut off with an ellipsis
+        yield prompt, highlighted
+
+
+def code_block(code: str, fancy: bool) -> Iterator[RenderableType]:
+    """Code set apart from what it prints: on a terminal, a line that wraps goes on under the code, not under
+    the prompt, so it cannot be read as output; piped, one transcript line per line of code."""
+    lines = list(code_lines(code))
+    if not lines:
+        return
+    if not fancy:
+        yield from (Text.assemble(prompt, line) for prompt, line in lines)
+        return
+    table = Table.grid()
+    table.add_column(style="dim", no_wrap=True)
+    table.add_column()
+    for prompt, line in lines:
+        table.add_row(prompt, line)
+    yield table
 
 
 def value_text(value: demos.Value) -> Text:
@@ -90,8 +108,8 @@ def step_parts(step: demos.Step, fancy: bool) -> Iterator[RenderableType]:
     """The code that ran, the expression, its value and, when asked for, its picture."""
     if step.code:
         yield Text("")
-    yield from code_lines(step.code)
-    yield from code_lines(step.label)
+    yield from code_block(step.code, fancy)
+    yield from code_block(step.label, fancy)
     yield value_text(step.value)
     draw = PICTURES.get(step.view)
     if draw is not None:
@@ -152,6 +170,7 @@ def demo(
     ] = False,
 ) -> None:
     """Replay the lecture's steps from characters to self-attention, and the sequel's BPE, each computed live; no NAME lists them."""
+    _torch.load()  # the demos compute with torch: seconds, said on a terminal
     from tinyshake import demos
 
     console = make_console()

@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from typing import Annotated, Optional
+from typing import Annotated, Callable, Iterator, Optional
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from tinyshake import record
 from tinyshake.cli import _torch
 from tinyshake.cli._options import Weights, WeightsOpt
-from tinyshake.cli._output import handle_errors, make_console
+from tinyshake.cli._output import handle_errors, make_console, use_rich
 from tinyshake.errors import UsageError
 
 SPLITS = ("train", "val")
+
+
+@contextlib.contextmanager
+def scoring_bar(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A transient bar on stderr on a terminal (positions scored of the split's), and nothing in a pipe."""
+    if not use_rich(sys.stderr):
+        yield lambda done, total: None
+        return
+    with Progress(TextColumn(label), BarColumn(bar_width=20), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=make_console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 @handle_errors
@@ -44,7 +58,8 @@ def eval_run(
         print(f"Note: {notice}", file=sys.stderr, flush=True)
     if loaded.tokenizer.kind != data.tokenizer.kind:  # a BPE run reads the text in its own tokens
         data = data.with_tokenizer(loaded.tokenizer)
-    result = split_loss(loaded.model, getattr(data, split), loaded.config.block_size, data.tokenizer)
+    with scoring_bar(f"scoring {name} on the {split} split") as progress:
+        result = split_loss(loaded.model, getattr(data, split), loaded.config.block_size, data.tokenizer, progress)
     covered = f" ({result.characters:,} characters)" if result.characters != result.positions else ""
     make_console().print(
         f"{name} ({loaded.weights} weights, step {loaded.step}): full {split} loss {result.loss:.4f} "

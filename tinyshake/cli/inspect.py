@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 app = typer.Typer(
     help="Look inside a trained run: its tokens, attention on your prompt, the next-token distribution, the embeddings.",
     no_args_is_help=True,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,  # click's help: hanging indents, and flags without a metavar, at any width
 )
 
 MEAN = "mean"

@@ -125,6 +125,8 @@ class LiveTour:
             return
         if isinstance(event, training.Stepped):
             self.progress.update(self.task, completed=event.step)
+        elif isinstance(event, training.Evaluating):
+            self.progress.update(self.task, val=f"evaluating step {event.step}: {event.done}/{event.total} batches")
         elif isinstance(event, training.Evaluated):
             self.progress.update(self.task, val=f"train {event.train:.4f}, val {event.val:.4f}")
         elif isinstance(event, training.Started):

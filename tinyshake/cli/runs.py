@@ -6,17 +6,21 @@ without loading torch.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
 from tinyshake import paths, record
+from tinyshake.cli._fit import Col, fitted_table
 from tinyshake.cli._output import handle_errors, make_console
 
 app = typer.Typer(help="List trained runs, or delete one.", no_args_is_help=False)
-COLUMNS = ("name", "stage", "parameters", "steps", "best val", "bits/char", "date", "status")
+# a narrow terminal leaves out the date first, then the parameters; names, steps and vals stay whole
+COLUMNS = (Col("name", "left"), Col("stage", "left"), Col("parameters", spare=2), Col("steps"),
+           Col("best val", wrap=True), Col("bits/char"), Col("date", "left", wrap=True, spare=3),
+           Col("status", "left", wrap=True))
 
 
 def _status(run: record.RunStatus) -> str:
@@ -38,12 +42,26 @@ def _row(run: record.RunStatus) -> tuple[str, ...]:
         run.name,
         stored.stage,
         f"{stored.parameters:,}" if stored.parameters is not None else "-",
-        f"{stored.step}/{_or_unknown(stored.max_iters)}",
+        _steps(stored),
         (f"{best:.4f}" + (f" @{at}" if at is not None else "")) if best is not None else "-",
         f"{stored.bits_per_char(best):.4f}" if best is not None else "-",
         stored.updated[:16].replace("T", " "),
         _status(run),
     )
+
+
+def budget_ended(run: record.RunRecord) -> Optional[float]:
+    """The time budget that ended ``run`` (it trained all of it before its last step), or None."""
+    budget = run.hyper.get("time_budget")
+    if not isinstance(budget, (int, float)) or isinstance(budget, bool) or run.train_seconds < budget:
+        return None
+    return float(budget) if run.max_iters is None or run.step < run.max_iters else None
+
+
+def _steps(run: record.RunRecord) -> str:
+    """Steps done of the planned ones, or, for a run its time budget ended, the steps it reached in it."""
+    budget = budget_ended(run)
+    return f"{run.step} in {budget:g} s" if budget is not None else f"{run.step}/{_or_unknown(run.max_iters)}"
 
 
 def _or_unknown(value: object) -> str:
@@ -68,10 +86,8 @@ def runs(ctx: typer.Context) -> None:
         console.print(f"No runs in {paths.runs_root()} yet; train one with `tinyshake train --model mini`.",
                       markup=False)
         return
-    table = Table(*COLUMNS)
-    for run in found:
-        table.add_row(*map(Text, _row(run)))  # a record's fields are data, never Rich markup
-    console.print(table)
+    rows = [tuple(map(Text, _row(run))) for run in found]  # a record's fields are data, never Rich markup
+    console.print(fitted_table(console, COLUMNS, rows))
 
 
 @app.command("rm")
@@ -84,14 +100,15 @@ def rm(name: Annotated[str, typer.Argument(help="Run to delete.")]) -> None:
 
 def _settings(run: record.RunRecord) -> list[tuple[str, str]]:
     """What a run is: its stage, size, progress, best, corpus, model shape and training settings."""
-    best, at = run.best_val, run.best_step
+    best, at, budget = run.best_val, run.best_step, budget_ended(run)
     model = {k: v for k, v in run.model.items() if k != "vocab_size"}
     if model.get("arch") == "bigram":  # a lookup table: the GPT's shape fields are defaults it never uses
         model = {k: model[k] for k in ("arch", "block_size") if k in model}
     per_token = f", {run.chars_per_token[1]:.2f} characters a token in val" if run.tokenizer != "char" else ""
     return [
         ("stage", run.stage), ("parameters", f"{run.parameters or 0:,}"),
-        ("steps", f"{run.step}/{_or_unknown(run.max_iters)}"),
+        ("steps", _steps(run) if budget is None else
+         f"{run.step}: complete, ended by its time budget ({budget:g} s of training)"),
         ("best val", f"{best:.4f} at step {at} ({run.bits_per_char(best):.4f} bits/char)"
          if best is not None and at is not None else "-"),
         ("tokenizer", f"{run.tokenizer}{per_token}"),

@@ -6,9 +6,14 @@ by arithmetic, and the user's runs from their records.
 
 from __future__ import annotations
 
+from typing import Annotated, Optional
+
+import typer
 from rich.table import Table
+from rich.text import Text
 
 from tinyshake import record, stages
+from tinyshake.cli._fit import Col, fitted_table
 from tinyshake.cli._output import handle_errors, make_console
 from tinyshake.cli._stage_text import published, settings
 
@@ -27,19 +32,52 @@ def best_runs(runs: list[record.RunRecord]) -> dict[str, tuple[float, float, str
     return best
 
 
+SETTINGS = ("batch", "block", "width", "heads", "layers", "dropout", "lr", "steps")
+# on a narrow terminal the settings go first (the last first), then the run's name; `stages STAGE` shows them all
+COLUMNS = (Col("stage", "left"), Col("what it adds", "left", wrap=True, room=24), Col("params"),
+           *(Col(name, spare=2 + i) for i, name in enumerate(SETTINGS)),
+           Col("lecture val", wrap=True), Col("your best val"), Col("bits/char"), Col("run", "left", spare=1))
+
+
 @handle_errors
-def stages_cmd() -> None:
+def stages_cmd(
+    stage: Annotated[Optional[str], typer.Argument(
+        metavar="STAGE", help="Show one stage in full: its settings, the lecture's val and your best.",
+        show_default=False)] = None,
+) -> None:
     """The lecture's model ladder: what each stage adds, its size and settings, the lecture's val and yours."""
     trained = best_runs(record.readable())
-    table = Table(title="The lecture's ladder (train one with `tinyshake train --model STAGE`, "
-                        "all in order with `tinyshake ladder`)", title_justify="left")
-    for column in ("stage", "what it adds", "params", "batch", "block", "width", "heads", "layers", "dropout",
-                   "lr", "steps", "lecture val", "your best val", "bits/char", "run"):
-        table.add_column(column, justify="left" if column in ("stage", "what it adds", "run") else "right",
-                         overflow="fold")
-    for stage in stages.STAGES.values():
-        bits, val, run = trained.get(stage.name, (None, None, "-"))
-        table.add_row(stage.name, stage.adds, f"{stages.parameter_count(stage):,}", *settings(stage).values(),
-                      published(stage), f"{val:.4f}" if val is not None else "-",
-                      f"{bits:.4f}" if bits is not None else "-", run)
+    if stage is not None:
+        _detail(stages.get(stage), trained)
+        return
+    console = make_console()
+    rows = []
+    for each in stages.STAGES.values():
+        bits, val, run = trained.get(each.name, (None, None, "-"))
+        rows.append((each.name, each.adds, f"{stages.parameter_count(each):,}", *settings(each).values(),
+                     published(each), f"{val:.4f}" if val is not None else "-",
+                     f"{bits:.4f}" if bits is not None else "-", run))
+    table = fitted_table(console, COLUMNS, rows,
+                         title="The lecture's ladder (train one with `tinyshake train --model STAGE`, "
+                               "all in order with `tinyshake ladder`)", title_justify="left")
+    if len(table.columns) < len(COLUMNS):
+        table.caption, table.caption_justify = "A stage's settings: tinyshake stages STAGE", "left"
+    console.print(table)
+
+
+def _detail(stage: stages.Stage, trained: dict[str, tuple[float, float, str]]) -> None:
+    """One stage as a list of facts, each on its own line: nothing in it has to be dropped to fit."""
+    bits, val, run = trained.get(stage.name, (None, None, None))
+    rows = [("stage", stage.name), ("what it adds", stage.adds),
+            ("parameters", f"{stages.parameter_count(stage):,}"),
+            *((key, value) for key, value in settings(stage).items() if value != "-"),
+            ("evaluates", f"every {stage.eval_interval} steps"),
+            ("lecture val", published(stage)),
+            ("your best val", f"{val:.4f}, {bits:.4f} bits/char (run {run})" if val is not None else "-"),
+            ("train it", f"tinyshake train --model {stage.name}")]
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, Text(value))
     make_console().print(table)

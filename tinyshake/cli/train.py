@@ -74,6 +74,8 @@ def run_training(plan: Plan, data: corpus.Corpus, view: views.View, console: Con
                     view.started(event)
                 elif isinstance(event, core.Stepped):
                     view.stepped(event)
+                elif isinstance(event, core.Evaluating):
+                    view.evaluating(event)
                 elif isinstance(event, core.Evaluated):
                     view.evaluated(event)
                     metrics.write(event)
