@@ -11,13 +11,14 @@ from rich.table import Table
 from rich.text import Text
 
 from tinyshake import record
-from tinyshake.atomic import write_bytes
+from tinyshake.atomic import output_target, write_output
 from tinyshake.cli._output import columns_env, handle_errors, make_console
 from tinyshake.cli._render import chart_svg, line_chart, metric_series, plain_charts, run_metrics
 from tinyshake.errors import UsageError
 
 SPLITS = ("train", "val", "both")
 SVG_WIDTH = 100
+SVG_WHAT = "the chart"
 
 
 def select_runs(patterns: list[str], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -75,8 +76,8 @@ def plot(
     """Draw the loss curves of one or more runs against step, in one chart with a legend."""
     if split not in SPLITS:
         raise UsageError(f"unknown split {split!r}; choose val, train or both")
-    if svg is not None and (svg.is_dir() or not svg.parent.is_dir()):
-        raise UsageError(f"cannot write {svg}: its folder does not exist or it is a folder")
+    if svg is not None:
+        output_target(svg, SVG_WHAT)  # refused before anything is drawn
     records = select_runs(runs or [], record.list_runs())
     splits = ("train", "val") if split == "both" else (split,)
     series = [metric_series(run_metrics(r), s, _label(r["name"], s, len(records), split))
@@ -88,6 +89,6 @@ def plot(
     console.print()
     console.print(_table(records, plain))
     if svg is not None:
-        write_bytes(svg, chart_svg(line_chart(series, SVG_WIDTH, height, plain=False, title=title),
-                                   title=f"tinyshake plot: {title}", width=SVG_WIDTH).encode())
+        write_output(svg, chart_svg(line_chart(series, SVG_WIDTH, height, plain=False, title=title),
+                                    title=f"tinyshake plot: {title}", width=SVG_WIDTH).encode(), SVG_WHAT)
         console.print(f"Saved the chart to {svg}", markup=False)
