@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.style import Style
 from rich.text import Text
 
-from tinyshake.cli._output import no_color, use_rich
+from tinyshake.cli._output import no_color, use_rich, utf_output
 
 # =========================================================================== heatmaps, bars and scatters
 # (inspect and demo: attention weights, next-character probabilities, embeddings)
@@ -138,11 +138,12 @@ class Series:
 
 
 def plain_charts() -> bool:
-    """Charts in marker characters, not coloured braille: piped, ``TERM=dumb``, or ``NO_COLOR``.
+    """Charts in marker characters, not coloured braille: piped, ``TERM=dumb``, ``NO_COLOR``, or an output
+    encoding without braille (``PYTHONIOENCODING=ascii``).
 
     Braille curves are told apart by colour alone, so without colour they would be one tangle.
     """
-    return not use_rich() or no_color()
+    return not use_rich() or no_color() or not utf_output()
 
 
 def run_metrics(run: dict[str, Any]) -> list[dict[str, Any]]:

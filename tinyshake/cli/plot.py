@@ -19,6 +19,7 @@ from tinyshake.errors import UsageError
 SPLITS = ("train", "val", "both")
 SVG_WIDTH = 100
 SVG_WHAT = "the chart"
+MAX_HEIGHT = 1000  # more rows than any screen; a million took minutes and gigabytes to draw
 
 
 def select_runs(patterns: list[str], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -70,7 +71,7 @@ def plot(
         metavar="RUN",
         help="Runs to draw, by name or pattern (`'ladder-*'`); default: the most recent run.")] = None,
     split: Annotated[str, typer.Option(help="Which curves: val, train or both.")] = "val",
-    height: Annotated[int, typer.Option(help="Rows of the plot area.", min=3)] = 16,
+    height: Annotated[int, typer.Option(help="Rows of the plot area.", min=3, max=MAX_HEIGHT)] = 16,
     svg: Annotated[Optional[Path], typer.Option(help="Also save the chart, in colour, as an SVG image.")] = None,
 ) -> None:
     """Draw the loss curves of one or more runs against step, in one chart with a legend."""
