@@ -43,9 +43,10 @@ class StopFlag:
     signals are ignored: all that is left is printing how to resume.
     ``on_stop`` is told the signal's name at the first one, from the handler.
 
-    While ``at_once`` is set (the model is being built, the first step has not
-    ended), there is no step worth finishing and a big one could take minutes:
-    the first signal stops at once too (KeyboardInterrupt), saving nothing.
+    While ``at_once`` is set (the model is being built, or a first step runs
+    that no evaluation came before), there is nothing worth finishing and
+    saving, and a big build or step could take minutes: the first signal stops
+    at once too (KeyboardInterrupt), saving nothing.
     """
 
     def __init__(self, on_stop: Callable[[str], None]) -> None:

@@ -51,32 +51,28 @@ def run_training(plan: Plan, data: corpus.Corpus, view: views.View, console: Con
     """Drive the core loop and render its events; return the Finished event, the parameter count and the flag.
 
     A stop signal once saves a checkpoint at the end of the step and exits with
-    the shell's code for it; twice aborts at once, as does one before the
-    first step has ended (see :class:`StopFlag`).
+    the shell's code for it; twice aborts at once, as does one during the
+    build, or during a first step that no evaluation came before (see :class:`StopFlag`).
     """
     from tinyshake import train as core
 
     flag = StopFlag(view.stopping)
-    params, main, stepped = 0, True, False
+    params, main = 0, True
     try:
         with handling(flag), view:
             for event in core.train(plan, data, should_stop=lambda: flag.requested):
-                if isinstance(event, core.Started):  # built: an evaluation first stops between its chunks
+                if isinstance(event, core.Started):  # built: an evaluation that comes first stops and saves
                     params, main = event.parameters, event.rank == 0
                     flag.at_once = event.start_step not in event.config.eval_steps()
                     view.started(event)
                 elif isinstance(event, core.Stepped):
-                    stepped, flag.at_once = True, False
+                    flag.at_once = False
                     view.stepped(event)
                 elif isinstance(event, core.Evaluated):
-                    flag.at_once = False  # its checkpoint is saved next, and a save is never cut short
                     view.evaluated(event)
                     metrics.write(event)
                 elif isinstance(event, core.Saved):
                     view.saved(event)
-                    flag.at_once = not stepped
-                    if flag.at_once and flag.requested:  # stopped during step 0's save: the step is yet to come
-                        raise KeyboardInterrupt
                 elif isinstance(event, core.Rethreaded) and main:
                     view.note(views.rethreaded_line(event))
                 elif isinstance(event, core.Interrupted):
