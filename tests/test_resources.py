@@ -70,3 +70,13 @@ def test_a_stop_signal_during_the_build_ends_at_once_and_saves_nothing(cached, h
     assert done.returncode == code and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert "Aborted" in done.stderr and "stopping after this step" not in done.stderr
     assert not (home / "runs" / "deep").exists()
+
+
+def test_a_stop_flag_set_to_stop_at_once_raises_at_the_first_signal_and_keeps_its_exit_code():
+    from tinyshake.cli._signals import StopFlag
+
+    told: list[str] = []
+    flag = StopFlag(told.append, at_once=True)
+    with pytest.raises(KeyboardInterrupt):
+        flag(signal.SIGTERM, None)
+    assert flag.requested and flag.exit_code == 143 and told == []

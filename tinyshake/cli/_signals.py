@@ -49,10 +49,10 @@ class StopFlag:
     at once too (KeyboardInterrupt), saving nothing.
     """
 
-    def __init__(self, on_stop: Callable[[str], None]) -> None:
+    def __init__(self, on_stop: Callable[[str], None], at_once: bool = False) -> None:
         self.signum: Optional[int] = None
         self.saved = False
-        self.at_once = True
+        self.at_once = at_once
         self.on_stop = on_stop
 
     @property

@@ -56,7 +56,7 @@ def run_training(plan: Plan, data: corpus.Corpus, view: views.View, console: Con
     """
     from tinyshake import train as core
 
-    flag = StopFlag(view.stopping)
+    flag = StopFlag(view.stopping, at_once=True)  # until the model is built
     params, main = 0, True
     try:
         with handling(flag), view:
