@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import subprocess_env
+from conftest import TINYSHAKE, subprocess_env
 
 from tinyshake import checkpoint, distributed
 from tinyshake.errors import TinyshakeError, UsageError
@@ -111,18 +111,21 @@ def test_strip_nproc(argv, expected):
 
 def test_torchrun_command_reaches_tinyshake_with_its_options():
     command = distributed.torchrun_command(3, ["train", "--nproc", "3", "--run", "r", "-m", "mini", "--resume"])
-    assert command[:3] == [sys.executable, "-m", "torch.distributed.run"]
+    assert command[:4] == distributed.python_module("torch.distributed.run")
     assert "--standalone" in command and "--nproc_per_node=3" in command
     from torch.distributed.run import get_args_parser
 
-    args = get_args_parser().parse_args(command[3:])  # torchrun's own parser, as it will read them
-    assert args.module and args.standalone and args.nproc_per_node == "3"
-    assert args.training_script == "tinyshake"
-    assert args.training_script_args == ["train", "--run", "r", "-m", "mini", "--resume"]
+    args = get_args_parser().parse_args(command[4:])  # torchrun's own parser, as it will read them
+    assert args.no_python and args.standalone and args.nproc_per_node == "3"
+    assert [args.training_script, *args.training_script_args] == [
+        *distributed.python_module("tinyshake"), "train", "--run", "r", "-m", "mini", "--resume"]
 
 
 def test_check_launch_refuses_what_cannot_run(monkeypatch):
+    monkeypatch.setattr(distributed, "usable_cpus", lambda: 4)
     distributed.check_launch(4, torch.device("cpu"))
+    with pytest.raises(UsageError, match="--nproc 5 needs 5 CPUs; this process may use 4: give at most 4"):
+        distributed.check_launch(5, torch.device("cpu"))
     with pytest.raises(UsageError, match="cpu or cuda"):
         distributed.check_launch(2, torch.device("mps"))
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
@@ -447,3 +450,26 @@ def test_torchrun_two_ranks_train_on_bpe_tokens(tmp_path, home, cached):
     stored = checkpoint.read_record("mini")
     assert stored.tokenizer == "bpe" and stored.step == 10 and len(checkpoint.load_state(stored)["rng_ranks"]) == 2
     assert checkpoint.load("mini").tokenizer.vocab_size == 100
+
+
+def test_nproc_workers_import_the_installed_package_whatever_the_current_folder(tmp_path, home, cached):
+    """Started in the folder that holds a clone (a folder named tinyshake), the workers used to import that folder."""
+    decoy = tmp_path / "cwd"
+    for package in ("tinyshake", "torch"):
+        (decoy / package).mkdir(parents=True)
+        (decoy / package / "__init__.py").write_text(f"raise SystemExit('imported the {package} folder of the cwd')\n")
+    args = [TINYSHAKE, "train", *TINY, "--run", "c", "--max-iters", "4", "--eval-interval", "2", "--sample-chars", "0",
+            "--nproc", "2"]
+    env = {k: v for k, v in subprocess_env(home).items() if k not in TORCH_ENV}
+    done = subprocess.run(args, env=env, cwd=decoy, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert done.returncode == 0 and "imported the" not in done.stderr, done.stderr[-3000:]
+    assert checkpoint.read_record("c").step == 4
+
+
+def test_nproc_beyond_the_cpus_is_one_line_before_anything_starts(home, cached):
+    done = subprocess.run([TINYSHAKE, "train", *TINY, "--run", "n", "--nproc", "100000", "--device", "cpu"],
+                          env=subprocess_env(home), capture_output=True, text=True, timeout=120)
+    cpus = distributed.usable_cpus()
+    assert done.returncode == 2 and done.stderr.splitlines() == [
+        f"Error: --nproc 100000 needs 100000 CPUs; this process may use {cpus}: give at most {cpus}"]
+    assert not (home / "runs" / "n").exists()

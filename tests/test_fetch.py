@@ -618,3 +618,84 @@ def test_a_custom_corpus_whose_text_is_gone_says_to_import_it_again_with_force(c
     corpus.text_path("mine").unlink()
     with pytest.raises(corpus.CorpusError, match="is missing; import it again with .*--corpus mine --force"):
         corpus.load("mine")
+
+
+# --------------------------------------------------------------------------- issue #24: nothing hangs, exit 2 for bad URLs
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999/x", "http://127.0.0.1:0/x", "https://127.0.0.1:65536/x",
+                                 "http://:80/x", "http:///x", "http://127.0.0.1:-1/x"])
+def test_a_port_out_of_range_or_a_missing_host_is_a_usage_error_before_any_attempt(url, home):
+    assert_one_error(invoke("fetch", "--url", url, "--corpus", "x", "--retries", "1"), f"invalid URL {url!r}", code=2)
+    assert snapshot(home) == {}
+
+
+def drip_headers(stop: threading.Event, every: float = 0.3) -> Respond:
+    """A status line, then one header a byte at a time: each read is quick, the headers never end."""
+
+    def respond(handler: BaseHTTPRequestHandler) -> None:
+        with contextlib.suppress(OSError):
+            handler.wfile.write(b"HTTP/1.0 200 OK\r\n")
+            for _ in range(100000):
+                if stop.wait(every):
+                    return
+                handler.wfile.write(b"x")
+                handler.wfile.flush()
+
+    return respond
+
+
+def test_the_deadline_covers_headers_that_drip(serve, stop, home):
+    url, hits = serve(drip_headers(stop))
+    proc = run_exe(home, "fetch", "--url", url, "--corpus", "x", "--timeout", "1", "--deadline", "2",
+                   "--retries", "2")  # before: it read on for as long as the server dripped (30 s, then timed out)
+    assert proc.returncode == 1 and proc.stderr.splitlines() == [
+        f"Error: download from {url} did not finish within the 2 s deadline (0 bytes received; allow more with "
+        "--deadline)"]
+    assert len(hits) == 1 and snapshot(home) == {}
+
+
+@pytest.mark.parametrize("kind", ["fifo", "socket", "folder"])
+def test_a_file_url_that_names_no_regular_file_is_refused_without_opening_it(kind, tmp_path, home):
+    target = tmp_path / kind
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "socket":
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.bind(str(target))
+    else:
+        target.mkdir()
+    proc = run_exe(home, "fetch", "--url", target.as_uri(), "--corpus", "x")  # a FIFO with no writer blocked for ever
+    assert proc.returncode == 2 and proc.stderr.splitlines() == [
+        f"Error: {target.as_uri()} is not a regular file (a FIFO, a socket or a folder); to read a pipe, use --from PATH"]
+    assert snapshot(home) == {}
+
+
+@pytest.fixture
+def fifo_corpus(cached: Path) -> Path:
+    """The cached corpus's text replaced by a FIFO with no writer (its record stays)."""
+    cached.unlink()
+    os.mkfifo(cached)
+    return cached
+
+
+@pytest.mark.parametrize("command", ["train", "eval"])
+def test_a_cached_corpus_that_is_a_fifo_is_damaged_not_waited_on(cached, home, command):
+    from test_train import tiny_run
+
+    tiny_run("r")  # eval reads the corpus of a run that exists
+    cached.unlink()
+    os.mkfifo(cached)
+    args = ["--max-iters", "1"] if command == "train" else []
+    proc = run_exe(home, command, *args, "--device", "cpu")  # before: both waited for a writer for ever
+    assert proc.returncode == 1 and proc.stderr.splitlines() == [
+        f"Error: the cached corpus {cached} is damaged: it is not a regular file; run `tinyshake fetch --force` to "
+        "fix it"]
+
+
+def test_info_calls_a_cached_fifo_corrupt_and_fetch_replaces_it(fifo_corpus, home, serve, data):
+    proc = run_exe(home, "info")
+    assert proc.returncode == 0 and "tinyshakespeare (CORRUPT" in proc.stdout
+    url, _ = serve(send(data))
+    proc = run_exe(home, "fetch", "--url", url)
+    assert proc.returncode == 0 and fifo_corpus.is_file() and corpus.is_cached(corpus.DEFAULT_CORPUS)

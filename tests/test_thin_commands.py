@@ -83,5 +83,5 @@ def test_a_metrics_file_inside_the_data_home_is_a_usage_error(home):
     with pytest.raises(UsageError, match="inside tinyshake's data folder"):
         MetricsLog(runs / "metrics.jsonl", resume=False)
     with pytest.raises(UsageError, match="its folder does not exist"):
-        MetricsLog(home / "missing" / "metrics.jsonl", resume=False)
+        MetricsLog(home.parent / "missing" / "metrics.jsonl", resume=False)  # the whole home is refused first
     assert MetricsLog(None, resume=False).path is None

@@ -8,6 +8,10 @@ A writer that is killed between writing and renaming leaves its temporary file
 behind. Each temporary name carries the writer's process id, so the next write
 in that folder can tell a dead writer's leftovers from a live writer's work in
 progress and remove only the former.
+
+A file the user names for output (``plot --svg``, ``train --metrics``) passes
+one rule, :func:`output_target`, before anything is written to it: never inside
+tinyshake's data folder, never over something that is not a regular file.
 """
 
 from __future__ import annotations
@@ -15,12 +19,16 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import stat
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from tinyshake.errors import TinyshakeError
+from tinyshake import paths
+from tinyshake.errors import TinyshakeError, UsageError
 
+KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+         (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
 # ".NAME.PID.RANDOM.part" (and the ".NAME.PID.part" that older fetches used): the PID is the writer's.
 _PART_RE = re.compile(r"\.(\d+)(?:\.\w+)?\.part\Z")
 
@@ -94,3 +102,48 @@ def write_bytes(dest: Path, data: bytes) -> None:
     """Atomically replace ``dest`` with ``data``."""
     with atomic_writer(dest) as handle:
         handle.write(data)
+
+
+def _kind(mode: int) -> str:
+    """What a file that is not a regular one is, in words."""
+    return next((name for test, name in KINDS if test(mode)), "not a regular file")
+
+
+def output_target(path: Path, what: str) -> Path:
+    """Where an output that the user named may go, with symlinks followed; else a one-line UsageError.
+
+    The one rule for every output a command writes. A path inside tinyshake's
+    data folder is refused: a rename there could replace a checkpoint or a
+    corpus. So is a target that exists and is not a regular file (a device, a
+    FIFO, a socket, a folder): the atomic rename would put a plain file in its
+    place (as root, ``/dev/null`` itself), and writing into it as ``cat > PATH``
+    does could block on a FIFO or fill a disk. A link is followed, so the file
+    it points to is what gets replaced, not the link.
+    """
+    target = Path(os.path.realpath(path))
+    for root in (paths.home(), paths.cache_root()):
+        real_root = Path(os.path.realpath(root))
+        if target == real_root or real_root in target.parents:
+            raise UsageError(f"cannot write {what} to {path}: it is inside tinyshake's data folder {root}; "
+                             "choose a path elsewhere")
+    try:
+        mode = target.stat().st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise UsageError(f"cannot write {what} to {path}: {exc.strerror or exc}") from None
+    if mode is not None and not stat.S_ISREG(mode):
+        raise UsageError(f"cannot write {what} to {path}: it is {_kind(mode)}, which an output never replaces; "
+                         "give the path of a regular file")
+    if not target.parent.is_dir():
+        raise UsageError(f"cannot write {what} to {path}: its folder does not exist")
+    return target
+
+
+def write_output(path: Path, data: bytes, what: str) -> None:
+    """Replace the user's output file ``path`` with ``data`` atomically, checked by :func:`output_target` now.
+
+    Checked at every write, not only once: a long training rewrites its metrics
+    file at each evaluation, and the path may have changed meanwhile.
+    """
+    write_bytes(output_target(path, what), data)

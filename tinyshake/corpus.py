@@ -21,7 +21,9 @@ import json
 import math
 import os
 import re
+import socket
 import stat
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -29,7 +31,7 @@ import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Iterable, Iterator, Union
+from typing import IO, TYPE_CHECKING, Callable, Iterable, Iterator, Union
 
 from tinyshake import __version__, names, paths
 from tinyshake.atomic import atomic_writer, write_bytes
@@ -140,11 +142,26 @@ def _verified_digest(name: str, blocks: Iterable[bytes]) -> str:
         raise CorpusError(f"the cached corpus {path} is changed or corrupt; {repair_hint(name)}") from None
 
 
+def _open_cached(name: str) -> IO[bytes]:
+    """The cached text of ``name``, opened for reading only if it is a regular file; else a CorpusError.
+
+    Opened without blocking and checked on the open descriptor: a FIFO put in
+    its place would otherwise wait for a writer for ever, and a device never end.
+    """
+    path = text_path(name)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise CorpusError(f"the cached corpus {path} is damaged: it is not a regular file; {repair_hint(name)}")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
 def is_cached(name: str) -> bool:
     """True when the corpus file exists and passes every check against its recorded size and hash."""
-    path = text_path(name)
     try:
-        with path.open("rb") as handle:
+        with _open_cached(name) as handle:
             _verified_digest(name, iter(lambda: handle.read(CHUNK), b""))
     except (OSError, CorpusError):
         return False
@@ -156,7 +173,7 @@ def cached_names() -> list[str]:
     root = paths.corpus_root()
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if (p / "input.txt").is_file() or (p / "meta.json").is_file())
+    return sorted(p.name for p in root.iterdir() if os.path.lexists(p / "input.txt") or (p / "meta.json").is_file())
 
 
 def _cached_already(name: str, force: bool) -> bool:
@@ -279,16 +296,36 @@ def check_url(url: str) -> str:
     if not url.strip():
         raise UsageError("the URL is empty: give one, or leave out --url to use the default mirror")
     try:
-        scheme = urllib.parse.urlsplit(url).scheme.lower()
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port  # a port that is not a number from 0 to 65535 raises ValueError here
     except ValueError as exc:
         raise UsageError(f"invalid URL {url!r}: {exc}") from None
+    scheme = parts.scheme.lower()
     if not scheme:
         raise UsageError(f"invalid URL {url!r}: it has no scheme such as https://")
     if scheme not in SCHEMES:
         raise UsageError(
             f"unsupported URL scheme {scheme!r} in {url!r}: use http, https or file (or --from PATH for a local file)"
         )
+    if scheme != "file" and (not parts.hostname or port == 0):
+        raise UsageError(f"invalid URL {url!r}: it names no host, or port 0")
+    if scheme == "file":
+        _check_file_url(url, Path(urllib.request.url2pathname(parts.path)))
     return url
+
+
+def _check_file_url(url: str, path: Path) -> None:
+    """A ``file:`` URL must name a regular file or a device: opening a FIFO with no writer would wait for ever.
+
+    What is not there is left to the download, which says so as for any source.
+    """
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISCHR(mode)):
+        raise UsageError(f"{url} is not a regular file (a FIFO, a socket or a folder); "
+                         "to read a pipe, use --from PATH")
 
 
 # --------------------------------------------------------------------------- download
@@ -354,6 +391,61 @@ class _Deadline:
             )
 
 
+class _Watchdog:
+    """Shuts an attempt's sockets down when the deadline passes, which ends a read that is still waiting.
+
+    ``--timeout`` bounds each read, and the loop checks the deadline between
+    reads, but a server can drip its headers a byte at a time inside one read
+    of urllib's: only closing the socket under it stops that.
+    """
+
+    def __init__(self, clock: _Deadline) -> None:
+        self.sockets: list[socket.socket] = []
+        self.timer = threading.Timer(max(0.0, clock.left()), self.fire)
+        self.timer.daemon = True
+        self.fired = False
+
+    def watch(self, sock: socket.socket) -> None:
+        self.sockets.append(sock)
+        if self.fired:
+            self.fire()
+
+    def fire(self) -> None:
+        self.fired = True
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def __enter__(self) -> "_Watchdog":
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.timer.cancel()
+
+
+def _opener(watchdog: _Watchdog) -> urllib.request.OpenerDirector:
+    """urllib's opener, with every connection's socket handed to ``watchdog`` as soon as it is connected."""
+
+    def watched(base: type[http.client.HTTPConnection]) -> Callable[..., http.client.HTTPConnection]:
+        class Watched(base):  # type: ignore[valid-type, misc]
+            def connect(self) -> None:
+                super().connect()
+                watchdog.watch(self.sock)
+
+        return Watched
+
+    class HTTP(urllib.request.HTTPHandler):
+        def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+            return self.do_open(watched(http.client.HTTPConnection), req)
+
+    class HTTPS(urllib.request.HTTPSHandler):
+        def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+            return self.do_open(watched(http.client.HTTPSConnection), req, context=self._context)
+
+    return urllib.request.build_opener(HTTP, HTTPS)
+
+
 def default_url() -> str:
     return os.environ.get(URL_ENV) or CANONICAL_URL
 
@@ -367,8 +459,20 @@ def _download_once(
 ) -> Iterator[FetchEvent]:
     """Stream ``url`` through ``check`` into ``dest`` (a temporary file), yielding progress; raise on any fault."""
     clock.check(url, 0)
+    with _Watchdog(clock) as watchdog:
+        try:
+            yield from _transfer(url, dest, check, timeout, clock, attempt, watchdog)
+        except _Retryable:
+            clock.check(url, check.size)  # a read the watchdog cut off is the deadline, not a fault to retry
+            raise
+
+
+def _transfer(
+    url: str, dest: IO[bytes], check: _Check, timeout: float, clock: _Deadline, attempt: int, watchdog: _Watchdog
+) -> Iterator[FetchEvent]:
+    """One attempt's request and reads (see :func:`_download_once`)."""
     # A fresh opener each time, so proxy variables are read now (urlopen caches them for the process).
-    opener = urllib.request.build_opener()
+    opener = _opener(watchdog)
     try:
         request = urllib.request.Request(url, headers={"User-Agent": f"tinyshake/{__version__}"})
         response = opener.open(request, timeout=max(0.01, min(timeout, clock.left())))
@@ -577,7 +681,8 @@ def read_verified_text(name: str) -> tuple[str, str]:
     """The corpus text and its SHA-256, after checking it against its recorded hash."""
     path = text_path(name)
     try:
-        data = path.read_bytes()
+        with _open_cached(name) as handle:
+            data = handle.read()
     except FileNotFoundError:
         if meta_path(name).exists():  # its record stayed: replacing it takes --force
             raise CorpusError(f"the cached corpus {path} is missing; {repair_hint(name)}") from None

@@ -41,6 +41,10 @@ from tinyshake.errors import TinyshakeError, UsageError
 
 BACKENDS = {"cpu": "gloo", "cuda": "nccl"}
 INTERRUPTED = 130  # the exit code of a run stopped with Ctrl-C, as a shell reports SIGINT
+# `python -m MODULE`, but without the current folder first on sys.path (what -P does from Python 3.11 on): started
+# in the folder that holds a clone, `-m tinyshake` imported the clone's folder instead of the installed package.
+RUN_INSTALLED = ("import runpy, sys; getattr(sys.flags, 'safe_path', False) or sys.path.pop(0); "
+                 "runpy.run_module({module!r}, run_name='__main__', alter_sys=True)")
 
 
 class WorkerFailed(TinyshakeError):
@@ -279,10 +283,17 @@ def torchrun_command(nproc: int, argv: Sequence[str]) -> list[str]:
     configuring; runs over several machines call torchrun themselves with its
     rendezvous flags. The ``--`` keeps torchrun's parser off tinyshake's
     options: it would reject ``--run`` as an ambiguous abbreviation of its own
-    ``--run-path``.
+    ``--run-path``. Both torchrun and the workers start through
+    :func:`python_module`, so a folder named ``tinyshake`` (or ``torch``) in
+    the current folder is never imported in place of the package.
     """
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-            "-m", "--", "tinyshake", *strip_nproc(argv)]
+    return [*python_module("torch.distributed.run"), "--standalone", f"--nproc_per_node={nproc}", "--no-python",
+            "--", *python_module("tinyshake"), *strip_nproc(argv)]
+
+
+def python_module(module: str) -> list[str]:
+    """The command that runs ``module`` as ``python -u -m`` would, importing installed packages whatever the cwd."""
+    return [sys.executable, "-u", "-c", RUN_INSTALLED.format(module=module)]
 
 
 def check_launch(nproc: int, device: torch.device) -> None:
@@ -296,6 +307,15 @@ def check_launch(nproc: int, device: torch.device) -> None:
     backend_for(device.type)
     if device.type == "cuda" and nproc > torch.cuda.device_count():
         raise UsageError(f"--nproc {nproc} needs {nproc} GPUs; this machine has {torch.cuda.device_count()}")
+    cpus = usable_cpus()
+    if device.type == "cpu" and nproc > cpus:
+        raise UsageError(f"--nproc {nproc} needs {nproc} CPUs; this process may use {cpus}: give at most {cpus}")
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the OS says, else the machine's count)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
 
 
 def launch(nproc: int, argv: Sequence[str]) -> int:

@@ -1,26 +1,44 @@
-"""How long a planned run will take, roughly, before it starts: to warn of a slow one and refuse an endless one.
+"""What a planned run will cost, roughly, before it starts: to warn of a slow one and refuse an endless one or
+one that cannot fit in memory.
 
-The estimates count the model's FLOPs at a guessed rate. Guessing keeps them
-instant (nothing is measured before a run); the rates are chosen so that the
-warnings are about right on a laptop CPU and the refusals err towards running.
+The time estimates count the model's FLOPs at a guessed rate; the memory
+estimate counts the tensors a training step keeps. Both are arithmetic, so they
+are instant (nothing is measured or allocated before a run); they are chosen so
+that the warnings are about right on a laptop CPU and the refusals err towards running.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Optional
 
 from tinyshake import stages
 from tinyshake.errors import UsageError
 
 if TYPE_CHECKING:
-    from tinyshake.plan import Plan
+    import torch
+
+    from tinyshake.corpus import Corpus
+    from tinyshake.model import ModelConfig
+    from tinyshake.plan import Plan, TrainConfig
 
 CPU_FLOPS_GUESS = 60e9  # sustained training FLOP/s on a laptop CPU, for the time estimates below
 GPU_FLOPS_GUESS = 100e12  # more than any GPU sustains here: an estimate that only absurd evaluations exceed
 LOSS_FLOPS_PER_LOGIT = 15  # softmax and cross-entropy per logit, training: what a bigram's step costs
 ENDLESS_EVALUATION_SECONDS = 24 * 3600  # an evaluation estimated at more than a day is a typo, refused
 ASK_ABOVE_SECONDS = 30 * 60  # a gpt run on a CPU this long asks before it starts (on a terminal)
+FLOAT_BYTES = 4
+STATE_COPIES = 4  # weights, gradients and AdamW's two moments (Muon keeps less)
+WIDTHS_KEPT = 12  # n_embd-wide activations a block keeps per token for backward (the feed-forward's 4x among them)
+SCORE_COPIES = 3  # attention scores, their softmax and its gradient, per head and pair of positions
+LOGIT_COPIES = 3  # logits, their softmax and its gradient
+MEMINFO = "/proc/meminfo"
+GIB = 2**30
+
+
+class OutOfMemory(UsageError):
+    """The sizes asked for do not fit in this machine's (or GPU's) memory."""
 
 
 def duration(seconds: float) -> str:
@@ -82,3 +100,60 @@ def refuse_endless_evaluation(plan: Plan, yes: bool) -> None:
     raise UsageError(f"each evaluation of {config.eval_iters:,} batches per split would take at least "
                      f"{duration(seconds)} on {plan.device.device.type}; lower --eval-iters (the lecture uses "
                      f"{lecture}), or pass --yes to run it anyway")
+
+
+def training_bytes(config: TrainConfig) -> int:
+    """The bytes a training step needs at least: the model, its gradients and optimizer state, a step's activations.
+
+    A lower bound in float32 (autocast keeps float32 weights): the real peak is
+    higher, so what this refuses can never have fit.
+    """
+    m: ModelConfig = config.model
+    parameters = stages.shape_parameters(asdict(m), m.block_size, m.vocab_size)
+    tokens = config.batch_size * m.block_size
+    per_token = LOGIT_COPIES * m.vocab_size
+    scores = 0
+    if m.arch != "bigram":
+        per_token += m.n_layer * WIDTHS_KEPT * m.n_embd
+        scores = m.n_layer * config.batch_size * m.n_head * m.block_size * m.block_size * SCORE_COPIES // 2
+    return FLOAT_BYTES * (STATE_COPIES * parameters + tokens * per_token + scores)
+
+
+def free_memory(device: torch.device) -> Optional[int]:
+    """Bytes free for a run on ``device``: the GPU's free memory, or the OS's MemAvailable; None where unknown."""
+    if device.type == "cuda":
+        import torch
+
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type != "cpu":
+        return None
+    try:
+        with open(MEMINFO, encoding="ascii") as handle:
+            fields = dict(line.split(":", 1) for line in handle if ":" in line)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError, IndexError):
+        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        return pages * size if pages > 0 and size > 0 else None
+
+
+def check_fits(config: TrainConfig, corpus: Corpus, device: torch.device) -> None:
+    """Refuse in one line, before anything is allocated, sizes that this corpus or this machine cannot train.
+
+    The context must be shorter than either split; and :func:`training_bytes`
+    must fit in the device's free memory, so that ``--n-layer 1000000`` or
+    ``--batch-size 1000000000`` is refused at once instead of building for
+    minutes, or swelling until the system kills the process.
+    """
+    shortest = min(len(corpus.train), len(corpus.val))
+    if config.block_size >= shortest:
+        raise UsageError(f"block_size ({config.block_size}) must be below the shortest split's length ({shortest})")
+    need, free = training_bytes(config), free_memory(device)
+    if free is None or need <= free:
+        return
+    m = config.model
+    bigram = m.arch == "bigram"
+    shape = f"a {m.vocab_size}-character vocabulary" if bigram else f"n_embd {m.n_embd}, n_layer {m.n_layer}"
+    raise OutOfMemory(f"not enough memory for the model and a training step ({shape}, batch_size "
+                      f"{config.batch_size} × block_size {m.block_size}): at least {need / GIB:,.1f} GiB, and "
+                      f"{device.type} has {free / GIB:,.1f} GiB free; lower {'' if bigram else '--n-embd, --n-layer, '}"
+                      "--batch-size or --block-size")

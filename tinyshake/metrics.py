@@ -1,7 +1,8 @@
 """``train --metrics FILE``: every evaluation of a run as one JSON line.
 
-The metrics file is the user's, outside the data home: a path among the runs
-or corpora is refused, since a rewrite there could replace a checkpoint.
+The file is the user's: it passes the rule every output passes
+(:func:`tinyshake.atomic.output_target`), so a path in the data folder, or one
+that is a device, a FIFO or a folder, is refused before training starts.
 """
 
 from __future__ import annotations
@@ -10,21 +11,14 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from tinyshake import paths
-from tinyshake.atomic import write_bytes
+from tinyshake.atomic import output_target, write_output
 from tinyshake.errors import UsageError
 
 if TYPE_CHECKING:
     from tinyshake.events import Evaluated
 
 
-def _refuse_data_home(path: Path) -> None:
-    """A metrics file must not land among the runs or corpora, where it could replace a checkpoint."""
-    where = path.resolve()
-    for root in (paths.runs_root(), paths.corpus_root()):
-        if where == root.resolve() or root.resolve() in where.parents:
-            raise UsageError(f"cannot write metrics to {path}: it is inside tinyshake's data folder {root}; "
-                             "choose a path elsewhere")
+WHAT = "metrics"
 
 
 class MetricsLog:
@@ -42,12 +36,10 @@ class MetricsLog:
         self.lines: list[str] = []
         if path is None:
             return
-        if path.is_dir() or not path.parent.is_dir():
-            raise UsageError(f"cannot write metrics to {path}: its folder does not exist or it is a folder")
-        _refuse_data_home(path)
-        if resume and path.is_file():
+        target = output_target(path, WHAT)  # refused here, before training starts
+        if resume and target.exists():
             try:
-                self.lines = path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
+                self.lines = target.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
             except OSError as exc:
                 raise UsageError(f"cannot read metrics file {path}: {exc.strerror or exc}") from None
 
@@ -60,4 +52,4 @@ class MetricsLog:
         if event.final:
             row["final"] = True
         self.lines.append(json.dumps(row) + "\n")
-        write_bytes(self.path, "".join(self.lines).encode())
+        write_output(self.path, "".join(self.lines).encode(), WHAT)

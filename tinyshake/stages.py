@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Mapping
 
 from tinyshake.errors import UsageError
 
@@ -110,7 +110,11 @@ def parameter_count(stage: Stage, vocab_size: int | None = None) -> int:
     projection, no norms, learned positions).
     """
     vocab_size = vocab_size or stage.hyper.get("bpe_vocab", 65)
-    m = stage.model
+    return shape_parameters(stage.model, stage.block_size, vocab_size)
+
+
+def shape_parameters(m: Mapping[str, Any], block_size: int, vocab_size: int) -> int:
+    """The parameters of a model of shape ``m`` (a stage's model settings, or a ModelConfig as a dict)."""
     if m.get("arch") == "bigram":
         return vocab_size * vocab_size
     n, heads = m["n_embd"], m["n_head"]
@@ -120,5 +124,5 @@ def parameter_count(stage: Stage, vocab_size: int | None = None) -> int:
         norm = n if m.get("norm", "layernorm") == "rmsnorm" else 2 * n  # gain (and bias)
     ffwd = {"none": 0, "simple": n * n + n, "wide": 2 * 4 * n * n + 4 * n + n}[m.get("ffwd", "none")]
     per_block = 3 * inner * n + (inner * n + n if m.get("proj", False) else 0) + ffwd + 2 * norm
-    positions = stage.block_size * n if m.get("pos", "learned") == "learned" else 0
+    positions = block_size * n if m.get("pos", "learned") == "learned" else 0
     return vocab_size * n + positions + m["n_layer"] * per_block + norm + n * vocab_size + vocab_size

@@ -35,6 +35,7 @@ from torch.nn import functional as F
 from tinyshake import checkpoint, distributed, kernels, optim, runlock, speed, threads, tokens, tuning
 from tinyshake.corpus import Corpus
 from tinyshake.errors import UsageError
+from tinyshake.estimates import OutOfMemory, check_fits
 from tinyshake.events import (  # noqa: F401 - re-exported: front ends import the events from here
     Evaluated, Evaluating, Event, Finished, Interrupted, Rethreaded, Saved, Started, Stepped,
 )
@@ -46,10 +47,6 @@ from tinyshake.plan import (  # noqa: F401 - the settings a run executes, re-exp
 from tinyshake.run_state import Checkpointer, Clocks, Diverged, History, NanWatch, Run  # noqa: F401 - Diverged too
 
 EVAL_CHUNK_TOKENS = 1 << 12  # measured: chunks that stay in cache beat one huge pass on a CPU
-
-
-class OutOfMemory(UsageError):
-    """The sizes asked for do not fit in this machine's (or GPU's) memory."""
 
 
 # --------------------------------------------------------------------------- data
@@ -306,7 +303,7 @@ def train(
         plan = for_config(plan, corpus.name)
     config = plan.config if plan.resume is not None else with_vocab(plan.config, corpus.tokenizer.vocab_size)
     validate(config)
-    _check_fits(config, corpus)
+    check_fits(config, corpus, plan.device.device)
     _check_corpus(plan, corpus)
     owns_group = not distributed.active()
     dist = distributed.init(plan.device.device.type)
@@ -338,12 +335,6 @@ def _check_still_new(plan: Plan) -> None:
     """Under the lock: a run that another process created since planning is not replaced silently."""
     if plan.resume is None and not plan.overwrite and checkpoint.exists(plan.run):
         raise UsageError(f"run {plan.run!r} was created by another process meanwhile; use --run NAME for a new one")
-
-
-def _check_fits(config: TrainConfig, corpus: Corpus) -> None:
-    shortest = min(len(corpus.train), len(corpus.val))
-    if config.block_size >= shortest:
-        raise UsageError(f"block_size ({config.block_size}) must be below the shortest split's length ({shortest})")
 
 
 def _check_corpus(plan: Plan, corpus: Corpus) -> None:

@@ -8,34 +8,28 @@ that does, at module level; the commands import them when they run.
 
 from __future__ import annotations
 
+import errno
+import os
 import signal
+import sys
+from typing import Annotated, NoReturn, Optional, Sequence
 
-try:  # Ctrl-C while the app itself loads ends as every Ctrl-C does: exit 130, no traceback
-    import errno
-    import os
-    import sys
-    from typing import Annotated, NoReturn, Optional, Sequence
+import typer
 
-    import typer
-
-    from tinyshake import __version__
-    from tinyshake.cli import bench as bench_cmd
-    from tinyshake.cli import chat as chat_cmd
-    from tinyshake.cli import demo as demo_cmd
-    from tinyshake.cli import eval as eval_cmd
-    from tinyshake.cli import fetch, info, runs, train
-    from tinyshake.cli import inspect as inspect_cmd
-    from tinyshake.cli import ladder as ladder_cmd
-    from tinyshake.cli import plot as plot_cmd
-    from tinyshake.cli import stages as stages_cmd
-    from tinyshake.cli._output import error_line, usage_error
-    from tinyshake.cli._signals import INTERRUPT_EXIT
-    from tinyshake.errors import TinyshakeError
-except KeyboardInterrupt:
-    # A second Ctrl-C would find the interpreter shutting down, which puts back the default handler: the process
-    # would die by the signal (or print a traceback) instead of exiting 130. Ignored from here, as in main().
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise SystemExit(130) from None  # INTERRUPT_EXIT, which may not be imported yet
+from tinyshake import __version__
+from tinyshake.cli import _output
+from tinyshake.cli import bench as bench_cmd
+from tinyshake.cli import chat as chat_cmd
+from tinyshake.cli import demo as demo_cmd
+from tinyshake.cli import eval as eval_cmd
+from tinyshake.cli import fetch, info, runs, train
+from tinyshake.cli import inspect as inspect_cmd
+from tinyshake.cli import ladder as ladder_cmd
+from tinyshake.cli import plot as plot_cmd
+from tinyshake.cli import stages as stages_cmd
+from tinyshake.cli._output import error_line, usage_error
+from tinyshake.cli._signals import INTERRUPT_EXIT
+from tinyshake.errors import TinyshakeError
 
 PROG = "tinyshake"
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for `... | head` where the reader left early
@@ -108,12 +102,13 @@ def _invoke(argv: Optional[list[str]]) -> int:
     return 0
 
 
-def _discard_stdout() -> None:
-    """Point stdout at the null device, so that the flush at exit cannot fail a second time (Python's advice)."""
+def _discard(stream: object) -> None:
+    """Point ``stream`` at the null device, so that the flush at exit cannot fail a second time (Python's advice)."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):  # no real stdout to replace
+        os.dup2(devnull, stream.fileno())  # type: ignore[attr-defined]
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real stream to replace
         pass
 
 
@@ -122,7 +117,7 @@ def _os_error(exc: OSError) -> str:
     if exc.filename:
         return f"{exc.strerror or exc}: {exc.filename}"
     if exc.errno in OUTPUT_ERRNOS:
-        _discard_stdout()
+        _discard(sys.stdout)
         return f"cannot write the output: {exc.strerror}"
     return exc.strerror or str(exc)
 
@@ -132,9 +127,17 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
 
     2 is a usage error, 1 a failure, 130 Ctrl-C (also while the imports and
     the loading of the first seconds run), 141 a closed pipe (silently), and a
-    dead output (a full disk, ``> /dev/full``) is one line on stderr and 1,
-    never a traceback.
+    dead output (a full disk, ``> /dev/full``, a closed stdout) is one line on
+    stderr and 1, never a traceback. The environment is made safe first: closed
+    standard streams, an output encoding that is not UTF, a ``COLUMNS`` that is
+    not a number.
     """
+    _output.reopen_closed_streams()
+    _output.fit_encodings()
+    _output.clean_size_env()
+    if "stdout" in _output.CLOSED_AT_START:  # nowhere for the output to go: as `> /dev/full`, before any work
+        error_line("cannot write the output: standard output is closed")
+        return 1
     try:
         code = _invoke(None if argv is None else list(argv))
         sys.stdout.flush()  # output still buffered fails here, not in the interpreter's flush at exit
@@ -142,7 +145,7 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         return INTERRUPT_EXIT
     except BrokenPipeError:
-        _discard_stdout()
+        _discard(sys.stdout)
         return EXIT_BROKEN_PIPE
     except OSError as exc:
         error_line(_os_error(exc))
@@ -158,4 +161,18 @@ def main(argv: Optional[Sequence[str]] = None) -> NoReturn:
     """
     code = run(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _settle(sys.stdout)
+    _settle(sys.stderr)
     raise SystemExit(code)
+
+
+def _settle(stream: object) -> None:
+    """Flush ``stream`` now; if it cannot take the output (``2>/dev/full``), send it to the null device.
+
+    Otherwise the interpreter's own flush at exit fails again and replaces the
+    command's exit code with 120.
+    """
+    try:
+        stream.flush()  # type: ignore[attr-defined]
+    except (OSError, ValueError, AttributeError):
+        _discard(stream)

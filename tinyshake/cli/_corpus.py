@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Iterable
 
 from rich.console import Console
@@ -49,7 +50,7 @@ def render_fetch(events: Iterable[corpus.FetchEvent], console: Console) -> corpu
 
 def ensure_corpus(name: str, console: Console) -> None:
     """Fetch the default corpus first when a command needs it and it is missing."""
-    if corpus.text_path(name).is_file() or name != corpus.DEFAULT_CORPUS:
-        return
+    if os.path.lexists(corpus.text_path(name)) or name != corpus.DEFAULT_CORPUS:
+        return  # whatever is there, loading it checks it (and names what is damaged)
     console.print(f"The {name} corpus is not cached yet; fetching it first.")
     render_fetch(corpus.fetch(name), console)

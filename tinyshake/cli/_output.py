@@ -11,6 +11,7 @@ Three cases, decided here for every command:
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import errno
 import functools
@@ -30,6 +31,92 @@ from tinyshake.errors import TinyshakeError
 
 F = TypeVar("F", bound=Callable[..., object])
 PLAIN_WIDTH = 160
+MAX_SIZE = {"COLUMNS": 1000, "LINES": 1000}  # wider or taller is a typo; drawing it could take minutes and gigabytes
+STREAMS = ("stdin", "stdout", "stderr")
+CLOSED_AT_START: set[str] = set()  # the standard streams this process was started without (`>&-`, `<&-`)
+ENCODE_ERRORS = "tinyshake-ascii"
+# What the drawings use, in characters every encoding has: Rich swaps its own boxes, these are the app's.
+ASCII_FOR = {"\u00b2": "^2", "\u00b7": ".", "\u00d7": "x", "\u2026": "...", "\u2014": "--", "\u2013": "-",
+             "\u2500": "-", "\u2501": "=", "\u2502": "|", "\u2503": "|", "\u2524": "|", "\u2514": "+",
+             "\u2588": "#", "\u23ce": "\\n", "\u21e5": "\\t", "\u2192": "->", "\u2265": ">=", "\u2264": "<="}
+
+
+def _in_ascii(exc: UnicodeError) -> tuple[str, int]:
+    """Codec error handler: a character the output's encoding lacks becomes its ASCII stand-in, else ``?``."""
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    return "".join(ASCII_FOR.get(char, "?") for char in exc.object[exc.start:exc.end]), exc.end
+
+
+codecs.register_error(ENCODE_ERRORS, _in_ascii)
+
+
+def _whole(value: str) -> int | None:
+    """``value`` as a positive whole number, or None: ``"²"`` passes ``isdigit`` but not ``int``, so ASCII only."""
+    value = value.strip()
+    return int(value) if value.isascii() and value.isdigit() and int(value) > 0 else None
+
+
+def clean_size_env() -> None:
+    """Make ``COLUMNS`` and ``LINES`` values that Rich can read (it calls ``int`` on anything ``isdigit``).
+
+    A value that is not a plain positive number is dropped, as if unset; one
+    beyond :data:`MAX_SIZE` is lowered to it. Done before any console exists.
+    """
+    for name, cap in MAX_SIZE.items():
+        value = os.environ.get(name)
+        if value is None:
+            continue
+        number = _whole(value)
+        if number is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = str(min(number, cap))
+
+
+def utf_output(stream: TextIO | None = None) -> bool:
+    """Whether ``stream`` (stdout by default) encodes all of Unicode: UTF-8, UTF-16 and the like."""
+    encoding = getattr(stream or sys.stdout, "encoding", None) or "utf-8"
+    return codecs.lookup(encoding).name.startswith("utf")
+
+
+def fit_encodings() -> None:
+    """On an output that is not UTF (``PYTHONIOENCODING=ascii``, ``latin-1``), print stand-ins, never fail.
+
+    Every write then passes :data:`ASCII_FOR` for what the encoding lacks, so the
+    same content comes out (``^2`` for ``²``, ``|`` for ``│``) instead of a UnicodeEncodeError.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None and not utf_output(stream):
+            reconfigure(errors=ENCODE_ERRORS)
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def reopen_closed_streams() -> None:
+    """Give a standard stream the process was started without (``>&-``) the null device, and note it.
+
+    Python sets such a stream to None, and the first print or ``isatty`` on it
+    raised a traceback. Its descriptor gets the null device too, so that no
+    file opened later (a checkpoint) takes its number and receives the output.
+    The command decides what a closed stream means (see :data:`CLOSED_AT_START`).
+    """
+    for fd, name in enumerate(STREAMS):
+        if getattr(sys, name) is not None or _is_open(fd):
+            continue
+        null = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+        setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))
+        CLOSED_AT_START.add(name)
 
 
 def no_color() -> bool:
@@ -115,9 +202,9 @@ def plain_table(console: Console, table: Table) -> Text:
 
 
 def columns_env() -> int | None:
-    """The width that ``COLUMNS`` sets, or None where it is unset or not a positive whole number."""
-    value = os.environ.get("COLUMNS", "").strip()
-    return int(value) if value.isascii() and value.isdigit() and int(value) > 0 else None  # "²" is a digit too
+    """The width that ``COLUMNS`` sets (at most :data:`MAX_SIZE`), or None where it is unset or not a width."""
+    number = _whole(os.environ.get("COLUMNS", ""))
+    return None if number is None else min(number, MAX_SIZE["COLUMNS"])
 
 
 def make_console(stderr: bool = False) -> Console:

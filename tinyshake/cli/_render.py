@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.style import Style
 from rich.text import Text
 
-from tinyshake.cli._output import no_color, use_rich
+from tinyshake.cli._output import no_color, use_rich, utf_output
 from tinyshake.record import Evaluation
 
 # =========================================================================== heatmaps, bars and scatters
@@ -171,11 +171,12 @@ class Series:
 
 
 def plain_charts() -> bool:
-    """Charts in marker characters, not coloured braille: piped, ``TERM=dumb``, or ``NO_COLOR``.
+    """Charts in marker characters, not coloured braille: piped, ``TERM=dumb``, ``NO_COLOR``, or an output
+    encoding without braille (``PYTHONIOENCODING=ascii``).
 
     Braille curves are told apart by colour alone, so without colour they would be one tangle.
     """
-    return not use_rich() or no_color()
+    return not use_rich() or no_color() or not utf_output()
 
 
 def loss_cell(value: Optional[float]) -> str:

@@ -42,11 +42,17 @@ class StopFlag:
     the first signal: 130, 143 or 129. Once that checkpoint is saved, more
     signals are ignored: all that is left is printing how to resume.
     ``on_stop`` is told the signal's name at the first one, from the handler.
+
+    While ``at_once`` is set (the model is being built, or a first step runs
+    that no evaluation came before), there is nothing worth finishing and
+    saving, and a big build or step could take minutes: the first signal stops
+    at once too (KeyboardInterrupt), saving nothing.
     """
 
-    def __init__(self, on_stop: Callable[[str], None]) -> None:
+    def __init__(self, on_stop: Callable[[str], None], at_once: bool = False) -> None:
         self.signum: Optional[int] = None
         self.saved = False
+        self.at_once = at_once
         self.on_stop = on_stop
 
     @property
@@ -63,6 +69,8 @@ class StopFlag:
         if self.requested:
             raise KeyboardInterrupt
         self.signum = signum
+        if self.at_once:
+            raise KeyboardInterrupt
         self.on_stop(signal_name(signum))
 
 

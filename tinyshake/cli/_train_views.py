@@ -321,10 +321,10 @@ def interrupted(console: Console, event: core.Interrupted, run: str, code: int) 
     return typer.Exit(code)
 
 
-def aborted(run: str) -> typer.Exit:
-    """A second Ctrl-C: say what is left on disk, then exit as an interrupted program does."""
+def aborted(run: str, code: int = INTERRUPT_EXIT) -> typer.Exit:
+    """A second Ctrl-C (or a stop before the first step ended): say what is left on disk, then exit with ``code``."""
     from tinyshake import checkpoint
 
     kept = f"; run {run!r} keeps its last checkpoint ({resume_hint(run)})" if checkpoint.exists(run) else ""
     print(f"\nAborted{kept}", file=sys.stderr)
-    return typer.Exit(INTERRUPT_EXIT)
+    return typer.Exit(code)

@@ -54,7 +54,7 @@ def bench_cmd(
     """
     import torch
 
-    from tinyshake import bench, corpus, threads as cpu_threads, train as core, tuning
+    from tinyshake import bench, corpus, estimates, threads as cpu_threads, train as core, tuning
     from tinyshake.cli._corpus import ensure_corpus
     from tinyshake.device import resolve
     from tinyshake.plan import resolve_dtype
@@ -72,7 +72,7 @@ def bench_cmd(
                                 n_embd=n_embd, n_layer=n_layer, eval_iters=eval_iters, device=device_name,
                                 dtype=dtype) for name in names]
     for config in configs:
-        core._check_fits(config, data)  # before a second is spent measuring
+        estimates.check_fits(config, data, device)  # before a second is spent measuring
     if choice.busy:
         print(f"note: {choice.notice()}", file=sys.stderr)
     cpu_threads.configure(choice)

@@ -23,7 +23,7 @@ from rich.text import Text
 from tinyshake import record, tokens
 from tinyshake.cli import _render, _torch
 from tinyshake.cli._options import Weights, WeightsOpt
-from tinyshake.cli._output import error_line, handle_errors, make_console, use_rich
+from tinyshake.cli._output import CLOSED_AT_START, error_line, handle_errors, make_console, use_rich
 from tinyshake.cli._signals import INTERRUPT_EXIT, sigint_flag
 from tinyshake.errors import TinyshakeError, UsageError
 from tinyshake.session import SETTINGS, Overflow, Session, Unknown, apply_setting, check_utf8, parse_stops, show_escapes
@@ -359,6 +359,8 @@ def chat(
         sampling.check_seed(seed)  # with the other settings, before the run loads
     if prompt is not None:
         check_utf8(prompt, "--prompt")
+    elif "stdin" in CLOSED_AT_START:
+        raise UsageError("standard input is closed: give the text with --prompt, or pipe it in")
     name = record.resolve(run)
     dev = device.resolve(device_name).device
     session = Session(checkpoint.load(name, dev, weights=weights.value), settings, parse_stops(stop), unknown, dev,

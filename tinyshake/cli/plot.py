@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tinyshake import record
-from tinyshake.atomic import write_bytes
+from tinyshake.atomic import output_target, write_output
 from tinyshake.cli._output import columns_env, handle_errors, make_console
 from tinyshake.cli._render import Series, chart_svg, line_chart, loss_cell, metric_series, plain_charts
 from tinyshake.errors import UsageError
@@ -20,6 +20,8 @@ SPLITS = ("train", "val", "both")
 AXES = {"loss": "loss", "bpc": "bits per character"}
 AXIS_HELP = "loss (per token, the lecture's) or bpc (bits per character, on which char and BPE runs compare)."
 SVG_WIDTH = 100
+SVG_WHAT = "the chart"
+MAX_HEIGHT = 1000  # more rows than any screen; a million took minutes and gigabytes to draw
 
 
 def select_runs(patterns: list[str], runs: list[record.RunStatus]) -> list[record.RunRecord]:
@@ -81,7 +83,7 @@ def plot(
         metavar="RUN",
         help="Runs to draw, by name or pattern (`'ladder-*'`); default: the most recent run.")] = None,
     split: Annotated[str, typer.Option(help="Which curves: val, train or both.")] = "val",
-    height: Annotated[int, typer.Option(help="Rows of the plot area.", min=3)] = 16,
+    height: Annotated[int, typer.Option(help="Rows of the plot area.", min=3, max=MAX_HEIGHT)] = 16,
     svg: Annotated[Optional[Path], typer.Option(help="Also save the chart, in colour, as an SVG image.")] = None,
     axis: Annotated[str, typer.Option(help=AXIS_HELP)] = "loss",
 ) -> None:
@@ -90,8 +92,8 @@ def plot(
         raise UsageError(f"unknown split {split!r}; choose val, train or both")
     if axis not in AXES:
         raise UsageError(f"unknown axis {axis!r}; choose loss or bpc")
-    if svg is not None and (svg.is_dir() or not svg.parent.is_dir()):
-        raise UsageError(f"cannot write {svg}: its folder does not exist or it is a folder")
+    if svg is not None:
+        output_target(svg, SVG_WHAT)  # refused before anything is drawn
     records = select_runs(runs or [], record.list_runs())
     splits = ("train", "val") if split == "both" else (split,)
     series = [_curve(r, s, _label(r.name, s, len(records), split), axis) for r in records for s in splits]
@@ -102,6 +104,6 @@ def plot(
     console.print()
     console.print(_table(records, plain))
     if svg is not None:
-        write_bytes(svg, chart_svg(line_chart(series, SVG_WIDTH, height, plain=False, title=title),
-                                   title=f"tinyshake plot: {title}", width=SVG_WIDTH).encode())
+        write_output(svg, chart_svg(line_chart(series, SVG_WIDTH, height, plain=False, title=title),
+                                    title=f"tinyshake plot: {title}", width=SVG_WIDTH).encode(), SVG_WHAT)
         console.print(f"Saved the chart to {svg}", markup=False)

@@ -60,19 +60,22 @@ def run_training(plan: Plan, data: corpus.Corpus, view: views.View, console: Con
     """Drive the core loop and render its events; return the Finished event, the parameter count and the flag.
 
     A stop signal once saves a checkpoint at the end of the step and exits with
-    the shell's code for it; twice aborts at once.
+    the shell's code for it; twice aborts at once, as does one during the
+    build, or during a first step that no evaluation came before (see :class:`StopFlag`).
     """
     from tinyshake import train as core
 
-    flag = StopFlag(view.stopping)
+    flag = StopFlag(view.stopping, at_once=True)  # until the model is built
     params, main = 0, True
     try:
         with handling(flag), view:
             for event in core.train(plan, data, should_stop=lambda: flag.requested):
-                if isinstance(event, core.Started):
+                if isinstance(event, core.Started):  # built: an evaluation that comes first stops and saves
                     params, main = event.parameters, event.rank == 0
+                    flag.at_once = event.start_step not in event.config.eval_steps()
                     view.started(event)
                 elif isinstance(event, core.Stepped):
+                    flag.at_once = False
                     view.stepped(event)
                 elif isinstance(event, core.Evaluating):
                     view.evaluating(event)
@@ -93,7 +96,7 @@ def run_training(plan: Plan, data: corpus.Corpus, view: views.View, console: Con
                     flag.saved = True
                     return event, params, flag
     except KeyboardInterrupt:
-        raise views.aborted(plan.run) from None
+        raise views.aborted(plan.run, flag.exit_code) from None
     raise TinyshakeError("training ended without finishing")  # pragma: no cover - the core always finishes
 
 
