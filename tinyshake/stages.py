@@ -82,6 +82,13 @@ def get(name: str) -> Stage:
         raise UsageError(f"unknown stage {name!r}; choose one of: {', '.join(STAGES)}") from None
 
 
+def next_stage(name: str) -> Stage | None:
+    """The stage after ``name`` in the ladder's order, which ``train`` suggests next; None after the last."""
+    order = list(STAGES)
+    following = order.index(name) + 1
+    return STAGES[order[following]] if following < len(order) else None
+
+
 def with_overrides(stage: Stage, **overrides: Any) -> Stage:
     """A copy of ``stage`` with the given hyperparameters replaced (``None`` keeps the preset)."""
     model_keys = {"n_embd", "n_head", "n_layer", "dropout"}

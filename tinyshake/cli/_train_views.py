@@ -22,6 +22,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from tinyshake import stages
 from tinyshake.cli._render import loss_chart, plain_charts
 from tinyshake.record import Evaluation
 from tinyshake.cli._signals import INTERRUPT_EXIT, say_now
@@ -304,6 +305,16 @@ def summary(console: Console, event: core.Finished, params: int, run: str, budge
     for key, value in rows:
         table.add_row(key, Text(value))
     console.print(table)
+
+
+def next_line(stage: str) -> Optional[str]:
+    """Where the ladder goes from ``stage``: how to train the next stage, and what it adds (None after the last).
+
+    The command comes first, so that a narrow terminal wraps what it adds, never the command."""
+    following = stages.next_stage(stage)
+    if following is None:
+        return None
+    return f"Next on the ladder: tinyshake train --model {following.name} ({following.adds})"
 
 
 def interrupted(console: Console, event: core.Interrupted, run: str, code: int) -> typer.Exit:

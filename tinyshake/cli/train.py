@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from tinyshake import estimates, stages
 from tinyshake.cli import _torch
@@ -107,6 +108,9 @@ def _after_training(console: Console, plan: Plan, data: corpus.Corpus, rich: boo
         except KeyboardInterrupt:
             print(file=sys.stdout)
             raise typer.Exit(INTERRUPT_EXIT) from None
+    following = views.next_line(plan.config.stage)
+    if rich and following:  # a hint for the learner at the terminal; a pipe keeps the lecture's log
+        console.print(Text(following, style="bold"))
 
 
 @handle_errors
