@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from typer.testing import CliRunner
 
@@ -49,3 +51,96 @@ def test_demo_all_in_a_pipe_does_not_wait(cached) -> None:
     result = runner.invoke(app, ["demo", "all"], input="")
     assert result.exit_code == 0 and "Press Enter" not in result.output
     assert all(f"== {name}:" in result.stdout for name in demos.DEMOS)
+
+
+def _train_tiny(run: str, sample_at_each_evaluation: bool) -> tuple[list[tuple[int, float, float]], list[int]]:
+    """Train a tiny head stage with dropout; its evaluations and a draw from the global stream at its end."""
+    from tinyshake import corpus, sampling
+    from tinyshake import train as core
+    from tinyshake.plan import make_plan
+
+    plan = make_plan("head", run, max_iters=20, eval_interval=10, eval_iters=2, batch_size=4, dropout=0.2,
+                     device="cpu")
+    rows, model, after = [], None, []
+    for event in core.train(plan, corpus.load(corpus.DEFAULT_CORPUS)):
+        if isinstance(event, core.Started):
+            model = event.model
+        elif isinstance(event, core.Evaluated):
+            rows.append((event.step, event.train, event.val))
+            if sample_at_each_evaluation:
+                sampling.showcase(model, [sampling.START_TOKEN], 30)
+                assert model.training  # put back in training mode, dropout and all
+        elif isinstance(event, core.Finished):
+            after = list(sampling.generate(event.model, [0], sampling.SamplingSettings(max_new_tokens=20)))
+    return rows, after
+
+
+def test_sampling_at_each_evaluation_leaves_the_trainings_numbers_and_random_stream_alone(cached) -> None:
+    assert _train_tiny("quiet", False) == _train_tiny("sampled", True)
+
+
+def test_train_on_a_terminal_adds_a_sample_under_the_table_at_each_evaluation(cached, terminal, home) -> None:
+    term = terminal(home, "train", "--model", "bigram", *TINY, "--sample-chars", "0")
+    assert term.wait(timeout=120) == 0, term.output[-2000:]
+    lines = screen_lines(term.output)
+    heading = max(i for i, line in enumerate(lines) if line.startswith("what it writes from a newline"))
+    steps = [line.split()[0] for line in lines[heading + 1:heading + 4]]
+    assert steps == ["0", "10", "final"]  # the final weights (step 20) are sampled too
+
+
+def test_the_showcase_draw_is_the_same_for_the_same_model_and_seed() -> None:
+    import torch
+
+    from tinyshake import sampling
+    from tinyshake.model import ModelConfig, build
+
+    torch.manual_seed(0)
+    model = build(ModelConfig(vocab_size=65, block_size=8, n_embd=16, n_head=2, n_layer=1))
+    before = torch.random.get_rng_state()
+    first = sampling.showcase(model, [0], 40)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert sampling.showcase(model, [0], 40) == first != sampling.showcase(model, [0], 40, seed=7)
+
+
+def _trained(*stages_and_runs: tuple[str, str]) -> None:
+    for stage, run in stages_and_runs:
+        result = runner.invoke(app, ["train", "--model", stage, "--run", run, "--max-iters", "3", "--eval-iters", "1",
+                                     "--batch-size", "2", "--sample-chars", "0", "--device", "cpu"])
+        assert result.exit_code == 0, result.output
+
+
+def test_sample_continues_one_prompt_with_every_run_and_the_same_seed(cached) -> None:
+    from tinyshake import checkpoint, sampling
+
+    _trained(("bigram", "b"), ("head", "h"))
+    result = runner.invoke(app, ["sample", "b", "h", "--prompt", "ROMEO:\\n", "--chars", "40"])
+    assert result.exit_code == 0, result.output
+    blocks = result.stdout.split("\n\n")
+    assert [block.splitlines()[0].split(" (")[0] for block in blocks] == ["== b", "== h"]
+    for name, block in zip("bh", blocks):
+        loaded = checkpoint.load(name)
+        ids = sampling.showcase(loaded.model, loaded.tokenizer.encode("ROMEO:\n"), 40, sampling.SHOWCASE_SEED)
+        assert block.split("\n", 1)[1].rstrip("\n") == "ROMEO:\n" + loaded.tokenizer.decode(ids)
+    other = runner.invoke(app, ["sample", "b", "h", "--prompt", "ROMEO:\\n", "--chars", "40", "--seed", "7"])
+    assert other.exit_code == 0 and other.stdout != result.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["b", "nope"], "no run named 'nope'"),
+    (["b", "b"], "named twice"),
+    (["b", "--prompt", "caf\u00e9"], "run 'b': characters not in the vocabulary"),
+])
+def test_sample_refuses_bad_input_in_one_line(cached, args, message) -> None:
+    _trained(("bigram", "b"))
+    result = runner.invoke(app, ["sample", *args])
+    assert result.exit_code == 2 and message in result.stderr and result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_sample_on_a_terminal_puts_two_runs_side_by_side_within_the_width(cached, terminal, home, columns) -> None:
+    _trained(("bigram", "b"), ("head", "h"))
+    term = terminal(home, "sample", "b", "h", columns=columns)
+    assert term.wait(timeout=120) == 0, term.output[-2000:]
+    lines = screen_lines(term.output)
+    assert max(len(line) for line in lines) <= columns
+    assert any(re.search(r"b \(bigram, val [\d.]+\) +h \(head, val [\d.]+\)", line) for line in lines)

@@ -30,7 +30,6 @@ DEFAULT_STAGES = ("bigram", "head", "multihead", "ffwd", "blocks", "residual", "
 DEFAULT_PREFIX = "ladder"
 QUICK_SHARE = 10  # --quick: a tenth of the steps, with evaluations scaled to match
 SAMPLE_CHARS = 200  # sampled to find the sample's first line
-SAMPLE_SEED = 1337  # the same model always shows the same line, reused or just trained
 # Settings that say how a run goes, not what it computes: a stored stage may differ in these and still count.
 HOW_IT_RUNS = ("run", "device", "compile")
 MEASURED = "ladder.json"  # in a stage's run folder: its full val and sample line, for the checkpoint they measured
@@ -164,10 +163,9 @@ def plan_tour(names: Sequence[str], prefix: str = DEFAULT_PREFIX, corpus: str = 
 
 
 def first_line(model: nn.Module, corpus: Corpus, chars: int = SAMPLE_CHARS) -> str:
-    """The first non-empty line the model writes from the lecture's start token, with a fixed seed."""
-    generator, _ = sampling.make_generator(next(model.parameters()).device, SAMPLE_SEED)
-    ids = list(sampling.generate(model, [sampling.START_TOKEN], sampling.SamplingSettings(max_new_tokens=chars),
-                                 generator))
+    """The first non-empty line the model writes from the lecture's start token, with the showcase's fixed seed:
+    the same for a model reused or just trained, and every stage drawn alike, so the text compares down the table."""
+    ids = sampling.showcase(model, [sampling.START_TOKEN], chars)
     lines = [line.strip() for line in corpus.tokenizer.decode(ids).splitlines() if line.strip()]
     return lines[0] if lines else ""
 

@@ -381,7 +381,7 @@ def _prepare(plan: Plan, config: TrainConfig, corpus: Corpus, should_stop: Calla
     run = Run(config, device, plan.dtype, model, forward, optimizer, splits, attention, start,
               History.of(plan.resume, config), checkpoints, clocks, NanWatch(device, checkpoints), should_stop)
     return run, Started(config, record["parameters"], str(device), start, notices, dist.rank, dist.world_size,
-                        plan.threads.describe() if plan.threads is not None else "")
+                        plan.threads.describe() if plan.threads is not None else "", model)
 
 
 def _build(config: TrainConfig, device: torch.device) -> tuple[nn.Module, optim.Combined]:

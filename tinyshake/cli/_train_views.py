@@ -23,7 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tinyshake import stages
-from tinyshake.cli._render import loss_chart, plain_charts
+from tinyshake.cli._render import loss_chart, plain_charts, visible
 from tinyshake.record import Evaluation
 from tinyshake.cli._signals import INTERRUPT_EXIT, say_now
 from tinyshake.cli._stage_text import run_header
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     import torch
 
     from tinyshake import train as core
+    from tinyshake.corpus import CharTokenizer as Tokenizer
     from tinyshake.plan import Plan
 
 CHART_ROWS, CHART_WIDTH = 8, 100  # the live loss chart under the table: small, so the table keeps its room
@@ -134,6 +135,14 @@ class SilentView(PlainView):
         return None
 
 
+SAMPLE_CHARS = 60  # the sample under the table at each evaluation: one short line at 80 columns
+
+
+def visible_newline(char: str) -> str:
+    """A newline as ⏎, so that a sample stays on its one line."""
+    return visible(char) if char == "\n" else char
+
+
 WIDE_BAR = 120  # terminal columns from which the bar also shows tokens/s and the time elapsed
 
 
@@ -158,8 +167,10 @@ class RichView:
     table, which then stays in the scrollback.
     """
 
-    def __init__(self, console: Console, config: core.TrainConfig) -> None:
-        self.console, self.config = console, config
+    def __init__(self, console: Console, config: core.TrainConfig, tokenizer: Optional[Tokenizer] = None) -> None:
+        self.console, self.config, self.tokenizer = console, config, tokenizer
+        self.model: Optional[torch.nn.Module] = None  # sampled from after each evaluation, with a tokenizer
+        self.samples: list[tuple[str, str]] = []  # (step, text): what the model writes at each evaluation
         self.progress = Progress(*progress_columns(config, console.width), console=console)
         budget = config.time_budget
         self.task = self.progress.add_task(config.stage, total=budget or config.max_iters, its=0.0, tps=0.0, loss="-")
@@ -187,11 +198,28 @@ class RichView:
             table.add_row(*row)
         return table
 
+    def _samples(self, samples: list[tuple[str, str]]) -> list[RenderableType]:
+        """The samples under the table: one line each, the step then the text, which never wraps."""
+        if not samples:
+            return []
+        from tinyshake.sampling import SHOWCASE_SEED  # torch is loaded: there are samples
+
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(justify="right", style="dim", no_wrap=True)
+        grid.add_column(no_wrap=True, overflow="ellipsis")
+        for step, text in samples:
+            grid.add_row(step, Text(text))
+        heading = f"what it writes from a newline (seed {SHOWCASE_SEED}, {SAMPLE_CHARS} characters, ⏎ a newline)"
+        return [Text(heading, style="dim"), grid]
+
     def _render(self) -> RenderableType:
         chart = self.chart if self.console.size.height >= CHART_MIN_TERMINAL else None
         room = max(1, self.console.size.height - 9 - (CHART_ROWS + 4 if chart else 0))  # title, header, borders,
         # "…" row, progress bar, prompt; the chart's rows, axis, scale and legend
-        return Group(self._table(self.rows[-room:]), *([chart] if chart else []), self.progress)
+        shown = min(len(self.samples), room // 3)  # the latest samples take at most a third, with their heading
+        samples = self._samples(self.samples[len(self.samples) - shown:])
+        rows = max(1, room - shown - (1 if shown else 0))
+        return Group(self._table(self.rows[-rows:]), *samples, *([chart] if chart else []), self.progress)
 
     def __enter__(self) -> "RichView":
         self.live.start()
@@ -204,13 +232,15 @@ class RichView:
             self.live_on = False
             self.live.stop()
             if self.begun:
-                self.console.print(Group(self._table(self.rows), *([self.chart] if self.chart else []), self.progress))
+                self.console.print(Group(self._table(self.rows), *self._samples(self.samples),
+                                         *([self.chart] if self.chart else []), self.progress))
 
     def started(self, event: core.Started) -> None:
         self.begun = True
         for notice in event.notices:
             self.console.print(Text.assemble(("note: ", "yellow"), notice))
         self.world_size = event.world_size
+        self.model = event.model
         title, details = run_header(event.config, event.parameters)
         self.console.print(Text(training_line(event, title)))
         lines = "\n".join(line.strip() for line in details.splitlines())
@@ -251,9 +281,23 @@ class RichView:
         step = f"final {event.step}" if event.final else str(event.step)
         self.rows.append((step, f"{event.train:.4f}", f"{event.val:.4f}", delta, f"{event.elapsed:.1f}s"))
         self.last_val = event.val
+        self._sample(step)
         self.metrics.append(Evaluation(event.step, event.val, event.train))
         if len(self.metrics) > 1:
             self.chart = loss_chart(self.metrics, min(self.console.width, CHART_WIDTH), CHART_ROWS, plain=self.plain_chart)
+
+    def _sample(self, step: str) -> None:
+        """What the model writes now, from the same start and seed each time: the text improves as the loss falls.
+
+        It draws from a generator of its own, in eval mode (put back after), so
+        the training's random stream and its numbers are those of a run without it.
+        """
+        if self.model is None or self.tokenizer is None:
+            return
+        from tinyshake import sampling
+
+        ids = sampling.showcase(self.model, [sampling.START_TOKEN], SAMPLE_CHARS)
+        self.samples.append((step, "".join(map(visible_newline, self.tokenizer.decode(ids)))))
 
     def saved(self, event: core.Saved) -> None:
         """Measure speed from here: evaluating and saving are not training."""

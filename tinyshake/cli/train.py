@@ -204,7 +204,7 @@ def _train(stage: Optional[str], run: Optional[str], corpus_name: Optional[str],
         return
     data = corpus.load(plan.corpus)
     rich = use_rich() and not quiet and dist.is_main
-    view: views.View = views.RichView(console, plan.config) if rich else views.PlainView(console, quiet)
+    view: views.View = views.RichView(console, plan.config, data.tokenizer) if rich else views.PlainView(console, quiet)
     if not dist.is_main:
         view = views.SilentView(console)  # rank 0 alone shows the run
     finished, params, flag = run_training(plan, data, view, console, log)
