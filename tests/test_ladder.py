@@ -22,7 +22,8 @@ from tinyshake.plan import make_plan
 TINY = dict(max_iters=20, eval_interval=10, eval_iters=2, device="cpu")  # the lecture's small stages, briefly
 TINY_ARGS = ["--max-iters", "20", "--eval-interval", "10", "--eval-iters", "2", "--device", "cpu"]
 TWO = ["bigram", "head"]
-PLAIN_LINE = re.compile(r"^(\S+): ([\d,]+) parameters, val (\d\.\d{4}) \(full split (\d\.\d{4})\), lecture (\S+), "
+PLAIN_LINE = re.compile(r"^(\S+): ([\d,]+) parameters, val (\d\.\d{4})(?: on \d+ batches)? "
+                        r"\(full split (\d\.\d{4})\), lecture (\S+), "
                         r"[\d.]+ s(, reused)? \| (.*)$")
 
 

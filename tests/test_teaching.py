@@ -144,3 +144,22 @@ def test_sample_on_a_terminal_puts_two_runs_side_by_side_within_the_width(cached
     lines = screen_lines(term.output)
     assert max(len(line) for line in lines) <= columns
     assert any(re.search(r"b \(bigram, val [\d.]+\) +h \(head, val [\d.]+\)", line) for line in lines)
+
+
+def test_a_val_estimated_on_fewer_batches_is_marked_in_runs_and_runs_show(cached) -> None:
+    _trained(("bigram", "b"))  # --eval-iters 1
+    listed = runner.invoke(app, ["runs"])
+    row = next(line for line in listed.stdout.splitlines() if line.startswith("b "))
+    assert re.search(r"\d\.\d{4}\* @\d+", row) and "not comparable" in listed.stderr
+    assert "not comparable" not in listed.stdout  # piped, stdout keeps one line a row
+    shown = runner.invoke(app, ["runs", "show", "b"]).stdout
+    assert "estimated on 1 batch per split, not the lecture's 200: not comparable" in shown
+
+
+@pytest.mark.parametrize("eval_iters, words", [(200, "val 2.5000 (full"), (20, "val 2.5000 on 20 batches (full")])
+def test_the_ladders_plain_line_says_when_its_estimate_took_fewer_batches(eval_iters, words) -> None:
+    from tinyshake.cli.ladder import plain_line
+    from tinyshake.ladder import StageResult
+
+    result = StageResult("bigram", "ladder-bigram", "adds", 4225, 2.5, 2.51, 2.49, 3.0, "text", False, eval_iters)
+    assert words in plain_line(result)

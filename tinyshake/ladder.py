@@ -82,6 +82,7 @@ class StageResult:
     seconds: float  # training time, evaluations included
     sample: str  # the first line of a sample
     reused: bool
+    eval_iters: int = stages.LECTURE_EVAL_ITERS  # batches per split of last_val's estimate
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,7 @@ def _result(stage: StagePlan, corpus: Corpus, model: nn.Module, seconds: float, 
     sample = first_line(model, corpus)
     _remember(stored, full, sample)
     return StageResult(stage.stage, stage.run, preset.adds, stored.parameters or 0, stored.last_val, full,
-                       preset.published_val, seconds, sample, reused)
+                       preset.published_val, seconds, sample, reused, stage.plan.config.eval_iters)
 
 
 def _measured(stored: record.RunRecord) -> Optional[tuple[float, str]]:
@@ -212,7 +213,7 @@ def _reused(stage: StagePlan, corpus: Corpus) -> StageResult:
         return _result(stage, corpus, loaded.model, loaded.record.wall_time, reused=True)
     preset = stages.get(stage.stage)
     return StageResult(stage.stage, stage.run, preset.adds, stored.parameters or 0, stored.last_val, measured[0],
-                       preset.published_val, stored.wall_time, measured[1], reused=True)
+                       preset.published_val, stored.wall_time, measured[1], True, stage.plan.config.eval_iters)
 
 
 def tour(plans: Sequence[StagePlan], corpus: Corpus,

@@ -62,7 +62,7 @@ class TrainConfig:
     learning_rate: float
     max_iters: int
     eval_interval: int
-    eval_iters: int = 200
+    eval_iters: int = stages.LECTURE_EVAL_ITERS
     eval_last: bool = False
     seed: int = 1337
     device: str = "auto"

@@ -142,6 +142,12 @@ class RunRecord:
         return rows[-1].val if rows else None
 
     @property
+    def eval_iters(self) -> Optional[int]:
+        """The batches per split of each of the run's val estimates (None in a record that does not say)."""
+        value = self.hyper.get("eval_iters")
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    @property
     def corpus_name(self) -> Optional[str]:
         return self.corpus.name if self.corpus is not None else None
 

@@ -72,6 +72,16 @@ STAGES: dict[str, Stage] = {
     ]
 }
 DEFAULT_STAGE = "mini"
+LECTURE_EVAL_ITERS = 200  # random batches per split in the lecture's loss estimates
+
+
+def lecture_estimate(eval_iters: int | None) -> bool:
+    """Whether a val estimated on ``eval_iters`` batches per split compares with the lecture's (and other runs').
+
+    Fewer batches (``--eval-iters 20``, ``ladder --quick``) make a noisier
+    estimate, which can beat the lecture's figure by luck alone.
+    """
+    return eval_iters == LECTURE_EVAL_ITERS
 
 
 def get(name: str) -> Stage:
