@@ -7,7 +7,7 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from tinyshake import demos, stages
+from tinyshake import demos, record, stages
 from tinyshake.cli import app
 from test_terminal_fit import screen_lines
 
@@ -163,3 +163,86 @@ def test_the_ladders_plain_line_says_when_its_estimate_took_fewer_batches(eval_i
 
     result = StageResult("bigram", "ladder-bigram", "adds", 4225, 2.5, 2.51, 2.49, 3.0, "text", False, eval_iters)
     assert words in plain_line(result)
+
+
+# -- one convention everywhere ------------------------------------------------------------------------------
+
+CHAT = ("-p", "ROMEO:", "--seed", "1", "--max-new-tokens", "30")
+
+
+def test_chat_takes_the_run_as_run_and_keeps_run_as_an_alias(cached) -> None:
+    _trained(("bigram", "b"), ("head", "h"))
+    positional = runner.invoke(app, ["chat", "b", *CHAT])
+    assert positional.exit_code == 0 and positional.stdout == runner.invoke(app, ["chat", "--run", "b", *CHAT]).stdout
+    assert positional.stdout != runner.invoke(app, ["chat", "h", *CHAT]).stdout  # it did pick the run named
+    both = runner.invoke(app, ["chat", "b", "--run", "h", *CHAT])
+    assert both.exit_code == 2 and "name the run once" in both.stderr
+
+
+def test_runs_show_of_an_unknown_run_lists_the_runs(cached) -> None:
+    _trained(("bigram", "b"))
+    result = runner.invoke(app, ["runs", "show", "nope"])
+    assert result.exit_code == 2 and "no run named 'nope'" in result.stderr and "runs: b" in result.stderr
+
+
+def test_choices_are_taken_whatever_their_case(cached) -> None:
+    trained = runner.invoke(app, ["train", "--model", "BIGRAM", "--device", "CPU", "--dtype", "Float32",
+                                  "--max-iters", "2", "--eval-iters", "1", "--sample-chars", "0"])
+    assert trained.exit_code == 0, trained.output
+    stored = record.read_record("bigram")
+    assert stored.stage == "bigram" and stored.hyper["device"] == "cpu" and stored.dtype == "float32"
+    assert runner.invoke(app, ["chat", "bigram", *CHAT, "--weights", "LAST", "--overflow", "Crop",
+                               "--unknown", "DROP"]).exit_code == 0
+    assert runner.invoke(app, ["eval", "bigram", "--split", "VAL"]).exit_code == 0
+    assert runner.invoke(app, ["stages", "Mini"]).exit_code == 0
+
+
+@pytest.mark.parametrize("args, flag", [(["--lr", "-1"], "--lr must be"), (["--n-embd", "30", "--n-head", "4"],
+                                         "--n-embd (30) must be divisible by --n-head (4)"),
+                                        (["--warmup", "2"], "--warmup and --warmdown")])
+def test_an_error_names_the_option_as_typed(cached, args, flag) -> None:
+    result = runner.invoke(app, ["train", *args, "--max-iters", "1"])
+    assert result.exit_code == 2 and flag in result.stderr and "learning_rate" not in result.stderr
+
+
+def test_runs_show_says_where_it_trained_when_as_runs_does_and_aligns_its_numbers(cached) -> None:
+    _trained(("bigram", "b"))
+    shown = runner.invoke(app, ["runs", "show", "b"]).stdout.splitlines()
+    facts = {line[:12].strip(): line[12:] for line in shown if line[:1].isalpha() and "  " in line}
+    assert re.fullmatch(r"cpu, float32, \d+ threads", facts["trained on"])  # resolved, not "auto"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", facts["updated"])
+    assert facts["updated"] in runner.invoke(app, ["runs"]).stdout
+    evaluations = len(record.read_record("b").evaluations())
+    start = shown.index("evaluations") + 1
+    rows = shown[start:start + 1 + evaluations]  # the header, then a row per evaluation
+    assert evaluations > 1 and len({len(line) for line in rows}) == 1  # right-aligned: all end in one column
+
+
+def test_ctrl_c_while_chat_loads_leaves_a_clean_line(cached, terminal, home) -> None:
+    _trained(("bigram", "b"))
+    term = terminal(home, "chat", "b")
+    term.expect("Loading PyTorch")
+    term.send("\x03")
+    assert term.wait(timeout=60) == 130
+    assert term.output.endswith("\n") and "Traceback" not in term.output
+
+
+def test_declining_the_gpt_stage_on_a_cpu_says_so_in_one_line(cached, terminal, home) -> None:
+    term = terminal(home, "train", "--model", "gpt", "--device", "cpu")
+    term.expect(r"Train it anyway\?")
+    after = term.send("n\n")
+    assert term.wait(timeout=60) == 1
+    said = [line for line in screen_lines(term.output[after:]) if line.strip() and line.strip() != "n"]
+    assert said == ["Not trained; nothing was written."]
+
+
+def test_a_resumed_run_shows_its_earlier_rows_and_the_sample_has_a_heading(cached, terminal, home) -> None:
+    first = runner.invoke(app, ["train", "--model", "bigram", *TINY, "--sample-chars", "0"])
+    assert first.exit_code == 0, first.output
+    term = terminal(home, "train", "--run", "bigram", "--resume", "--max-iters", "40", "--sample-chars", "20")
+    assert term.wait(timeout=120) == 0, term.output[-2000:]
+    lines = screen_lines(term.output)
+    table = lines[max(i for i, line in enumerate(lines) if "bigram · run bigram" in line):]
+    steps = [cells[1].strip() for cells in (line.split("│") for line in table) if len(cells) > 2]
+    assert steps[:2] == ["0", "10"] and "30" in steps  # the rows it had, then the new ones
+    assert "A sample of 20 characters, from a newline:" in term.output

@@ -128,12 +128,12 @@ def test_ctrl_c_during_the_final_save_skips_the_sample(cached, monkeypatch):
 
 
 BAD_VALUES = {
-    "lr-inf": (["--lr", "inf"], "learning_rate must be a positive finite number"),
-    "muon-lr-nan": (["--optimizer", "muon", "--muon-lr", "nan"], "muon_lr must be a positive finite number"),
-    "muon-lr-negative": (["--optimizer", "muon", "--muon-lr", "-1"], "muon_lr must be a positive finite number"),
-    "muon-lr-inf": (["--optimizer", "muon", "--muon-lr", "inf"], "muon_lr must be a positive finite number"),
-    "muon-lr-with-adamw": (["--muon-lr", "-1"], "muon_lr must be a positive finite number"),
-    "time-budget-nan": (["--time-budget", "nan"], "time budget must be a positive finite number"),
+    "lr-inf": (["--lr", "inf"], "--lr must be a positive finite number"),
+    "muon-lr-nan": (["--optimizer", "muon", "--muon-lr", "nan"], "--muon-lr must be a positive finite number"),
+    "muon-lr-negative": (["--optimizer", "muon", "--muon-lr", "-1"], "--muon-lr must be a positive finite number"),
+    "muon-lr-inf": (["--optimizer", "muon", "--muon-lr", "inf"], "--muon-lr must be a positive finite number"),
+    "muon-lr-with-adamw": (["--muon-lr", "-1"], "--muon-lr must be a positive finite number"),
+    "time-budget-nan": (["--time-budget", "nan"], "--time-budget must be a positive finite number"),
     "seed-huge": (["--seed", "99999999999999999999"], "seed must be between 0 and"),
     "batch-size-huge": (["--batch-size", "9223372036854775808"], "batch_size 9223372036854775808 is too large"),
     "device-index": (["--device", "cpu:abc"], "invalid device 'cpu:abc'"),

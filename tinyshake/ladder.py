@@ -100,9 +100,7 @@ Event = Union[StageStarted, StageProgress, StageResult, StageInterrupted]
 
 def check_stages(names: Sequence[str]) -> list[str]:
     """The stages to tour, in the order given (default: bigram through layernorm, then mini), each once."""
-    chosen = list(names) or list(DEFAULT_STAGES)
-    for name in chosen:
-        stages.get(name)  # an unknown name is a usage error that lists the stages
+    chosen = [stages.get(name).name for name in names] or list(DEFAULT_STAGES)  # an unknown name lists the stages
     repeated = sorted({n for n in chosen if chosen.count(n) > 1})
     if repeated:
         raise UsageError(f"stage {repeated[0]!r} is named twice")

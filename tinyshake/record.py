@@ -127,6 +127,7 @@ class RunRecord:
     train_seconds: float = 0.0
     dtype: Optional[str] = None
     threads: Optional[int] = None
+    device: Optional[str] = None  # the device it trained on, resolved ("cpu", "cuda:0"); None in older records
 
     def evaluations(self) -> list[Evaluation]:
         """Every evaluation in step order, ending with the final weights' one where the run made one."""
@@ -242,6 +243,7 @@ def parse(name: str, body: Any) -> RunRecord:
         final=_evaluation(dict(final, final=True)) if final is not None else None,
         best_val=body.get("best_val"), best_step=body.get("best_step"), wall_time=float(body.get("wall_time", 0.0)),
         train_seconds=float(body.get("train_seconds", 0.0)), dtype=body.get("dtype"), threads=body.get("threads"),
+        device=body.get("device"),
     )
     too_big = _larger_than_its_weights(record)
     if too_big:
@@ -355,6 +357,7 @@ _FIELDS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("updated", lambda v: isinstance(v, str), "a date"),
     ("name", lambda v: isinstance(v, str), "a string"),
     ("dtype", lambda v: v is None or isinstance(v, str), "a string"),
+    ("device", lambda v: v is None or isinstance(v, str), "a string"),
     ("threads", lambda v: v is None or _count(v), "a count"),
 )
 _REQUIRED = frozenset({"stage", "model", "hyper", "vocab", "files", "sha256", "sizes", "step", "updated"})

@@ -85,9 +85,10 @@ def lecture_estimate(eval_iters: int | None) -> bool:
 
 
 def get(name: str) -> Stage:
-    """The preset called ``name``; an unknown name is a usage error that lists the stages."""
+    """The preset called ``name``, whatever its case (as every choice is); an unknown name is a usage error that
+    lists the stages."""
     try:
-        return STAGES[name]
+        return STAGES[name.lower()]
     except KeyError:
         raise UsageError(f"unknown stage {name!r}; choose one of: {', '.join(STAGES)}") from None
 

@@ -328,7 +328,7 @@ def _check_still_new(plan: Plan) -> None:
 def _check_fits(config: TrainConfig, corpus: Corpus) -> None:
     shortest = min(len(corpus.train), len(corpus.val))
     if config.block_size >= shortest:
-        raise UsageError(f"block_size ({config.block_size}) must be below the shortest split's length ({shortest})")
+        raise UsageError(f"--block-size ({config.block_size}) must be below the shortest split's length ({shortest})")
 
 
 def _check_corpus(plan: Plan, corpus: Corpus) -> None:
@@ -404,6 +404,7 @@ def _record(config: TrainConfig, corpus: Corpus, model: nn.Module, stored: Optio
         "parameters": count_parameters(model), "max_iters": config.max_iters,
         "created": stored.created if stored is not None else None,
         "dtype": dtype, "threads": torch.get_num_threads(),  # what this session used: auto resolved, the CPU's count
+        "device": str(next(model.parameters()).device),
     }
 
 

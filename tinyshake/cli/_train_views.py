@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import TYPE_CHECKING, Optional, Protocol
+from typing import TYPE_CHECKING, Optional, Protocol, Sequence
 
 import typer
 from rich.console import Console, Group, RenderableType
@@ -167,7 +167,9 @@ class RichView:
     table, which then stays in the scrollback.
     """
 
-    def __init__(self, console: Console, config: core.TrainConfig, tokenizer: Optional[Tokenizer] = None) -> None:
+    def __init__(self, console: Console, config: core.TrainConfig, tokenizer: Optional[Tokenizer] = None,
+                 earlier: Sequence[Evaluation] = ()) -> None:
+        """``earlier``: a resumed run's evaluations so far, which its table shows before the new ones."""
         self.console, self.config, self.tokenizer = console, config, tokenizer
         self.model: Optional[torch.nn.Module] = None  # sampled from after each evaluation, with a tokenizer
         self.samples: list[tuple[str, str]] = []  # (step, text): what the model writes at each evaluation
@@ -175,7 +177,7 @@ class RichView:
         budget = config.time_budget
         self.task = self.progress.add_task(config.stage, total=budget or config.max_iters, its=0.0, tps=0.0, loss="-")
         self.rows: list[tuple[str, ...]] = []
-        self.metrics: list[Evaluation] = []  # this session's evaluations, for the chart
+        self.metrics: list[Evaluation] = []  # the evaluations, for the chart
         self.chart: Optional[Text] = None  # redrawn at each evaluation only, so steps never wait for it
         self.plain_chart = plain_charts()  # markers, not braille, without colour
         self.last_val: Optional[float] = None
@@ -187,6 +189,8 @@ class RichView:
         self.live_on = False
         self.begun = False  # nothing to leave on screen if training never started (a load error)
         self.live = Live(console=console, refresh_per_second=8, transient=True, get_renderable=self._render)
+        for row in earlier:
+            self._add(row)
 
     def _table(self, rows: list[tuple[str, ...]]) -> Table:
         table = Table(title=f"{self.config.stage} · run {self.config.run}", title_justify="left")
@@ -277,14 +281,20 @@ class RichView:
 
     def evaluated(self, event: core.Evaluated) -> None:
         self.progress.update(self.task, description=self.config.stage)
-        delta = "" if self.last_val is None else f"{event.val - self.last_val:+.4f}"
-        step = f"final {event.step}" if event.final else str(event.step)
-        self.rows.append((step, f"{event.train:.4f}", f"{event.val:.4f}", delta, f"{event.elapsed:.1f}s"))
-        self.last_val = event.val
+        step = self._add(Evaluation(event.step, event.val, event.train, event.elapsed, event.final))
         self._sample(step)
-        self.metrics.append(Evaluation(event.step, event.val, event.train))
         if len(self.metrics) > 1:
             self.chart = loss_chart(self.metrics, min(self.console.width, CHART_WIDTH), CHART_ROWS, plain=self.plain_chart)
+
+    def _add(self, row: Evaluation) -> str:
+        """One evaluation into the table and the chart's data; returns its step as the table shows it."""
+        delta = "" if self.last_val is None else f"{row.val - self.last_val:+.4f}"
+        step = f"final {row.step}" if row.final else str(row.step)
+        train = f"{row.train:.4f}" if row.train is not None else "-"
+        self.rows.append((step, train, f"{row.val:.4f}", delta, f"{row.elapsed or 0:.1f}s"))
+        self.last_val = row.val
+        self.metrics.append(row)
+        return step
 
     def _sample(self, step: str) -> None:
         """What the model writes now, from the same start and seed each time: the text improves as the loss falls.
@@ -345,7 +355,7 @@ def summary(console: Console, event: core.Finished, params: int, run: str, budge
         rows.append(("final val", f"{event.final.val:.4f} (step {event.final.step})"))
     if event.best_val is not None:
         rows.append(("best val", f"{event.best_val:.4f} (step {event.best_step})"))
-    rows += [("checkpoint", event.path), ("chat", f"tinyshake chat --run {run}")]
+    rows += [("checkpoint", event.path), ("chat", f"tinyshake chat {run}")]
     for key, value in rows:
         table.add_row(key, Text(value))
     console.print(table)

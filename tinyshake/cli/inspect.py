@@ -78,8 +78,10 @@ def pick(count: int, chosen: Optional[int], what: str) -> list[int]:
 
 
 def parse_head(head: Optional[str]) -> Optional[int | str]:
-    if head is None or head == MEAN:
-        return head
+    if head is None:
+        return None
+    if head.lower() == MEAN:
+        return MEAN
     try:
         return int(head)
     except ValueError:

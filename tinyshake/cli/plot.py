@@ -72,6 +72,7 @@ def plot(
     svg: Annotated[Optional[Path], typer.Option(help="Also save the chart, in colour, as an SVG image.")] = None,
 ) -> None:
     """Draw the loss curves of one or more runs against step, in one chart with a legend."""
+    split = split.lower()
     if split not in SPLITS:
         raise UsageError(f"unknown split {split!r}; choose val, train or both")
     if svg is not None and (svg.is_dir() or not svg.parent.is_dir()):

@@ -44,9 +44,29 @@ def _row(run: record.RunStatus) -> tuple[str, ...]:
         f"{stored.parameters:,}" if stored.parameters is not None else "-",
         _steps(stored),
         (estimate(best, stored.eval_iters) + (f" @{at}" if at is not None else "")) if best is not None else "-",
-        stored.updated[:16].replace("T", " "),
+        when(stored.updated),
         _status(run),
     )
+
+
+def when(stamp: str) -> str:
+    """A record's timestamp to the minute, ``2026-12-07 17:36``: the same in ``runs`` and ``runs show``."""
+    return stamp[:16].replace("T", " ")
+
+
+def words(value: object) -> str:
+    """A setting's value as a reader says it: on/off for a flag, "none" for no value."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return "none" if value is None else str(value)
+
+
+def trained_on(run: record.RunRecord) -> str:
+    """Where and in what precision the run trained: the device and dtype that ``auto`` resolved to."""
+    asked = run.hyper.get("device")
+    device = run.device or f"{asked} (which device it resolved to was not recorded)"
+    threads = f", {run.threads} threads" if run.threads and run.device == "cpu" else ""
+    return f"{device}, {run.dtype or run.hyper.get('dtype')}{threads}"
 
 
 def budget_ended(run: record.RunRecord) -> Optional[float]:
@@ -119,9 +139,10 @@ def _settings(run: record.RunRecord) -> list[tuple[str, str]]:
         ("steps", _steps(run) if budget is None else
          f"{run.step}: complete, ended by its time budget ({budget:g} s of training)"),
         ("best val", _best(run)),
-        ("corpus", str(run.corpus_name)), ("updated", run.updated),
-        ("model", ", ".join(f"{k} {v}" for k, v in model.items())),
-        ("training", ", ".join(f"{k} {v}" for k, v in run.hyper.items() if k not in ("stage", "run"))),
+        ("corpus", str(run.corpus_name)), ("trained on", trained_on(run)), ("updated", when(run.updated)),
+        ("model", ", ".join(f"{k} {words(v)}" for k, v in model.items())),
+        ("training", ", ".join(f"{k} {words(v)}" for k, v in run.hyper.items()
+                               if k not in ("stage", "run", "device", "dtype"))),
     ]
 
 
@@ -131,14 +152,16 @@ def show(name: Annotated[str, typer.Argument(help="Run to show.")]) -> None:
     """Show a run's settings, every evaluation it recorded (its final weights' last), and its loss chart."""
     from tinyshake.cli._render import loss_cell, loss_chart, plain_charts
 
-    run, console = record.read_record(name), make_console()
+    run, console = record.read_record(record.resolve(name)), make_console()  # an unknown name lists the runs
     settings = Table(show_header=False, box=None, title=f"run {name}", title_justify="left")
     settings.add_column(style="bold")
     settings.add_column()
     for key, value in _settings(run):
         settings.add_row(key, Text(value))
     console.print(settings)
-    metrics = Table("step", "train", "val", "elapsed", title="evaluations", title_justify="left")
+    metrics = Table(title="evaluations", title_justify="left")
+    for column in ("step", "train", "val", "elapsed"):
+        metrics.add_column(column, justify="right")  # numbers line up by their digits
     rows = run.evaluations()
     for row in rows:
         step = f"final {row.step}" if row.final else str(row.step)

@@ -102,6 +102,8 @@ def _after_training(console: Console, plan: Plan, data: corpus.Corpus, rich: boo
                       markup=False)
         raise typer.Exit(flag.exit_code)
     if sample_chars:
+        if rich:
+            console.print(Text(f"A sample of {sample_chars} characters, from a newline:", style="bold"))
         console.file.flush()
         try:
             stream_sample(finished.model, data.tokenizer, sample_chars)
@@ -204,7 +206,9 @@ def _train(stage: Optional[str], run: Optional[str], corpus_name: Optional[str],
         return
     data = corpus.load(plan.corpus)
     rich = use_rich() and not quiet and dist.is_main
-    view: views.View = views.RichView(console, plan.config, data.tokenizer) if rich else views.PlainView(console, quiet)
+    earlier = plan.resume.evaluations() if plan.resume is not None else []  # a resumed run's table goes on
+    view: views.View = views.RichView(console, plan.config, data.tokenizer, earlier) if rich else \
+        views.PlainView(console, quiet)
     if not dist.is_main:
         view = views.SilentView(console)  # rank 0 alone shows the run
     finished, params, flag = run_training(plan, data, view, console, log)
