@@ -58,7 +58,7 @@ def trial(candidate: Candidate, budget: float, data: corpus.Corpus) -> dict[str,
     wall = time.perf_counter() - started
     if not isinstance(finished, train.Finished):
         raise SystemExit(f"{run} did not finish: {finished}")
-    full = evaluate.split_loss(finished.model, data.val, config.block_size).loss
+    full = evaluate.split_loss(finished.model, data.val, config.block_size, data.tokenizer).loss
     record.remove(run)
     return {"steps": finished.step, "wall": wall, "val": full}
 

@@ -96,7 +96,7 @@ def main() -> None:
         if it % 250 == 0 or it == ITERS - 1:
             print(f"iter {it}: loss {loss.item():.4f} ({spent:.1f} s of training)", flush=True)
     estimate = train.estimate_loss(model, {"train": data.train, "val": data.val}, BATCH, BLOCK, eval_iters=20)
-    full = evaluate.split_loss(model, data.val, BLOCK)
+    full = evaluate.split_loss(model, data.val, BLOCK, data.tokenizer)
     print(f"nanoGPT recipe: {ITERS} iterations in {spent:.1f} s of training "
           f"({ITERS * BATCH * BLOCK / spent:,.0f} tokens/s); 20-batch estimate val {estimate['val']:.4f}; "
           f"whole val split {full.loss:.4f}")

@@ -236,6 +236,23 @@ def colours(text: str) -> set[str]:
     return found
 
 
+def trained_home(factory: pytest.TempPathFactory, corpus_file: Path, runs: dict[str, list[str]]) -> Path:
+    """A data home with tiny Shakespeare imported and ``runs`` trained (name: train's options), for a module to share."""
+    from typer.testing import CliRunner
+
+    from tinyshake.cli import app
+
+    home = factory.mktemp("trained-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TINYSHAKE_HOME", str(home))
+        for _ in corpus.import_file(corpus_file):
+            pass
+        for name, args in runs.items():
+            result = CliRunner().invoke(app, ["train", "--run", name, *args])
+            assert result.exit_code == 0, result.output
+    return home
+
+
 def on_disk(run: str) -> dict:
     """A run's config.json as JSON, read straight from its folder: what a save wrote, for tests of what is stored."""
     from tinyshake import record

@@ -14,7 +14,7 @@ import torch
 from conftest import TEST_CORPUS_ENV, find_test_corpus, subprocess_env
 from typer.testing import CliRunner
 
-from tinyshake import atomic, corpus
+from tinyshake import atomic, corpus, tokens
 from tinyshake.cli import app
 from tinyshake.errors import TinyshakeError, UsageError
 
@@ -25,8 +25,8 @@ def text(corpus_file: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def tokenizer(text: str) -> corpus.CharTokenizer:
-    return corpus.CharTokenizer.from_text(text)
+def tokenizer(text: str) -> tokens.CharTokenizer:
+    return tokens.CharTokenizer.from_text(text)
 
 
 def test_vocabulary_is_the_lectures(tokenizer):
@@ -43,7 +43,7 @@ def test_round_trip_of_the_whole_corpus(tokenizer, text):
 
 
 def test_unknown_characters_are_named(tokenizer):
-    with pytest.raises(corpus.UnknownCharacterError) as caught:
+    with pytest.raises(tokens.UnknownCharacterError) as caught:
         tokenizer.encode("naïve café, naïve€")
     assert caught.value.chars == ["ï", "é", "€"]
     assert "'ï', 'é', '€'" in str(caught.value)

@@ -325,6 +325,58 @@ def test_demos_leave_the_callers_random_stream_alone(cached: Path) -> None:
     assert torch.equal(torch.randn(3), expected)
 
 
+# -- the sequel's byte-pair encoding ----------------------------------------------
+
+
+def test_bpe_merges_a_hand_checked_text() -> None:
+    """aaabdaaabac: aa occurs 4 times (read with overlaps); then aa+a and aa+b tie at 2, and the first one wins."""
+    tokens, ids, merges = demos.bpe_merges("aaabdaaabac", 10)
+    assert tokens[:4] == ["a", "b", "c", "d"] and ids == [0, 0, 0, 1, 3, 0, 0, 0, 1, 0, 2]
+    assert [(tokens[m.pair[0]], tokens[m.pair[1]], m.count, m.token) for m in merges] == [
+        ("a", "a", 4, "aa"), ("aa", "a", 2, "aaa"), ("aaa", "b", 2, "aaab")]
+    assert [tokens[i] for i in merges[-1].ids] == ["aaab", "d", "aaab", "a", "c"]
+    assert [m.idx for m in merges] == [4, 5, 6]  # then no pair occurs twice: it stops
+
+
+def string_merges(text: str, most: int) -> list[tuple[str, int, list[str]]]:
+    """BPE on strings, independently of the demo: the commonest neighbouring pair (first seen on a tie), joined."""
+    parts = list(text)
+    out = []
+    for _ in range(most):
+        pairs = list(zip(parts, parts[1:]))
+        best = max(pairs, key=lambda p: (pairs.count(p), -pairs.index(p)))
+        if pairs.count(best) < 2:
+            break
+        count, joined, i = pairs.count(best), [], 0
+        while i < len(parts):
+            if tuple(parts[i:i + 2]) == best:
+                joined.append(parts[i] + parts[i + 1])
+                i += 2
+            else:
+                joined.append(parts[i])
+                i += 1
+        parts = joined
+        out.append(("".join(best), count, parts))
+    return out
+
+
+def test_bpe_demo_shows_each_merge_and_the_shorter_sequence() -> None:
+    out = demo_output("bpe")
+    expected = string_merges(demos.BPE_TEXT, demos.BPE_MERGES)
+    assert len(expected) == demos.BPE_MERGES
+    vocab = len(set(demos.BPE_TEXT))
+    lines = [shown("len(ids), len(tokens)", (len(demos.BPE_TEXT), vocab))]
+    for index, (token, count, parts) in enumerate(expected):
+        lines += [f"{count})", shown("idx, tokens[idx]", (vocab + index, token)),
+                  shown("[tokens[i] for i in ids]", parts), "|".join(parts), shown("len(ids)", len(parts))]
+    assert_in_order(out, [*lines, shown("''.join(tokens[i] for i in ids) == text", True)])
+
+
+def test_bpe_demo_takes_no_seed() -> None:
+    result = runner.invoke(app, ["demo", "bpe", "--seed", "3"])
+    assert result.exit_code == 2 and "--seed does not apply to the bpe demo" in result.stderr
+
+
 # -- the command ------------------------------------------------------------------
 
 

@@ -433,3 +433,17 @@ def test_nproc_survives_a_dead_rank_and_resumes(tmp_path, home, cached):
 if __name__ == "__main__":  # one rank of a two-process test (see _run_ranks)
     workers = {"grad": _grad_worker, "peer-death": _peer_death_worker}
     workers[sys.argv[1]](sys.argv[2])
+
+
+def test_torchrun_two_ranks_train_on_bpe_tokens(tmp_path, home, cached):
+    """Each rank learns the same BPE from the train split; rank 0 stores it, and the run reads back in it."""
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+            "-m", "tinyshake", "train", *TINY, "--tokenizer", "bpe", "--vocab-size", "100", "--max-iters", "10",
+            "--eval-interval", "5", "--sample-chars", "30"]
+    result, writes = _run(tmp_path, home, args)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert [line.split(":")[0] for line in _lecture_lines(result.stdout)] == ["step 0", "step 5", "step 9"]
+    assert {line.split(" ", 1)[0] for line in writes} == {"0"}, writes
+    stored = checkpoint.read_record("mini")
+    assert stored.tokenizer == "bpe" and stored.step == 10 and len(checkpoint.load_state(stored)["rng_ranks"]) == 2
+    assert checkpoint.load("mini").tokenizer.vocab_size == 100

@@ -19,7 +19,7 @@ from conftest import on_disk, subprocess_env
 from tinyshake import checkpoint, inspection, speed
 from tinyshake.cli import _render, app
 from tinyshake.errors import UsageError
-from tinyshake.corpus import CharTokenizer
+from tinyshake.tokens import CharTokenizer
 from tinyshake.model import ModelConfig, build
 
 VOCAB = CharTokenizer(list("\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))  # tiny Shakespeare's
@@ -375,3 +375,54 @@ def test_inspect_reads_the_best_or_the_last_weights() -> None:
     assert last["next"][0]["char"] == "z" != best["next"][0]["char"]
     save_run("fresh", first)  # no evaluation yet, so no best: the last weights, and it says so
     assert json.loads(invoke("attention", "fresh", "--json").stdout)["weights"] == "last"
+
+
+# -- tokens: where the run's tokenizer cuts a text ---------------------------------------------
+
+
+def test_inspect_tokens_of_a_character_run_cuts_at_every_character() -> None:
+    save_run("c", tiny())
+    out = invoke("tokens", "c", "--text", "To be\\nor").stdout.splitlines()
+    assert out[0] == "c (65 characters): your text cut into its tokens"
+    assert out[2:4] == ["T|o| |b|e|\u23ce", "|o|r"]  # the newline token shown, then the line breaks
+    assert out[-1] == "8 characters in 8 tokens: 1.00 characters per token"
+    data = json.loads(invoke("tokens", "--text", "To be", "--json").stdout)
+    assert data == {"run": "c", "tokenizer": "char", "vocab_size": 65, "tokens": list("To be"),
+                    "ids": VOCAB.encode("To be"), "characters": 5, "chars_per_token": 1.0}
+
+
+def test_inspect_tokens_of_unknown_characters_is_one_line_exit_2() -> None:
+    save_run("c", tiny())
+    result = invoke("tokens", "c", "--text", "caf\u00e9")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr == "Error: characters not in the vocabulary: '\u00e9'\n"
+
+
+def test_token_pieces_alternate_colours_on_a_terminal_and_use_separators_without_colour(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    coloured = _render.token_pieces(["To", " be", ","], fancy=True)
+    assert coloured.plain == "To be," and [str(s.style) for s in coloured.spans] == [
+        _render.TOKEN_STYLES[0], _render.TOKEN_STYLES[1], _render.TOKEN_STYLES[0]]
+    monkeypatch.setenv("NO_COLOR", "1")  # colour is the only boundary on a terminal: without it, separators
+    assert _render.token_pieces(["To", " be", ","], fancy=True).plain == "To| be|,"
+    assert _render.token_pieces(["To", " be", ","], fancy=False).plain == "To| be|,"
+
+
+def test_inspect_tokens_needs_no_torch(home: Path) -> None:
+    save_run("c", tiny())
+    command = Path(sys.executable).with_name("tinyshake")
+    done = subprocess.run([str(command), "inspect", "tokens", "--text", "hi"], capture_output=True, text=True,
+                          env=subprocess_env(home, PYTHONPROFILEIMPORTTIME="1"), timeout=120)
+    imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in done.stderr.splitlines() if "|" in line}
+    assert done.returncode == 0 and "h|i" in done.stdout
+    assert "torch" not in imported and "tokenizers" not in imported
+
+
+def test_a_heatmap_of_several_character_tokens_labels_rows_by_position_and_token() -> None:
+    lines = _render.heatmap([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0]], ["To", " be", ","],
+                            ["To", " be", ","], fancy=False).plain.splitlines()
+    assert lines[0] == "       0 1 2"  # a ruler of positions: the tokens are on the rows
+    assert lines[1:] == [f" 0 To  {_render.shade(1.0) * 2}{_render.shade(0) * 4}",
+                         f" 1 \u00b7be {_render.shade(0.5) * 4}{_render.shade(0) * 2}",
+                         f" 2 ,   {_render.shade(0) * 4}{_render.shade(1.0) * 2}"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import os
 import pty
 import re
@@ -23,8 +25,7 @@ TINY = dict(max_iters=20, eval_interval=10, eval_iters=2, device="cpu")  # the l
 TINY_ARGS = ["--max-iters", "20", "--eval-interval", "10", "--eval-iters", "2", "--device", "cpu"]
 TWO = ["bigram", "head"]
 PLAIN_LINE = re.compile(r"^(\S+): ([\d,]+) parameters, val (\d\.\d{4})(?: on \d+ batches)? "
-                        r"\(full split (\d\.\d{4})\), lecture (\S+), "
-                        r"[\d.]+ s(, reused)? \| (.*)$")
+                        r"\(full split (\d\.\d{4}), (\d\.\d{4}) bits/char\), lecture (\S+), [\d.]+ s(, reused)? \| (.*)$")
 
 
 def ladder_cli(*args: str, code: int = 0):
@@ -109,7 +110,8 @@ def test_piped_tour_prints_one_plain_line_per_stage_and_leaves_ordinary_runs(cac
     assert "\x1b" not in result.stdout and "\x1b" not in result.stderr
     lines = plain_lines(result.stdout)
     assert [m[1] for m in lines] == TWO
-    assert [m[5] for m in lines] == ["2.49", "2.40"]  # the lecture's val beside each
+    assert [m[6] for m in lines] == ["2.49", "2.40"]  # the lecture's val beside each
+    assert all(float(m[5]) == pytest.approx(float(m[4]) / math.log(2), abs=2e-4) for m in lines)  # characters
     assert result.stderr.splitlines() == ["bigram: training run p-bigram", "head: training run p-head"]
     for stage, line in zip(TWO, lines):
         stored = on_disk(f"p-{stage}")
@@ -128,12 +130,12 @@ def test_a_finished_stage_is_reused_and_overwrite_trains_it_again(cached, home):
     assert snapshot(home / "runs") == before  # nothing trained, nothing written
     assert again.stderr.splitlines() == ["bigram: reusing run ladder-bigram", "head: reusing run ladder-head"]
     reused = plain_lines(again.stdout)
-    assert all(m[6] == ", reused" for m in reused)
-    assert [(m[3], m[4], m[7]) for m in reused] == [(m[3], m[4], m[7]) for m in first]  # same val, full val, sample
+    assert all(m[7] == ", reused" for m in reused)
+    assert [(m[3], m[4], m[8]) for m in reused] == [(m[3], m[4], m[8]) for m in first]  # same val, full val, sample
     created = record.read_record("ladder-head").created
     fresh = ladder_cli("head", *TINY_ARGS, "--overwrite")
     assert fresh.stderr.splitlines() == ["head: training run ladder-head"]
-    assert plain_lines(fresh.stdout)[0][6] is None
+    assert plain_lines(fresh.stdout)[0][7] is None
     assert record.read_record("ladder-head").created != created
 
 
@@ -246,11 +248,14 @@ def test_on_a_terminal_the_final_table_shows_the_full_split_val_and_each_sample(
     assert "\x1b[" in screen  # drawn by Rich
     table = screen[screen.index("The lecture's ladder"):]
     plain = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", table)
-    for header in ("what it adds", "estimate", "full split", "lecture", "sample (first line)"):
+    for header in ("what it adds", "estimate", "full val", "bits/char", "lecture", "sample (first line)"):
         assert header in plain
+    lines = plain.splitlines()
     for match in piped:
-        row = next(line for line in plain.splitlines() if line.startswith(f"│ {match[1]} "))
-        assert match[4] in row and match[7][:10] in row and " ".join(stages.get(match[1]).adds.split()[:2]) in row
+        at = next(i for i, line in enumerate(lines) if line.startswith(f"│ {match[1]} "))
+        row = lines[at]
+        assert match[4] in row and match[8][:10] in row and " ".join(stages.get(match[1]).adds.split()[:2]) in row
+        assert match[5] in lines[at + 1]  # bits per character, under the full split's val
     assert "tinyshake plot 'ladder-*'" in plain
 
 
@@ -261,7 +266,7 @@ def test_the_final_table_fits_the_terminal_with_every_number_and_the_samples(wid
 
     from tinyshake.cli.ladder import results_table
 
-    results = [ladder.StageResult(name, f"ladder-{name}", stages.get(name).adds, params, 1.8234, 1.8301,
+    results = [ladder.StageResult(name, f"ladder-{name}", stages.get(name).adds, params, 1.8234, 1.8301, 2.6403,
                                   stages.get(name).published_val, seconds, "ROMEO: what say you to the king", False)
                for name in ("bigram", "layernorm", "mini")]
     console = Console(width=width, record=True, file=open(os.devnull, "w"))
@@ -269,6 +274,7 @@ def test_the_final_table_fits_the_terminal_with_every_number_and_the_samples(wid
     text = console.export_text()
     # Rich crops what does not fit, so whole numbers and the last column's words show that nothing was cut
     assert text.count(f"{params:,}") == 3 and text.count(f"{seconds:.1f}s") == 3 and text.count("1.8301") == 3
+    assert text.count("2.6403") == 3  # bits per character, beside the full split's val
     assert "line)" in text and text.count("king") == 3
     assert ("logits" in text) == (width >= 100)  # what each adds, where there is room
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import on_disk, table_cells
+from conftest import on_disk, table_cells, trained_home
 from test_ladder import on_terminal
 from test_train import assert_one_line_error
-from tinyshake import corpus, record
+from tinyshake import record
 from tinyshake.cli import app
 
 HEAD = ["--model", "head", "--max-iters", "30", "--eval-interval", "10", "--eval-iters", "2", "--batch-size", "4",
@@ -26,15 +26,7 @@ ESCAPE = "\x1b"
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, corpus_file) -> Path:
     """Three short runs (two heads at different rates, a bigram), trained once for the whole module."""
-    home = tmp_path_factory.mktemp("plot-home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TINYSHAKE_HOME", str(home))
-        for _ in corpus.import_file(corpus_file):
-            pass
-        for name, args in RUNS.items():
-            result = CliRunner().invoke(app, ["train", "--run", name, *args])
-            assert result.exit_code == 0, result.output
-    return home / "runs"
+    return trained_home(tmp_path_factory, corpus_file, RUNS) / "runs"
 
 
 @pytest.fixture

@@ -28,10 +28,11 @@ def test_every_evaluation_reports_its_batches_the_step_0_and_final_ones_included
 
 
 def test_a_whole_split_reports_the_positions_it_has_scored(cached):
-    data = corpus.load().val[:5000]
+    loaded = corpus.load()
+    data = loaded.val[:5000]
     config = make_config("bigram", 65)
     seen: list[tuple[int, int]] = []
-    result = split_loss(build(config.model), data, 8, lambda done, total: seen.append((done, total)))
+    result = split_loss(build(config.model), data, 8, loaded.tokenizer, lambda done, total: seen.append((done, total)))
     assert seen[-1] == (result.positions, result.positions) == (4999, 4999)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
 

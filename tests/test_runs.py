@@ -126,7 +126,7 @@ def test_eval_scores_the_best_weights_by_default_and_the_last_on_request(cached)
         result = invoke(*args)
         assert result.exit_code == 0 and result.stderr == ""
         assert result.stdout.startswith(words)
-        assert f"{split_loss(model, data.val, 8).loss:.4f} " in result.stdout
+        assert f"{split_loss(model, data.val, 8, data.tokenizer).loss:.4f} " in result.stdout
 
 
 def test_eval_refuses_an_empty_name_a_missing_run_and_a_non_finite_loss(cached):

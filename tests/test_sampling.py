@@ -295,3 +295,13 @@ def test_the_stream_records_the_models_probability_of_each_id_only_when_asked(mo
             logits = model(torch.tensor([context[-BLOCK:]]))[0][0, -1]
         assert p == pytest.approx(float(F.softmax(logits, dim=-1)[token]), abs=1e-6)  # before temperature, top-k
         context.append(token)
+
+
+def test_a_stream_of_several_character_tokens_says_which_characters_came_from_which_token():
+    texts = ["To", " be", ",", " or", "\n\n", " not"]
+    stream = TextStream(((i, p) for i, p in enumerate([0.9, 0.5, 0.25, 0.125, 0.7, 0.3])),
+                        lambda ids: "".join(texts[i] for i in ids), ["\n\n"])
+    assert "".join(stream) == "To be, or" and stream.stopped == "\n\n"
+    assert stream.text == "To be, or\n\n" and stream.ids == [0, 1, 2, 3, 4]
+    assert stream.spans(0, 9) == [("To", 0.9), (" be", 0.5), (",", 0.25), (" or", 0.125)]
+    assert stream.spans(4, 8) == [("e", 0.5), (",", 0.25), (" o", 0.125)]  # a piece may start inside a token

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from typer.testing import CliRunner
 
@@ -45,7 +47,7 @@ def test_the_table_lists_every_stage_with_its_size_settings_and_the_lectures_val
         assert cells[10] == str(stage.max_iters)
         lecture = "-" if stage.published_val is None else f"{stage.published_val:.2f}"
         assert cells[11].startswith(lecture)
-        assert cells[12:] == ["-", "-"]  # nothing trained yet
+        assert cells[12:] == ["-", "-", "-"]  # nothing trained yet
     assert rows["gpt-video"][11] == "1.49 (train 1.08)" and rows["gpt"][11] == "1.48"
 
 
@@ -57,8 +59,8 @@ def test_your_best_val_and_its_run_appear_after_training(cached, home):
         assert trained.exit_code == 0, trained.output
     best = min((record.read_record(r) for r in ("short", "longer")), key=lambda r: r.best_val)
     rows = table_rows(CliRunner().invoke(app, ["stages"], env=WIDE).stdout)
-    assert rows["head"][12:] == [f"{best.best_val:.4f}*", best.name]  # 2 batches per split: marked
-    assert rows["multihead"][12:] == ["-", "-"]
+    assert rows["head"][12:] == [f"{best.best_val:.4f}*", f"{best.best_val / math.log(2):.4f}", best.name]  # marked
+    assert rows["multihead"][12:] == ["-", "-", "-"]
 
 
 def test_your_best_counts_only_runs_estimated_as_the_lecture_estimates_where_there_are_any(cached, home):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import fcntl
 import json
 import os
@@ -164,7 +166,8 @@ def test_metrics_file_gets_one_json_line_per_evaluation_and_a_new_run_starts_it_
     rows = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 5, 10, 11]
     assert as_lecture_lines(rows) == eval_lines(result.stdout)
-    assert all(set(r) == {"step", "train", "val", "elapsed"} for r in rows)
+    assert all(set(r) == {"step", "train", "val", "train_bpc", "val_bpc", "elapsed"} for r in rows)
+    assert all(r["val_bpc"] == pytest.approx(r["val"] / math.log(2)) for r in rows)  # characters: loss / ln 2
     tiny_run("m", "--resume", "--max-iters", "16", "--metrics", str(metrics))
     assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == [0, 5, 10, 11, 15]
 

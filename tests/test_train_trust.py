@@ -111,8 +111,8 @@ def test_ctrl_c_before_the_first_checkpoint_leaves_no_run(cached, home):
 def test_ctrl_c_during_the_final_save_skips_the_sample(cached, monkeypatch):
     real_save = checkpoint.save
 
-    def save_then_ctrl_c(name, model, record, state, best=False):
-        folder = real_save(name, model, record, state, best=best)
+    def save_then_ctrl_c(name, model, record, state, best=False, tokenizer=None):
+        folder = real_save(name, model, record, state, best=best, tokenizer=tokenizer)
         if record["step"] == 6:
             signal.raise_signal(signal.SIGINT)  # lands in train's own handler, as a real Ctrl-C would
         return folder

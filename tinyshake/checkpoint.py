@@ -18,15 +18,15 @@ import os
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import safetensors.torch
 import torch
 import torch.nn as nn
 
-from tinyshake import __version__, speed
+from tinyshake import __version__, speed, tokens
 from tinyshake.atomic import write_bytes
-from tinyshake.corpus import CharTokenizer
+from tinyshake.tokens import Tokenizer
 from tinyshake.errors import UsageError
 from tinyshake.model import LanguageModel, ModelConfig
 from tinyshake.record import (  # re-exported: the torch side's callers read records through here too
@@ -56,13 +56,16 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save(name: str, model: nn.Module, record: dict[str, Any], state: dict[str, Any], best: bool = False) -> RunRecord:
+def save(name: str, model: nn.Module, record: dict[str, Any], state: dict[str, Any], best: bool = False,
+         tokenizer: Optional[bytes] = None) -> RunRecord:
     """Write a checkpoint of ``model`` with its ``record`` (config.json fields) and training ``state``; returns the
     record as saved.
 
     Every save writes the latest weights; ``best=True`` also makes them the
     run's best (``files["best"]``, ``best_step``, ``best_val``). Otherwise the
     best of an earlier save is kept, if it belongs to this run's evaluations.
+    A BPE run's ``tokenizer`` (its JSON bytes) is named and sealed by every
+    save, as the vocabulary is.
     """
     folder = run_dir(name)
     step = int(record["step"])
@@ -72,10 +75,14 @@ def save(name: str, model: nn.Module, record: dict[str, Any], state: dict[str, A
     buffer = io.BytesIO()
     torch.save(state, buffer)
     blobs["state"] = buffer.getvalue()
+    if tokenizer is not None:
+        blobs["tokenizer"] = tokenizer
     sha = {kind: sha256(data) for kind, data in blobs.items()}
     # Names carry the content's hash: a save never rewrites the files the current config.json names.
     files = {"weights": f"model-{step:07d}-{sha['weights'][:12]}.safetensors",
              "state": f"state-{step:07d}-{sha['state'][:12]}.pt"}
+    if tokenizer is not None:
+        files["tokenizer"] = f"tokenizer-{sha['tokenizer'][:12]}.json"
     sizes = {kind: len(data) for kind, data in blobs.items()}
     for kind, data in blobs.items():
         write_bytes(folder / files[kind], data)
@@ -131,7 +138,7 @@ class LoadedRun:
     name: str
     record: RunRecord
     config: ModelConfig
-    tokenizer: CharTokenizer
+    tokenizer: Tokenizer
     model: nn.Module
     weights: str = "last"  # "best" or "last": which weights were loaded
     step: int = 0  # the step those weights were saved at
@@ -211,8 +218,11 @@ def load(name: str, device: torch.device | str = "cpu", weights: str = "best") -
         except Exception as exc:  # safetensors raises its own error types for damaged files
             raise CheckpointError(f"checkpoint of run {name!r} does not load: {first_line(exc)}") from None
         step = record.best_step if kind == "best" and record.best_step is not None else record.step
-        return LoadedRun(name, record, config, CharTokenizer(list(record.vocab)), model,
-                         "best" if kind == "best" else "last", step)
+        tokenizer = tokens.of_record(record)
+        if tokenizer.vocab_size != config.vocab_size:
+            raise CheckpointError(f"run {name!r} has a model of {config.vocab_size:,} tokens and a tokenizer of "
+                                  f"{tokenizer.vocab_size:,}; retrain it with --overwrite")
+        return LoadedRun(name, record, config, tokenizer, model, "best" if kind == "best" else "last", step)
 
     loaded = consistent(name, attempt)
     loaded.model.to(device)

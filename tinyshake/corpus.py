@@ -34,6 +34,7 @@ from typing import IO, TYPE_CHECKING, Iterable, Iterator, Union
 from tinyshake import __version__, names, paths
 from tinyshake.atomic import atomic_writer, write_bytes
 from tinyshake.errors import TinyshakeError, UsageError
+from tinyshake.tokens import BPETokenizer, CharTokenizer, Tokenizer
 
 if TYPE_CHECKING:
     import torch
@@ -73,47 +74,6 @@ class CorpusMissing(CorpusError):
     """The corpus asked for is not in the cache: like an unknown run, the user's input (exit code 2)."""
 
     exit_code = 2
-
-
-class UnknownCharacterError(UsageError, ValueError):
-    """Text holds characters outside the vocabulary."""
-
-    def __init__(self, chars: list[str]) -> None:
-        self.chars = chars
-        shown = ", ".join(repr(c) for c in chars)
-        super().__init__(f"characters not in the vocabulary: {shown}")
-
-
-# --------------------------------------------------------------------------- tokenizer
-
-
-class CharTokenizer:
-    """The lecture's tokenizer: the sorted set of characters, each character its index."""
-
-    def __init__(self, chars: list[str]) -> None:
-        self.chars = list(chars)
-        self.stoi = {ch: i for i, ch in enumerate(self.chars)}
-
-    @classmethod
-    def from_text(cls, text: str) -> "CharTokenizer":
-        return cls(sorted(set(text)))
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.chars)
-
-    def unknown(self, text: str) -> list[str]:
-        """The distinct characters of ``text`` that are not in the vocabulary, in order of appearance."""
-        return list(dict.fromkeys(ch for ch in text if ch not in self.stoi))
-
-    def encode(self, text: str) -> list[int]:
-        try:
-            return [self.stoi[ch] for ch in text]
-        except KeyError:
-            raise UnknownCharacterError(self.unknown(text)) from None
-
-    def decode(self, ids: list[int]) -> str:
-        return "".join(self.chars[i] for i in ids)
 
 
 # --------------------------------------------------------------------------- cache layout
@@ -573,18 +533,43 @@ class CorpusInfo:
 
 @dataclass
 class Corpus:
-    """A verified corpus, its tokenizer and its 90/10 split as ``torch.long`` tensors."""
+    """A verified corpus, its tokenizer and its 90/10 split as ``torch.long`` tensors of token ids.
+
+    The split is made on the text (the first ``int(0.9 * len(text))`` characters
+    are train), then each part is encoded: for characters that is the lecture's
+    split of the ids, and a BPE learned from the train part never sees val.
+    """
 
     name: str
     text: str
     sha256: str
-    tokenizer: CharTokenizer
+    tokenizer: Tokenizer
     train: "torch.Tensor"
     val: "torch.Tensor"
 
+    def split_text(self, split: str) -> str:
+        """The characters of ``split`` ("train" or "val")."""
+        n = split_point(len(self.text))
+        return self.text[:n] if split == "train" else self.text[n:]
+
+    def chars_per_token(self, split: str) -> float:
+        """How many characters a token of ``split`` stands for on average: 1 for characters, about 2 to 4 for a BPE."""
+        return len(self.split_text(split)) / len(getattr(self, split))
+
+    def with_tokenizer(self, tokenizer: Tokenizer) -> "Corpus":
+        """The same text and split, encoded by ``tokenizer``."""
+        return _encoded(self.name, self.text, self.sha256, tokenizer)
+
+    def with_bpe(self, vocab_size: int) -> "Corpus":
+        """The same text in the tokens of a BPE of ``vocab_size`` learned from the train split alone.
+
+        It starts from every character of the corpus, so val text always encodes.
+        """
+        return self.with_tokenizer(BPETokenizer.train(self.split_text("train"), vocab_size, alphabet=self.text))
+
 
 def split_point(n: int) -> int:
-    """The lecture's split: the first ``int(0.9 * n)`` ids are train, the rest val."""
+    """The lecture's split: the first ``int(0.9 * n)`` characters (the lecture's ids) are train, the rest val."""
     return int(TRAIN_FRACTION * n)
 
 
@@ -606,14 +591,17 @@ def read_verified_text(name: str) -> tuple[str, str]:
 
 
 def load(name: str = DEFAULT_CORPUS) -> Corpus:
-    """Load and verify a cached corpus and make the lecture's train/val tensors."""
+    """Load and verify a cached corpus and make the lecture's character train/val tensors."""
+    text, digest = read_verified_text(name)
+    return _encoded(name, text, digest, CharTokenizer.from_text(text))
+
+
+def _encoded(name: str, text: str, digest: str, tokenizer: Tokenizer) -> Corpus:
     import torch  # here, not at the top: fetch and info need no tensors
 
-    text, digest = read_verified_text(name)
-    tokenizer = CharTokenizer.from_text(text)
-    data = torch.tensor(tokenizer.encode(text), dtype=torch.long)
-    n = split_point(len(data))
-    return Corpus(name, text, digest, tokenizer, data[:n], data[n:])
+    n = split_point(len(text))
+    train, val = (torch.tensor(tokenizer.encode(part), dtype=torch.long) for part in (text[:n], text[n:]))
+    return Corpus(name, text, digest, tokenizer, train, val)
 
 
 def describe(name: str) -> CorpusInfo:

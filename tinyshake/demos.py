@@ -25,7 +25,7 @@ from tinyshake.model import ModelConfig, build
 from tinyshake.sampling import check_seed
 from tinyshake.train import estimate_loss, get_batch
 
-View = Literal["value", "heatmap", "bars"]
+View = Literal["value", "heatmap", "bars", "pieces"]
 Value = Union[torch.Tensor, torch.Size, bool, float, int, str, list, tuple, dict]
 
 NOTEBOOK_SEED = 1337
@@ -35,6 +35,8 @@ SHARPEN = 8
 HEAD_SIZE = 16
 LECTURE_BATCH, LECTURE_BLOCK = 4, 8  # the lecture's first look at a batch
 SCRIPT_BATCH, SCRIPT_EVAL_ITERS = 32, 200  # the bigram script's batches and loss estimate
+BPE_TEXT = "O Romeo, Romeo! wherefore art thou Romeo?"  # one word, learned a merge at a time
+BPE_MERGES = 6
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,8 @@ class Step:
     """One thing to show: ``code`` that ran (may be empty), then ``label`` and the ``value`` it gave.
 
     ``view`` asks the renderer for a picture as well as the numbers: a heatmap for
-    a matrix of weights, bars for a probability vector.
+    a matrix of weights, bars for a probability vector, the text cut at its
+    token boundaries for a list of token texts.
     """
 
     label: str
@@ -485,6 +488,104 @@ def positions(seed: int | None = None) -> Demo:
     return Demo("positions", "Why tokens need position embeddings", explanation, tuple(steps), seed)
 
 
+# -- the sequel: byte-pair encoding ----------------------------------------------
+
+
+def get_stats(ids: list[int]) -> dict[tuple[int, int], int]:
+    """How often each pair of neighbouring ids occurs, in order of first appearance (so ``max`` breaks ties early)."""
+    counts: dict[tuple[int, int], int] = {}
+    for pair in zip(ids, ids[1:]):
+        counts[pair] = counts.get(pair, 0) + 1
+    return counts
+
+
+def merge(ids: list[int], pair: tuple[int, int], idx: int) -> list[int]:
+    """``ids`` with every occurrence of ``pair``, read left to right, replaced by ``idx``."""
+    out, i = [], 0
+    while i < len(ids):
+        if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
+            out.append(idx)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+@dataclass(frozen=True)
+class Merge:
+    """One step of BPE: the most frequent pair, how often it occurred, the token it became, and the ids after."""
+
+    pair: tuple[int, int]
+    count: int
+    idx: int
+    token: str
+    ids: list[int]
+
+
+def bpe_merges(text: str, most: int) -> tuple[list[str], list[int], list[Merge]]:
+    """The sequel's training loop on ``text``: up to ``most`` merges, while some pair still occurs twice.
+
+    Starts from the text's sorted characters (the lecture's ids) and returns
+    those tokens (with the merged ones appended), the starting ids and each merge.
+    """
+    tokens = sorted(set(text))
+    ids = start = [tokens.index(ch) for ch in text]
+    merges = []
+    for _ in range(most):
+        stats = get_stats(ids)
+        pair = max(stats, key=stats.get) if stats else None
+        if pair is None or stats[pair] < 2:
+            break
+        tokens.append(tokens[pair[0]] + tokens[pair[1]])
+        ids = merge(ids, pair, len(tokens) - 1)
+        merges.append(Merge(pair, stats[pair], len(tokens) - 1, tokens[-1], ids))
+    return tokens, start, merges
+
+
+def _merge_steps(tokens: list[str], step: Merge) -> list[Step]:
+    return [
+        Step("pair, stats[pair]", (step.pair, step.count),
+             "stats = get_stats(ids)\npair = max(stats, key=stats.get)   # the most frequent; on a tie, the first"),
+        Step("idx, tokens[idx]", (step.idx, step.token),
+             "idx = len(tokens)\ntokens.append(tokens[pair[0]] + tokens[pair[1]])\nids = merge(ids, pair, idx)"),
+        Step("[tokens[i] for i in ids]", [tokens[i] for i in step.ids], view="pieces"),
+        Step("len(ids)", len(step.ids)),
+    ]
+
+
+def bpe(seed: int | None = None) -> Demo:
+    """The sequel's byte-pair encoding, merge by merge, on one line of Romeo and Juliet."""
+    tokens, ids, merges = bpe_merges(BPE_TEXT, BPE_MERGES)
+    first = get_stats(ids)
+    setup = (f"text = {BPE_TEXT!r}\ntokens = sorted(set(text))   # the characters are the first tokens\n"
+             "ids = [tokens.index(c) for c in text]")
+    code = ("def get_stats(ids):\n    counts = {}\n    for pair in zip(ids, ids[1:]):\n"
+            "        counts[pair] = counts.get(pair, 0) + 1\n    return counts\n"
+            "def merge(ids, pair, idx):   # every pair, left to right, becomes idx\n    out, i = [], 0\n"
+            "    while i < len(ids):\n        if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:\n"
+            "            out.append(idx); i += 2\n        else:\n            out.append(ids[i]); i += 1\n"
+            "    return out")
+    steps = [
+        Step("len(ids), len(tokens)", (len(ids), len(set(BPE_TEXT))), setup),
+        Step("ids", ids),
+        Step("sorted(((n, tokens[a] + tokens[b]) for (a, b), n in get_stats(ids).items()), reverse=True)[:5]",
+             sorted(((n, tokens[a] + tokens[b]) for (a, b), n in first.items()), reverse=True)[:5], code),
+    ]
+    for step in merges:
+        steps += _merge_steps(tokens, step)
+    last = merges[-1].ids if merges else ids
+    steps.append(Step("''.join(tokens[i] for i in ids) == text", "".join(tokens[i] for i in last) == BPE_TEXT))
+    explanation = (
+        "The sequel lecture's tokenizer, GPT's: byte-pair encoding. Start from the characters, count every pair of "
+        "neighbouring tokens, and make the most frequent pair a new token; replace it everywhere, and repeat. Each "
+        "merge adds one token to the vocabulary and shortens the sequence, so the model sees more text in the same "
+        "block. Here the word Romeo is learned a piece at a time. `tinyshake train --tokenizer bpe` learns "
+        "thousands of merges from the train split this way (with Hugging Face's `tokenizers`, which is fast)."
+    )
+    return Demo("bpe", "Byte-pair encoding, merge by merge", explanation, tuple(steps), None)
+
+
 # -- the table ------------------------------------------------------------------
 
 
@@ -511,6 +612,8 @@ DEMOS: dict[str, DemoSpec] = {
     "softmax": DemoSpec("softmax sharpening: the same scores, times 8", softmax),
     "layernorm": DemoSpec("normalising rows versus columns: LayerNorm against BatchNorm", layernorm),
     "positions": DemoSpec("without position embeddings, shuffling tokens only shuffles outputs", positions),
+    "bpe": DemoSpec("the sequel's byte-pair encoding: count pairs, merge the most frequent, repeat", bpe,
+                    takes_seed=False),
 }
 ALL = "all"
 

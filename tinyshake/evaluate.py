@@ -3,8 +3,9 @@
 Training reports the lecture's estimate (random batches), which is noisy and
 depends on the seed. ``tinyshake eval`` needs a number to compare runs by, so
 it cuts the split into consecutive windows of ``block_size`` and scores every
-target character exactly once. It is shown as the "full val loss", so that it
-is never taken for training's estimate.
+target token exactly once. It is shown as the "full val loss", so that it
+is never taken for training's estimate, and in bits per character over the
+characters those targets stand for, so that char and BPE runs compare.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from tinyshake.errors import TinyshakeError, UsageError
+from tinyshake.metrics import bits_per_char
 from tinyshake.record import CheckpointError
+from tinyshake.tokens import Tokenizer
 
 if TYPE_CHECKING:
     from tinyshake.checkpoint import LoadedRun
@@ -34,31 +37,35 @@ class NonFiniteLoss(TinyshakeError):
 
 @dataclass(frozen=True)
 class SplitLoss:
+    """The mean loss per target token, how many targets there were and how many characters they stand for."""
+
     loss: float
     positions: int
+    characters: int
 
     @property
     def bits_per_char(self) -> float:
-        return self.loss / math.log(2)
+        return bits_per_char(self.loss, self.characters / self.positions)
 
 
 @torch.inference_mode()
-def split_loss(model: nn.Module, data: torch.Tensor, block_size: int,
+def split_loss(model: nn.Module, data: torch.Tensor, block_size: int, tokenizer: Tokenizer,
                progress: Optional[Callable[[int, int], None]] = None) -> SplitLoss:
-    """Mean next-character cross-entropy over all ``len(data) - 1`` targets of ``data``.
+    """Mean next-token cross-entropy over all ``len(data) - 1`` targets of ``data`` (ids of ``tokenizer``).
 
     ``progress`` is told the positions scored so far and their total after each
     pass, since a whole split takes seconds (a front end shows a bar).
     """
     if len(data) < 2:
-        raise UsageError("the split is too short to score (it needs at least two characters)")
+        raise UsageError("the split is too short to score (it needs at least two tokens)")
     was_training = model.training
     model.eval()
     try:
         total, count = _summed_loss(model, data, block_size, progress or (lambda done, total: None))
     finally:
         model.train(was_training)
-    return SplitLoss(total / count, count)
+    lengths = torch.tensor([len(text) for text in tokenizer.tokens], dtype=torch.long)
+    return SplitLoss(total / count, count, int(lengths[data[1:].cpu()].sum()))
 
 
 def _summed_loss(model: nn.Module, data: torch.Tensor, block_size: int,

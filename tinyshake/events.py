@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional, Union
 
+from tinyshake.metrics import bits_per_char
+
 if TYPE_CHECKING:
     import torch
     import torch.nn as nn
@@ -59,10 +61,20 @@ class Evaluating:
 @dataclass(frozen=True)
 class Evaluated:
     step: int
-    train: float
+    train: float  # the lecture's estimates: mean loss per token, in nats
     val: float
     elapsed: float
     final: bool = False  # the evaluation of the final weights, beyond the lecture's own lines
+    chars_per_token: tuple[float, float] = (1.0, 1.0)  # of the train and val splits: 1 for the lecture's characters
+
+    @property
+    def train_bpc(self) -> float:
+        """The train estimate in bits per character, the scale every run compares on."""
+        return bits_per_char(self.train, self.chars_per_token[0])
+
+    @property
+    def val_bpc(self) -> float:
+        return bits_per_char(self.val, self.chars_per_token[1])
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,9 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from tinyshake import speed
-from tinyshake.corpus import CharTokenizer
 from tinyshake.errors import UsageError
 from tinyshake.sampling import START_TOKEN
+from tinyshake.tokens import Tokenizer
 
 
 @contextlib.contextmanager
@@ -36,8 +36,8 @@ def _evaluating(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-def context_ids(model: nn.Module, tokenizer: CharTokenizer, prompt: str) -> list[int]:
-    """The ids the model sees for ``prompt``: its last ``block_size`` characters (empty: the start token).
+def context_ids(model: nn.Module, tokenizer: Tokenizer, prompt: str) -> list[int]:
+    """The ids the model sees for ``prompt``: its last ``block_size`` tokens (empty: the start token).
 
     Generation starts from the start token when there is no prompt, so an empty
     prompt asks what the model would write first. Characters outside the
@@ -51,19 +51,24 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def next_distribution(model: nn.Module, tokenizer: CharTokenizer, prompt: str) -> list[tuple[str, float]]:
-    """Every character with the probability the model gives it next, highest first.
+def next_distribution(model: nn.Module, tokenizer: Tokenizer, prompt: str) -> list[tuple[str, float]]:
+    """Every token (character) with the probability the model gives it next, highest first.
 
     The softmax of the logits at the last position of the prompt (cropped to the
     block size, as generation crops it). Ties keep vocabulary order, so the list
     is the same on every call.
     """
-    ids = context_ids(model, tokenizer, prompt)
+    return distribution_after(model, tokenizer, context_ids(model, tokenizer, prompt))
+
+
+def distribution_after(model: nn.Module, tokenizer: Tokenizer, ids: list[int]) -> list[tuple[str, float]]:
+    """:func:`next_distribution` after the ids themselves (chat's history): a BPE text may encode to other ids."""
+    ids = ids[-model.config.block_size:] or [START_TOKEN]
     with _evaluating(model):
         logits, _ = model(torch.tensor([ids], dtype=torch.long, device=_device(model)))
         probs = logits[0, -1].float().softmax(dim=-1).cpu()
     order = sorted(range(len(probs)), key=lambda i: -float(probs[i]))
-    return [(tokenizer.chars[i], float(probs[i])) for i in order]
+    return [(tokenizer.tokens[i], float(probs[i])) for i in order]
 
 
 def entropy_bits(probs: Sequence[float] | Sequence[tuple[str, float]]) -> float:
@@ -94,7 +99,7 @@ class AttentionMaps:
     weights: torch.Tensor  # (n_layer, n_head, T, T), float32 on the CPU
 
 
-def attention_maps(model: nn.Module, tokenizer: CharTokenizer, prompt: str) -> AttentionMaps:
+def attention_maps(model: nn.Module, tokenizer: Tokenizer, prompt: str) -> AttentionMaps:
     """Run ``prompt`` (cropped to the block size) through the model, keeping each layer's softmaxed weights.
 
     The fused attention of :mod:`tinyshake.speed` keeps them on request; a model of the lecture's plain
@@ -116,7 +121,7 @@ def attention_maps(model: nn.Module, tokenizer: CharTokenizer, prompt: str) -> A
     finally:
         for attention in layers:
             attention.captured = None
-    return AttentionMaps([tokenizer.chars[i] for i in ids], weights)
+    return AttentionMaps([tokenizer.tokens[i] for i in ids], weights)
 
 
 # --------------------------------------------------------------------------- embeddings
@@ -157,9 +162,12 @@ def project(table: torch.Tensor, chars: Sequence[str]) -> Projection:
 
 
 def nearest(table: torch.Tensor, chars: Sequence[str], char: str, count: int = 10) -> list[tuple[str, float]]:
-    """The ``count`` characters whose embeddings point most nearly the way ``char``'s does (cosine similarity)."""
-    if char not in chars:
+    """The ``count`` characters (tokens) whose embeddings point most nearly the way ``char``'s does (cosine similarity)."""
+    if char not in chars and all(len(c) == 1 for c in chars):
         raise UsageError(f"{char!r} is not in the vocabulary; choose one of: {''.join(chars)!r}")
+    if char not in chars:
+        raise UsageError(f"{char!r} is not one of the run's {len(chars):,} tokens; `tinyshake inspect tokens --text "
+                         "TEXT` shows how text is cut into them")
     index = list(chars).index(char)
     similarity = F.cosine_similarity(table[index : index + 1], table, dim=-1)
     order = [i for i in similarity.argsort(descending=True, stable=True).tolist() if i != index]

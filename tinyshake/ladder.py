@@ -78,6 +78,7 @@ class StageResult:
     parameters: int
     last_val: Optional[float]  # the last random-batch estimate (of the final weights, where there is one)
     full_val: float  # every position of the val split once
+    full_bpc: float  # the same in bits per character: how char and BPE stages compare
     published_val: Optional[float]
     seconds: float  # training time, evaluations included
     sample: str  # the first line of a sample
@@ -98,9 +99,13 @@ class StageInterrupted:
 Event = Union[StageStarted, StageProgress, StageResult, StageInterrupted]
 
 
-def check_stages(names: Sequence[str]) -> list[str]:
-    """The stages to tour, in the order given (default: bigram through layernorm, then mini), each once."""
-    chosen = [stages.get(name).name for name in names] or list(DEFAULT_STAGES)  # an unknown name lists the stages
+def check_stages(names: Sequence[str], tokenizer: Optional[str] = None) -> list[str]:
+    """The stages to tour, in the order given (default: bigram through layernorm, then mini), each once.
+
+    On BPE tokens the default leaves out the bigram, which is the lecture's table of character pairs.
+    """
+    chosen = [stages.get(name).name for name in names] or [  # an unknown name lists the stages
+        s for s in DEFAULT_STAGES if not (tokenizer == "bpe" and s == "bigram")]
     repeated = sorted({n for n in chosen if chosen.count(n) > 1})
     if repeated:
         raise UsageError(f"stage {repeated[0]!r} is named twice")
@@ -158,7 +163,7 @@ def plan_tour(names: Sequence[str], prefix: str = DEFAULT_PREFIX, corpus: str = 
     ``overrides`` are ``train``'s settings (``device``, ``max_iters``, ``n_embd``, ...) for every stage.
     """
     return [plan_stage(s, f"{prefix}-{s}", corpus, overwrite, stage_settings(s, quick, overrides))
-            for s in check_stages(names)]
+            for s in check_stages(names, overrides.get("tokenizer"))]
 
 
 def first_line(model: nn.Module, corpus: Corpus, chars: int = SAMPLE_CHARS) -> str:
@@ -171,47 +176,51 @@ def first_line(model: nn.Module, corpus: Corpus, chars: int = SAMPLE_CHARS) -> s
 
 def _result(stage: StagePlan, corpus: Corpus, model: nn.Module, seconds: float, reused: bool) -> StageResult:
     preset, stored = stages.get(stage.stage), record.read_record(stage.run)
-    full = split_loss(model, corpus.val.to(next(model.parameters()).device), stage.plan.config.block_size).loss
+    full = split_loss(model, corpus.val.to(next(model.parameters()).device), stage.plan.config.block_size,
+                      corpus.tokenizer)
     sample = first_line(model, corpus)
-    _remember(stored, full, sample)
-    return StageResult(stage.stage, stage.run, preset.adds, stored.parameters or 0, stored.last_val, full,
-                       preset.published_val, seconds, sample, reused, stage.plan.config.eval_iters)
+    _remember(stored, full.loss, full.bits_per_char, sample)
+    return StageResult(stage.stage, stage.run, preset.adds, stored.parameters or 0, stored.last_val, full.loss,
+                       full.bits_per_char, preset.published_val, seconds, sample, reused, stage.plan.config.eval_iters)
 
 
-def _measured(stored: record.RunRecord) -> Optional[tuple[float, str]]:
-    """The full val and the sample line measured when this very checkpoint was last toured, if they were."""
+def _measured(stored: record.RunRecord) -> Optional[tuple[float, float, str]]:
+    """The full val (per token and in bits per character) and the sample line measured when this very checkpoint
+    was last toured, if they were."""
     try:
         body = json.loads((record.run_dir(stored.name) / MEASURED).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(body, dict) or body.get("record") != stored.digest:  # trained since, or not ours
         return None
-    full, sample = body.get("full_val"), body.get("sample")
-    valid = isinstance(full, (int, float)) and not isinstance(full, bool) and isinstance(sample, str)
-    return (float(full), sample) if valid else None
+    full, bits, sample = body.get("full_val"), body.get("full_bpc"), body.get("sample")
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (full, bits))
+    return (float(full), float(bits), sample) if numbers and isinstance(sample, str) else None
 
 
-def _remember(stored: record.RunRecord, full: float, sample: str) -> None:
+def _remember(stored: record.RunRecord, full: float, bits: float, sample: str) -> None:
     """Keep a stage's measurements beside its checkpoint, so that a later tour reuses it without measuring again.
 
     They are tied to the record's digest: any later save makes them stale. A run
     folder that cannot be written to only costs the next tour a measurement.
     """
-    body = json.dumps({"record": stored.digest, "full_val": full, "sample": sample}).encode()
+    body = json.dumps({"record": stored.digest, "full_val": full, "full_bpc": bits, "sample": sample}).encode()
     with contextlib.suppress(OSError):
         atomic.write_bytes(record.run_dir(stored.name) / MEASURED, body)
 
 
 def _reused(stage: StagePlan, corpus: Corpus) -> StageResult:
-    """A finished stage: its remembered measurements, or its last weights measured now (and remembered)."""
+    """A finished stage: its remembered measurements, or its last weights measured now, in its own tokens (and
+    remembered)."""
     stored = record.read_record(stage.run)
     measured = _measured(stored)
     if measured is None:
         loaded = checkpoint.load(stage.run, stage.plan.device.device, weights="last")  # as it ended
-        return _result(stage, corpus, loaded.model, loaded.record.wall_time, reused=True)
+        return _result(stage, core.tokenized(stage.plan, corpus), loaded.model, loaded.record.wall_time, reused=True)
     preset = stages.get(stage.stage)
     return StageResult(stage.stage, stage.run, preset.adds, stored.parameters or 0, stored.last_val, measured[0],
-                       preset.published_val, stored.wall_time, measured[1], True, stage.plan.config.eval_iters)
+                       measured[1], preset.published_val, stored.wall_time, measured[2], True,
+                       stage.plan.config.eval_iters)
 
 
 def tour(plans: Sequence[StagePlan], corpus: Corpus,
@@ -231,8 +240,9 @@ def tour(plans: Sequence[StagePlan], corpus: Corpus,
         if stage.action == "reuse":
             yield _reused(stage, corpus)
             continue
+        tokenized = core.tokenized(stage.plan, corpus)  # a BPE stage reads the text in its own tokens
         finished = None
-        for event in core.train(stage.plan, corpus, should_stop=should_stop):
+        for event in core.train(stage.plan, tokenized, should_stop=should_stop):
             yield StageProgress(stage.stage, event)
             if isinstance(event, core.Interrupted):
                 yield StageInterrupted(stage.stage, stage.run, event.step, event.saved_step)
@@ -240,7 +250,7 @@ def tour(plans: Sequence[StagePlan], corpus: Corpus,
             if isinstance(event, core.Finished):
                 finished = event
         assert finished is not None  # the core always ends with Finished or Interrupted
-        yield _result(stage, corpus, finished.model, finished.elapsed, reused=False)
+        yield _result(stage, tokenized, finished.model, finished.elapsed, reused=False)
 
 
 __all__ = ["DEFAULT_STAGES", "DEFAULT_PREFIX", "StagePlan", "StageStarted", "StageProgress", "StageResult",

@@ -1,12 +1,16 @@
-"""``train --metrics FILE``: every evaluation of a run as one JSON line, for tools other than tinyshake.
+"""Losses on one scale, and ``train --metrics FILE``: every evaluation of a run as one JSON line.
 
-The file is the user's, outside the data home: a path among the runs or
-corpora is refused, since a rewrite there could replace a checkpoint.
+A loss per token depends on the tokenizer: a BPE token stands for several
+characters, so its loss is larger for the same text. :func:`bits_per_char`
+puts every run on one scale. The metrics file is the user's, outside the data
+home: a path among the runs or corpora is refused, since a rewrite there could
+replace a checkpoint.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -16,6 +20,16 @@ from tinyshake.errors import UsageError
 
 if TYPE_CHECKING:
     from tinyshake.train import Evaluated
+
+
+def bits_per_char(loss: float, chars_per_token: float = 1.0) -> float:
+    """A mean per-token loss in nats as bits per character, the scale on which any two runs compare.
+
+    That is the summed loss over the targets, divided by the characters they
+    cover, divided by ln 2; with the mean loss per token it is
+    ``loss / chars_per_token / ln 2`` (for the lecture's characters, ``loss / ln 2``).
+    """
+    return loss / chars_per_token / math.log(2)
 
 
 def _refuse_data_home(path: Path) -> None:
@@ -28,7 +42,8 @@ def _refuse_data_home(path: Path) -> None:
 
 
 class MetricsLog:
-    """Every evaluation as one JSON line. A new run starts the file afresh; a resumed run adds to it.
+    """Every evaluation as one JSON line, its losses per token and in bits per character. A new run starts the
+    file afresh; a resumed run adds to it.
 
     The whole file is rewritten atomically at each evaluation (there are few),
     so a crash never leaves half a line; a bad path is refused before training.
@@ -55,7 +70,7 @@ class MetricsLog:
         if self.path is None:
             return
         row: dict[str, Any] = {"step": event.step, "train": event.train, "val": event.val,
-                               "elapsed": round(event.elapsed, 3)}
+                               "train_bpc": event.train_bpc, "val_bpc": event.val_bpc, "elapsed": round(event.elapsed, 3)}
         if event.final:
             row["final"] = True
         self.lines.append(json.dumps(row) + "\n")

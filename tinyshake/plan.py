@@ -14,7 +14,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
-from tinyshake import checkpoint, machine, runlock, stages, threads as cpu_threads
+from tinyshake import checkpoint, machine, runlock, stages, threads as cpu_threads, tokens
 from tinyshake.corpus import DEFAULT_CORPUS, validate_name
 from tinyshake.device import DeviceChoice, resolve
 from tinyshake.errors import UsageError
@@ -74,6 +74,8 @@ class TrainConfig:
     warmup: float = 0.0  # fraction of the run spent warming the rate up from 0
     warmdown: float = 0.0  # fraction of the run at its end spent cooling the rate down to 0
     plain: bool = False  # the lecture's modules and optimizer exactly as written, without the speed layer
+    tokenizer: str = "char"  # "char" (the lecture's) or "bpe" (the sequel's, learned from the train split)
+    bpe_vocab: Optional[int] = None  # the BPE's size (--vocab-size); None for characters
 
     @property
     def block_size(self) -> int:
@@ -96,7 +98,8 @@ STAGE_KEYS = ("batch_size", "block_size", "learning_rate", "max_iters", "eval_in
 CHOICE_KEYS = ("device", "dtype", "optimizer")  # taken whatever their case, as every choice is
 SESSION_KEYS = ("max_iters", "eval_interval", "eval_iters", "device", "dtype", "compile", "time_budget")
 FIXED_KEYS = ("stage", "batch_size", "learning_rate", "seed", "block_size", "n_embd", "n_head", "n_layer", "dropout",
-              "optimizer", "muon_lr", "warmup", "warmdown", "plain")
+              "optimizer", "muon_lr", "warmup", "warmdown", "plain", "tokenizer", "bpe_vocab")
+DEFAULT_BPE_VOCAB = 512  # about 2 characters a token on tiny Shakespeare; learned in about a second
 
 
 def make_config(stage_name: str, vocab_size: int = ModelConfig.vocab_size, run: Optional[str] = None,
@@ -120,6 +123,8 @@ def make_config(stage_name: str, vocab_size: int = ModelConfig.vocab_size, run: 
         eval_last=stage.eval_last,
         **{**stage.hyper, "dtype": stage.dtype, **{k: v for k, v in overrides.items() if v is not None}},
     )
+    if config.tokenizer == tokens.BPE and config.bpe_vocab is None:
+        config = replace(config, bpe_vocab=DEFAULT_BPE_VOCAB)
     validate(config)
     return config
 
@@ -198,6 +203,21 @@ def validate(config: TrainConfig) -> None:
         raise UsageError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
     if not (0 <= config.warmup <= 1 and 0 <= config.warmdown <= 1):
         raise UsageError("--warmup and --warmdown are fractions of the run, between 0 and 1")
+    _validate_tokenizer(config)
+
+
+def _validate_tokenizer(config: TrainConfig) -> None:
+    """A BPE needs a model that reads context: the bigram is the lecture's character table, and stays one."""
+    tokens.check_kind(config.tokenizer)
+    if config.tokenizer == tokens.CHAR and config.bpe_vocab is not None:
+        raise UsageError("--vocab-size sets a BPE's size; give --tokenizer bpe with it")
+    if config.tokenizer == tokens.BPE and config.model.arch == "bigram":
+        raise UsageError("the bigram stage reads the next character off a table of character pairs, the lecture's "
+                         "first model; a BPE needs a stage with attention (head or later, e.g. --model mini)")
+    if config.bpe_vocab is not None and config.bpe_vocab < 1:
+        raise UsageError(f"--vocab-size must be positive, got {config.bpe_vocab}")
+    if config.bpe_vocab is not None:
+        tokens.check_vocab_size(config.bpe_vocab, 1)  # too large; the corpus's alphabet is checked once it is loaded
 
 
 def resolve_dtype(device: torch.device, dtype: str, notices: list[str]) -> str:

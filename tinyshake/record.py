@@ -31,13 +31,15 @@ from typing import Any, Callable, Iterable, Mapping, Optional, TypeVar, Union
 from tinyshake import names, paths, runlock
 from tinyshake.atomic import write_bytes
 from tinyshake.errors import TinyshakeError, UsageError
+from tinyshake.metrics import bits_per_char
 
 FORMAT = 2
 CONFIG = "config.json"
 DIGEST = "record_sha256"
 MAX_RECORD_BYTES = 1 << 20  # a real record is a few KiB; a huge one is damage, never read whole
 ATTEMPTS = 5  # fresh reads of a record whose files a concurrent save replaced
-KINDS = ("weights", "state", "best", "tokenizer")  # the files a record may name; weights and state always
+KINDS = ("weights", "state", "best", "tokenizer")
+SPLITS = ("train", "val")  # the files a record may name; weights and state always
 HEX64 = re.compile(r"[0-9a-f]{64}")
 TRAIN_HINT = "train one first: tinyshake train --model mini"
 BYTES_PER_WEIGHT = 2  # the least a stored weight takes (16-bit); checkpoints store float32, so this errs lenient
@@ -128,6 +130,11 @@ class RunRecord:
     dtype: Optional[str] = None
     threads: Optional[int] = None
     device: Optional[str] = None  # the device it trained on, resolved ("cpu", "cuda:0"); None in older records
+    chars_per_token: tuple[float, float] = (1.0, 1.0)  # of the train and val splits: 1 for the lecture's characters
+
+    def bits_per_char(self, loss: float, split: str = "val") -> float:
+        """A per-token loss of ``split`` in bits per character: the scale on which char and BPE runs compare."""
+        return bits_per_char(loss, self.chars_per_token[SPLITS.index(split)])
 
     def evaluations(self) -> list[Evaluation]:
         """Every evaluation in step order, ending with the final weights' one where the run made one."""
@@ -244,6 +251,7 @@ def parse(name: str, body: Any) -> RunRecord:
         best_val=body.get("best_val"), best_step=body.get("best_step"), wall_time=float(body.get("wall_time", 0.0)),
         train_seconds=float(body.get("train_seconds", 0.0)), dtype=body.get("dtype"), threads=body.get("threads"),
         device=body.get("device"),
+        chars_per_token=tuple(float(body.get("chars_per_token", {}).get(split, 1.0)) for split in SPLITS),
     )
     too_big = _larger_than_its_weights(record)
     if too_big:
@@ -340,7 +348,9 @@ _FIELDS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
      and all(isinstance(c, str) and len(c) == 1 for c in v), "a list of distinct characters"),
     ("corpus", lambda v: isinstance(v, dict) and isinstance(v.get("name"), str) and _is_hex(v.get("sha256")),
      "an object with the corpus name and SHA-256"),
-    ("tokenizer", lambda v: isinstance(v, str), "a string"),
+    ("tokenizer", lambda v: v in ("char", "bpe"), "char or bpe"),
+    ("chars_per_token", lambda v: isinstance(v, dict) and set(v) == set(SPLITS)
+     and all(_number(x) and x >= 1 for x in v.values()), "the characters per token of train and val"),
     ("files", lambda v: isinstance(v, dict), "an object"),
     ("sha256", lambda v: isinstance(v, dict), "an object"),
     ("sizes", lambda v: isinstance(v, dict), "an object"),
@@ -476,7 +486,8 @@ def clean(folder: Path, keep: Iterable[str]) -> None:
     """
     keep = set(keep) | {CONFIG}
     for path in folder.iterdir():
-        stale = path.name.endswith(".part") or path.suffix in (".safetensors", ".pt")
+        stale = (path.name.endswith(".part") or path.suffix in (".safetensors", ".pt")
+                 or (path.name.startswith("tokenizer-") and path.suffix == ".json"))
         if stale and path.name not in keep and path.is_file():
             with contextlib.suppress(OSError):  # a reader may hold it open (Windows); the next save retries
                 path.unlink()

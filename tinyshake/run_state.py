@@ -160,9 +160,10 @@ class Checkpointer:
     """
 
     def __init__(self, config: TrainConfig, model: nn.Module, optimizer: optim.Combined, record: dict[str, Any],
-                 dist: distributed.Dist, resumed_at: Optional[int]) -> None:
+                 dist: distributed.Dist, resumed_at: Optional[int], tokenizer: Optional[bytes] = None) -> None:
         self.config, self.model, self.optimizer, self.dist = config, model, optimizer, dist
         self.record = record  # what every save writes beside the step, history and clocks
+        self.tokenizer = tokenizer  # a BPE run's tokenizer file, stored and sealed with every save
         self.saved_step = resumed_at
         self.saved_path: Optional[str] = str(checkpoint.run_dir(config.run)) if resumed_at is not None else None
 
@@ -181,7 +182,7 @@ class Checkpointer:
         checkpoint.save(self.config.run, self.model, dict(
             self.record, step=step, metrics=[m.to_dict() for m in history.metrics], best_val=history.best_val,
             best_step=history.best_step, wall_time=clocks.elapsed(), train_seconds=clocks.trained, **extra),
-            state, best=best)
+            state, best=best, tokenizer=self.tokenizer)
         self.saved_path = str(checkpoint.run_dir(self.config.run))
         return Saved(step, self.saved_path, best)
 
@@ -243,6 +244,7 @@ class Run:
     clocks: Clocks
     nan: NanWatch
     should_stop: Callable[[], bool]
+    chars_per_token: tuple[float, float]  # of the train and val splits, for bits per character
 
     def stop_requested(self) -> bool:
         """A stop request (Ctrl-C, SIGTERM) on any rank: every rank stops at the same place."""

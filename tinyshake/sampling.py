@@ -1,4 +1,4 @@
-"""Sampling characters from a trained model, one at a time, with or without a KV cache.
+"""Sampling tokens (characters, or a BPE's pieces of words) from a trained model, one at a time, with or without a KV cache.
 
 :func:`generate` yields each new token id as soon as it is sampled, so a caller
 can stream it. At temperature 1 with no top-k or top-p it performs exactly the
@@ -282,9 +282,11 @@ class TextStream:
     """One continuation as text: iterate it for the pieces to show, as soon as each is sampled.
 
     ``ids`` collects every sampled id, a matched stop string included, so a
-    conversation can keep exactly what the model wrote; ``probs`` holds the
-    model's probability of each (when the steps carry them); ``stopped`` names
-    the stop string that ended it, if one did.
+    conversation can keep exactly what the model wrote; ``text`` is what they
+    decode to; ``probs`` holds the model's probability of each id (when the
+    steps carry them); ``stopped`` names the stop string that ended it, if one
+    did. A token may stand for several characters (a BPE): :meth:`spans` says
+    which characters came from which token.
     """
 
     def __init__(self, steps: Generator[Step, None, None], decode: Callable[[list[int]], str],
@@ -294,6 +296,8 @@ class TextStream:
         self._matcher = StopMatcher(stops)
         self.ids: list[int] = []
         self.probs: list[float] = []
+        self.text = ""
+        self._token_of: list[int] = []  # for each character of ``text``, the index of the id it came from
 
     @property
     def stopped(self) -> Optional[str]:
@@ -304,7 +308,10 @@ class TextStream:
             self.ids.append(token)
             if p is not None:
                 self.probs.append(p)
-            shown = self._matcher.feed(self._decode([token]))
+            piece = self._decode([token])
+            self.text += piece
+            self._token_of += [len(self.ids) - 1] * len(piece)
+            shown = self._matcher.feed(piece)
             if shown:
                 yield shown
             if self.stopped is not None:
@@ -312,6 +319,18 @@ class TextStream:
         tail = self.close()
         if tail:
             yield tail
+
+    def spans(self, start: int, end: int) -> list[tuple[str, float]]:
+        """Characters ``start:end`` of ``text``, cut where one token ends and the next begins, each with its
+        token's probability (so the steps must carry probabilities)."""
+        out: list[tuple[str, float]] = []
+        for i in range(start, end):
+            token = self._token_of[i]
+            if i > start and self._token_of[i - 1] == token:
+                out[-1] = (out[-1][0] + self.text[i], out[-1][1])
+            else:
+                out.append((self.text[i], self.probs[token]))
+        return out
 
     def close(self) -> str:
         """Stop sampling now (say, on Ctrl-C); returns the held-back text, which is no stop string."""

@@ -116,7 +116,7 @@ class Session:
 
     @property
     def block_size(self) -> int:
-        """How many characters of the conversation the model sees."""
+        """How many tokens (characters, for a character run) of the conversation the model sees."""
         return self.loaded.config.block_size
 
     def reseed(self, seed: Optional[int]) -> None:
@@ -133,7 +133,7 @@ class Session:
             shown = ", ".join(map(repr, missing))
             raise UsageError(f"characters not in the vocabulary: {shown}; to leave them out, chat with "
                              "--unknown drop (or type /set unknown drop)")
-        text = "".join(ch for ch in text if ch in tokenizer.stoi)
+        text = "".join(ch for ch in text if ch not in missing)
         return tokenizer.encode(text), missing
 
     def start(self, new_ids: list[int]) -> sampling.TextStream:

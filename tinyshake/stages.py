@@ -63,6 +63,11 @@ STAGES: dict[str, Stage] = {
                    dropout=0.0, init_std=0.02),
               batch_size=16, block_size=32, learning_rate=1e-3, max_iters=5000, eval_interval=100,
               eval_last=True, published_val=1.82),
+        Stage("mini-bpe", "the mini stage on the sequel's tokens: a BPE of 512 learned from the train split",
+              dict(n_embd=64, n_head=4, n_layer=4, ffwd="wide", proj=True, residual=True, layernorm=True,
+                   dropout=0.0, init_std=0.02),
+              batch_size=16, block_size=32, learning_rate=1e-3, max_iters=5000, eval_interval=100,
+              eval_last=True, hyper=dict(tokenizer="bpe", bpe_vocab=512)),
         Stage("modern", "beyond the lecture: rotary positions, RMSNorm, QK-norm, ReLU², zero-init projections, "
                         "Muon + AdamW, warmup and a linear warmdown",
               dict(n_embd=128, n_head=4, n_layer=4, ffwd="wide", proj=True, residual=True, layernorm=True,
@@ -112,14 +117,17 @@ def with_overrides(stage: Stage, **overrides: Any) -> Stage:
 GPU_SIZED = ("gpt", "gpt-video")
 
 
-def parameter_count(stage: Stage, vocab_size: int = 65) -> int:
+def parameter_count(stage: Stage, vocab_size: int | None = None) -> int:
     """The number of parameters the stage's model has, by arithmetic on its shape.
+
+    ``vocab_size`` defaults to the stage's own: its BPE's size, or tiny Shakespeare's 65 characters.
 
     ``tinyshake stages`` shows it without building a model (so without torch);
     the tests check it against ``count_parameters(build(config))`` for every
     stage. Missing keys take ModelConfig's defaults (no feed-forward, no
     projection, no norms, learned positions).
     """
+    vocab_size = vocab_size or stage.hyper.get("bpe_vocab", 65)
     m = stage.model
     if m.get("arch") == "bigram":
         return vocab_size * vocab_size

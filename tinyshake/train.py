@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from tinyshake import checkpoint, distributed, kernels, optim, runlock, speed, threads, tuning
+from tinyshake import checkpoint, distributed, kernels, optim, runlock, speed, threads, tokens, tuning
 from tinyshake.corpus import Corpus
 from tinyshake.errors import UsageError
 from tinyshake.events import (  # noqa: F401 - re-exported: front ends import the events from here
@@ -40,7 +40,8 @@ from tinyshake.events import (  # noqa: F401 - re-exported: front ends import th
 )
 from tinyshake.model import ModelConfig, count_parameters
 from tinyshake.plan import (  # noqa: F401 - the settings a run executes, re-exported for scripts and tests
-    DTYPES, OPTIMIZERS, Plan, TrainConfig, for_config, make_config, resume_config, validate, with_vocab,
+    DEFAULT_BPE_VOCAB, DTYPES, OPTIMIZERS, Plan, TrainConfig, for_config, make_config, resume_config, validate,
+    with_vocab,
 )
 from tinyshake.run_state import Checkpointer, Clocks, Diverged, History, NanWatch, Run  # noqa: F401 - Diverged too
 
@@ -237,7 +238,7 @@ def _evaluate(run: Run, step: int, final: bool = False) -> Iterator[Event]:
     losses = {split: distributed.mean(loss) for split, loss in losses.items()}  # over every rank's batches
     if not all(math.isfinite(value) for value in losses.values()):
         raise run.checkpoints.diverged(step, "the evaluated loss")
-    event = Evaluated(step, losses["train"], losses["val"], run.clocks.elapsed(), final)
+    event = Evaluated(step, losses["train"], losses["val"], run.clocks.elapsed(), final, run.chars_per_token)
     rethreaded = threads.refresh()
     if rethreaded is not None:
         run.checkpoints.record["threads"] = rethreaded.threads
@@ -319,6 +320,20 @@ def train(
             distributed.shutdown()  # _train's frame, and with it the DDP wrapper, is gone by now
 
 
+def tokenized(plan: Plan, corpus: Corpus) -> Corpus:
+    """``corpus`` (as :func:`tinyshake.corpus.load` gives it, in characters) in the tokens the plan's run reads.
+
+    A new BPE run learns its merges from the train split alone; a resumed one reads its own back, sealed by its
+    record. The lecture's character runs read the corpus as it is.
+    """
+    config = plan.config
+    if config.tokenizer == tokens.CHAR:
+        return corpus
+    if plan.resume is not None:
+        return corpus.with_tokenizer(tokens.of_record(plan.resume))
+    return corpus.with_bpe(config.bpe_vocab or DEFAULT_BPE_VOCAB)
+
+
 def _check_still_new(plan: Plan) -> None:
     """Under the lock: a run that another process created since planning is not replaced silently."""
     if plan.resume is None and not plan.overwrite and checkpoint.exists(plan.run):
@@ -376,10 +391,13 @@ def _prepare(plan: Plan, config: TrainConfig, corpus: Corpus, should_stop: Calla
     forward = _maybe_compile(distributed.wrap(model, dist, device), config, device, notices, attention)
     splits = {"train": corpus.train.to(device), "val": corpus.val.to(device)}
     record = _record(config, corpus, model, plan.resume, plan.dtype)
-    checkpoints = Checkpointer(config, model, optimizer, record, dist, start if plan.resume else None)
+    stored_tokenizer = corpus.tokenizer.to_json() if corpus.tokenizer.kind == tokens.BPE else None
+    checkpoints = Checkpointer(config, model, optimizer, record, dist, start if plan.resume else None,
+                               stored_tokenizer)
     clocks = Clocks(elapsed_before, plan.trained_seconds, config.time_budget, config.max_iters)
     run = Run(config, device, plan.dtype, model, forward, optimizer, splits, attention, start,
-              History.of(plan.resume, config), checkpoints, clocks, NanWatch(device, checkpoints), should_stop)
+              History.of(plan.resume, config), checkpoints, clocks, NanWatch(device, checkpoints), should_stop,
+              (corpus.chars_per_token("train"), corpus.chars_per_token("val")))
     return run, Started(config, record["parameters"], str(device), start, notices, dist.rank, dist.world_size,
                         plan.threads.describe() if plan.threads is not None else "", model)
 
@@ -401,6 +419,8 @@ def _record(config: TrainConfig, corpus: Corpus, model: nn.Module, stored: Optio
     return {
         "name": config.run, "stage": config.stage, "model": config.model.to_dict(), "hyper": config.hyper(),
         "vocab": corpus.tokenizer.chars, "corpus": {"name": corpus.name, "sha256": corpus.sha256},
+        "tokenizer": corpus.tokenizer.kind,
+        "chars_per_token": {split: corpus.chars_per_token(split) for split in ("train", "val")},
         "parameters": count_parameters(model), "max_iters": config.max_iters,
         "created": stored.created if stored is not None else None,
         "dtype": dtype, "threads": torch.get_num_threads(),  # what this session used: auto resolved, the CPU's count

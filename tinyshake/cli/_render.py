@@ -28,9 +28,9 @@ BAR_WIDTH = 40
 VISIBLE = {"\n": "\u23ce", " ": "\u00b7", "\t": "\u21e5"}  # ⏎ · ⇥: characters you could not see otherwise
 
 
-def visible(char: str) -> str:
-    """A character as a label: newline, space and tab become symbols so that a row or column never looks empty."""
-    return VISIBLE.get(char, char)
+def visible(token: str) -> str:
+    """A character or token as a label: newlines, spaces and tabs become symbols, so that a label never looks empty."""
+    return "".join(VISIBLE.get(char, char) for char in token)
 
 
 def level(weight: float) -> float:
@@ -62,13 +62,21 @@ def heatmap(matrix: Sequence[Sequence[float]], rows: Sequence[str], columns: Seq
             cell: int = 2, title: str = "") -> Text:
     """A labelled grid of weights in [0, 1]: one line per row, ``cell`` characters per column.
 
-    Labels are single characters (see :func:`visible`), so the grid is as wide as
-    one label plus ``cell`` per column, and row i, column j is ``matrix[i][j]``.
+    Labels of single characters (see :func:`visible`) head the columns, so the
+    grid is as wide as one label plus ``cell`` per column. Tokens of several
+    characters (a BPE's) do not fit a column: rows then carry their position
+    and token, and the columns a ruler of positions (their last digit). Row i,
+    column j is ``matrix[i][j]``.
     """
+    row_labels, top = [visible(label) for label in rows], [visible(c).ljust(cell) for c in columns]
+    if any(len(label) != 1 for label in (*rows, *columns)):
+        row_labels = [f"{i:>2} {label}" for i, label in enumerate(row_labels)]
+        top = [str(j % 10).ljust(cell) for j in range(len(columns))]
+    width = max(len(label) for label in row_labels) if row_labels else 1
     lines = [Text(title, style="bold" if fancy else "")] if title else []
-    lines.append(Text("  " + "".join(visible(c).ljust(cell) for c in columns).rstrip(), style="dim" if fancy else ""))
-    for label, row in zip(rows, matrix):
-        line = Text(visible(label) + " ", style="dim" if fancy else "")
+    lines.append(Text(" " * (width + 1) + "".join(top).rstrip(), style="dim" if fancy else ""))
+    for label, row in zip(row_labels, matrix):
+        line = Text(label.ljust(width) + " ", style="dim" if fancy else "")
         for weight in row:
             if fancy:
                 line.append(" " * cell, style=Style(bgcolor=blend(weight).bgcolor))
@@ -79,12 +87,13 @@ def heatmap(matrix: Sequence[Sequence[float]], rows: Sequence[str], columns: Seq
 
 
 def bars(labels: Sequence[str], values: Sequence[float], fancy: bool, width: int = BAR_WIDTH) -> Text:
-    """One line per value in [0, 1]: its label, the value to 4 decimals, a bar ``width`` long at 1."""
+    """One line per value in [0, 1]: its label (padded to the longest), the value to 4 decimals, a bar ``width`` long at 1."""
     char, style = ("\u2588", "magenta") if fancy else ("#", "")
     lines = []
+    longest = max((len(label) for label in labels), default=0)
     for label, value in zip(labels, values):
         length = round(min(1.0, max(0.0, value)) * width)
-        lines.append(Text.assemble(f"{label} {value:.4f}", (" " + char * length, style) if length else ""))
+        lines.append(Text.assemble(f"{label:<{longest}} {value:.4f}", (" " + char * length, style) if length else ""))
     return Text("\n").join(lines)
 
 
@@ -114,6 +123,29 @@ def scatter(points: Sequence[tuple[float, float]], glyphs: Sequence[str], width:
         Text.assemble(*((cell or (" ", "")) for cell in row)) for row in grid
     )
     return text, hidden
+
+
+# =========================================================================== token boundaries
+# (inspect tokens and demo bpe: where a tokenizer cut a text)
+
+TOKEN_STYLES = ("black on bright_cyan", "black on bright_yellow")  # alternate, so that neighbours stand apart
+SEPARATOR = "|"  # between tokens where there is no colour
+
+
+def token_pieces(pieces: Sequence[str], fancy: bool) -> Text:
+    """A text cut into its tokens: alternating colours on a colour terminal, ``|`` between tokens otherwise.
+
+    A newline inside a token shows as ⏎ before it breaks the line, so a token of
+    newlines is never invisible; the text keeps its shape.
+    """
+    coloured = fancy and not no_color()
+    out = Text()
+    for index, piece in enumerate(pieces):
+        if index and not coloured:
+            out.append(SEPARATOR, style="dim" if fancy else "")
+        shown = piece.replace("\n", VISIBLE["\n"] + "\n")
+        out.append(shown, style=TOKEN_STYLES[index % 2] if coloured else "")
+    return out
 
 
 # =========================================================================== loss charts

@@ -73,5 +73,6 @@ def run_header(config: Any, parameters: int) -> tuple[str, str]:
     lecture = f"; the lecture reached val {published(stage)}" if stage.published_val is not None else ""
     plain = ", the lecture's code as written (--plain)" if config.plain else ""
     budget = f", time budget {config.time_budget:g} s of training" if config.time_budget else ""
-    return (f"{config.stage} ({parameters:,} parameters{lecture}{plain})",
+    bpe = f", a BPE of {m.vocab_size:,} tokens" if config.tokenizer == "bpe" else ""
+    return (f"{config.stage} ({parameters:,} parameters{lecture}{plain}{bpe})",
             f"{stage.adds}\n  {settings_line(shown)}{budget}")

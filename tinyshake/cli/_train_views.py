@@ -32,8 +32,8 @@ if TYPE_CHECKING:
     import torch
 
     from tinyshake import train as core
-    from tinyshake.corpus import CharTokenizer as Tokenizer
     from tinyshake.plan import Plan
+    from tinyshake.tokens import Tokenizer
 
 CHART_ROWS, CHART_WIDTH = 8, 100  # the live loss chart under the table: small, so the table keeps its room
 CHART_MIN_TERMINAL = 30  # terminal rows below which the live view leaves the chart out
@@ -168,8 +168,9 @@ class RichView:
     """
 
     def __init__(self, console: Console, config: core.TrainConfig, tokenizer: Optional[Tokenizer] = None,
-                 earlier: Sequence[Evaluation] = ()) -> None:
-        """``earlier``: a resumed run's evaluations so far, which its table shows before the new ones."""
+                 earlier: Sequence[tuple[Evaluation, float]] = ()) -> None:
+        """``earlier``: a resumed run's evaluations so far (each with its val in bits per character), which its
+        table shows before the new ones."""
         self.console, self.config, self.tokenizer = console, config, tokenizer
         self.model: Optional[torch.nn.Module] = None  # sampled from after each evaluation, with a tokenizer
         self.samples: list[tuple[str, str]] = []  # (step, text): what the model writes at each evaluation
@@ -189,15 +190,15 @@ class RichView:
         self.live_on = False
         self.begun = False  # nothing to leave on screen if training never started (a load error)
         self.live = Live(console=console, refresh_per_second=8, transient=True, get_renderable=self._render)
-        for row in earlier:
-            self._add(row)
+        for row, val_bpc in earlier:
+            self._add(row, val_bpc)
 
     def _table(self, rows: list[tuple[str, ...]]) -> Table:
         table = Table(title=f"{self.config.stage} · run {self.config.run}", title_justify="left")
-        for column in ("step", "train", "val", "Δ val", "elapsed"):
+        for column in ("step", "train", "val", "Δ val", "val bits/char", "elapsed"):
             table.add_column(column, justify="right")
         if len(rows) < len(self.rows):
-            table.add_row("…", "", "", "", "")
+            table.add_row("…", "", "", "", "", "")
         for row in rows:
             table.add_row(*row)
         return table
@@ -281,17 +282,18 @@ class RichView:
 
     def evaluated(self, event: core.Evaluated) -> None:
         self.progress.update(self.task, description=self.config.stage)
-        step = self._add(Evaluation(event.step, event.val, event.train, event.elapsed, event.final))
+        step = self._add(Evaluation(event.step, event.val, event.train, event.elapsed, event.final), event.val_bpc)
         self._sample(step)
         if len(self.metrics) > 1:
             self.chart = loss_chart(self.metrics, min(self.console.width, CHART_WIDTH), CHART_ROWS, plain=self.plain_chart)
 
-    def _add(self, row: Evaluation) -> str:
-        """One evaluation into the table and the chart's data; returns its step as the table shows it."""
+    def _add(self, row: Evaluation, val_bpc: float) -> str:
+        """One evaluation (and its val in bits per character) into the table and the chart's data; returns its
+        step as the table shows it."""
         delta = "" if self.last_val is None else f"{row.val - self.last_val:+.4f}"
         step = f"final {row.step}" if row.final else str(row.step)
         train = f"{row.train:.4f}" if row.train is not None else "-"
-        self.rows.append((step, train, f"{row.val:.4f}", delta, f"{row.elapsed or 0:.1f}s"))
+        self.rows.append((step, train, f"{row.val:.4f}", delta, f"{val_bpc:.4f}", f"{row.elapsed or 0:.1f}s"))
         self.last_val = row.val
         self.metrics.append(row)
         return step
@@ -306,8 +308,9 @@ class RichView:
             return
         from tinyshake import sampling
 
-        ids = sampling.showcase(self.model, [sampling.START_TOKEN], SAMPLE_CHARS)
-        self.samples.append((step, "".join(map(visible_newline, self.tokenizer.decode(ids)))))
+        ids = sampling.showcase(self.model, [sampling.START_TOKEN], SAMPLE_CHARS)  # a token is a character or more
+        text = self.tokenizer.decode(ids)[:SAMPLE_CHARS]
+        self.samples.append((step, "".join(map(visible_newline, text))))
 
     def saved(self, event: core.Saved) -> None:
         """Measure speed from here: evaluating and saving are not training."""

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from tinyshake import record
+from tinyshake import record, tokens
 from tinyshake.cli import _render, _torch
 from tinyshake.cli._options import Weights, WeightsOpt
 from tinyshake.cli._output import error_line, handle_errors, make_console, use_rich
@@ -35,9 +35,9 @@ if TYPE_CHECKING:
 PROMPT = ">>> "
 COMMANDS = (
     ("/set NAME VALUE", "change a setting live: {names} (top_k, top_p and seed take 'off'; stop takes \\n for a "
-                        "newline, 'off' for none; probs on colours each character by how sure the model was)"),
+                        "newline, 'off' for none; probs on colours each token by how sure the model was)"),
     ("/show", "the run and the current settings"),
-    ("/probs", "the likeliest next characters now, with their probabilities"),
+    ("/probs", "the likeliest next tokens (characters) now, with their probabilities"),
     ("/reset", "forget the conversation so far"),
     ("/help", "this list"),
     ("/bye", "leave (Ctrl-D works too)"),
@@ -88,21 +88,20 @@ def probs_legend() -> Text:
     return Text.assemble(*parts, ("  (before temperature, top-k and top-p)", "dim"))
 
 
-def probs_line(char: str, p: float) -> str:
-    """One sampled character and the model's probability of it, for ``--probs`` in a pipe: ``e<TAB>0.9312``."""
-    return f"{show_escapes(char)}\t{p:.4f}\n"
+def probs_line(token: str, p: float) -> str:
+    """One sampled token and the model's probability of it, for ``--probs`` in a pipe: ``e<TAB>0.9312``."""
+    return f"{show_escapes(token)}\t{p:.4f}\n"
 
 
 def top_candidates(session: Session, console: Console) -> None:
-    """``/probs``: the likeliest next characters after the conversation so far, as bars, and the entropy."""
-    from tinyshake import inspection, sampling
+    """``/probs``: the likeliest next tokens (characters) after the conversation so far, as bars, and the entropy."""
+    from tinyshake import inspection
 
-    tokenizer = session.loaded.tokenizer
-    dist = inspection.next_distribution(session.loaded.model, tokenizer,
-                                        tokenizer.decode(session.history or [sampling.START_TOKEN]))
+    unit = tokens.unit(session.loaded.tokenizer)
+    dist = inspection.distribution_after(session.loaded.model, session.loaded.tokenizer, session.history)
     top = dist[:TOP_CANDIDATES]
     fancy = use_rich(console.file)
-    console.print(Text(f"the next character after the {len(session.history)} characters so far:", style="dim"))
+    console.print(Text(f"the next {unit} after the {len(session.history)} {unit}s so far:", style="dim"))
     console.print(_render.bars([f"  {_render.visible(c)}" for c, _ in top], [p for _, p in top], fancy))
     console.print(Text(f"entropy {inspection.entropy_bits(dist):.2f} bits", style="dim"))
 
@@ -110,14 +109,16 @@ def top_candidates(session: Session, console: Console) -> None:
 # --------------------------------------------------------------------------- streaming
 
 
-Show = Callable[[str, Sequence[float]], None]  # writes a piece of a reply, given the model's probability of each character
+# writes a piece of a reply, given its tokens' texts and the model's probability of each (with --probs)
+Show = Callable[[str, Sequence[tuple[str, float]]], None]
 
 
 @dataclass
 class ReplyStats:
-    """What a reply did: characters sampled, time taken, and why it ended ("stop", "limit" or "interrupted")."""
+    """What a reply did: characters and tokens sampled, time taken, and why it ended ("stop", "limit" or "interrupted")."""
 
     chars: int
+    tokens: int
     seconds: float
     ended: str
     at_line_start: bool
@@ -130,24 +131,24 @@ class ReplyStats:
 
 def text_writer(out: TextIO) -> Show:
     """Each piece as it is, flushed at once: the plain way to stream a reply."""
-    def show(piece: str, probs: Sequence[float]) -> None:
+    def show(piece: str, spans: Sequence[tuple[str, float]]) -> None:
         out.write(piece)
         out.flush()
     return show
 
 
 def probs_text_writer(out: TextIO) -> Show:
-    """``--probs`` in a pipe or a script: one line per character, the character (escaped) and its probability."""
-    def show(piece: str, probs: Sequence[float]) -> None:
-        out.write("".join(probs_line(char, p) for char, p in zip(piece, probs)))
+    """``--probs`` in a pipe or a script: one line per token, the token (escaped) and its probability."""
+    def show(piece: str, spans: Sequence[tuple[str, float]]) -> None:
+        out.write("".join(probs_line(token, p) for token, p in spans))
         out.flush()
     return show
 
 
 def probs_colour_writer(console: Console) -> Show:
-    """``--probs`` on a terminal: each character in the colour of the model's probability of it."""
-    def show(piece: str, probs: Sequence[float]) -> None:
-        console.print(Text.assemble(*((char, band_style(p)) for char, p in zip(piece, probs))), end="", soft_wrap=True)
+    """``--probs`` on a terminal: each token in the colour of the model's probability of it."""
+    def show(piece: str, spans: Sequence[tuple[str, float]]) -> None:
+        console.print(Text.assemble(*((token, band_style(p)) for token, p in spans)), end="", soft_wrap=True)
         console.file.flush()
     return show
 
@@ -155,15 +156,16 @@ def probs_colour_writer(console: Console) -> Show:
 def write_reply(stream: sampling.TextStream, show: Show, interrupted: Callable[[], bool]) -> ReplyStats:
     """Show each piece of ``stream`` the moment it is sampled, until it ends or ``interrupted()``.
 
-    A character-level tokenizer gives one character per id, so the n-th
-    character shown has the n-th probability in ``stream.probs``.
+    The text shown is always the start of ``stream.text``, so its characters
+    map back to the tokens they came from (one each for characters, several
+    for a BPE token), and with ``--probs`` to their tokens' probabilities.
     """
     start = time.perf_counter()
     last, ended, shown = "\n", "limit", 0
 
     def emit(piece: str) -> None:
         nonlocal shown
-        show(piece, stream.probs[shown: shown + len(piece)])
+        show(piece, stream.spans(shown, shown + len(piece)) if stream.probs else [])
         shown += len(piece)
 
     for piece in stream:
@@ -177,12 +179,13 @@ def write_reply(stream: sampling.TextStream, show: Show, interrupted: Callable[[
             break
     if stream.stopped is not None:
         ended = "stop"
-    return ReplyStats(len(stream.ids), time.perf_counter() - start, ended, last.endswith("\n"))
+    return ReplyStats(len(stream.text), len(stream.ids), time.perf_counter() - start, ended, last.endswith("\n"))
 
 
 def stats_text(stats: ReplyStats) -> Text:
-    """The dim line after a reply: characters, characters per second, and how it ended if not at a stop."""
-    line = f"{stats.chars:,} chars in {stats.seconds:.2f} s · {stats.rate:,.0f} chars/s"
+    """The dim line after a reply: characters (and tokens, for a BPE), characters per second, and how it ended."""
+    tokens = f" ({stats.tokens:,} tokens)" if stats.tokens != stats.chars else ""
+    line = f"{stats.chars:,} chars{tokens} in {stats.seconds:.2f} s · {stats.rate:,.0f} chars/s"
     if stats.ended == "interrupted":
         line += " · interrupted"
     elif stats.ended == "limit":
@@ -196,7 +199,7 @@ def stats_text(stats: ReplyStats) -> Text:
 def continue_once(session: Session, text: str, out: TextIO) -> None:
     """Non-interactive mode: stream one continuation of ``text`` to ``out``, and nothing else.
 
-    With ``--probs`` the continuation comes as one ``character<TAB>probability`` line per character.
+    With ``--probs`` the continuation comes as one ``token<TAB>probability`` line per token.
     """
     ids, _ = session.encode(text)
     show = probs_text_writer(out) if session.probs else text_writer(out)
@@ -236,7 +239,8 @@ def run_command(session: Session, line: str, console: Console) -> bool:
         console.print(Text(HELP_END.format(block=session.block_size)))
     elif command == "/show":
         rows = [("run", session.loaded.name), ("weights", session.loaded.weights), ("device", str(session.device)),
-                ("context", f"{len(session.history)} of {session.block_size} characters"), *session.describe()]
+                ("context", f"{len(session.history)} of {session.block_size} "
+                            f"{tokens.unit(session.loaded.tokenizer)}s"), *session.describe()]
         console.print(Text("\n".join(f"{k:<15} {v}" for k, v in rows)))
     elif command == "/reset":
         session.history = []
@@ -322,7 +326,7 @@ def chat(
         "--run", "-r", help="The same as RUN, as earlier versions named it.", show_default=False)] = None,
     prompt: Annotated[Optional[str], typer.Option(
         "--prompt", "-p", help="Continue this text once, print only the continuation, and exit.")] = None,
-    max_new_tokens: Annotated[int, typer.Option(help="Most characters in one reply.")] = 500,
+    max_new_tokens: Annotated[int, typer.Option(help="Most tokens in one reply (characters, for a character run).")] = 500,
     temperature: Annotated[float, typer.Option(
         "--temperature", "-t", help="0 is greedy (argmax), as is anything under 1e-6; above 1 is wilder.")] = 1.0,
     top_k: Annotated[Optional[int], typer.Option(help="Sample only from the k likeliest characters.")] = None,
@@ -341,8 +345,8 @@ def chat(
         "--no-cache", help="Recompute the whole context for every character (the reference path, slow).")] = False,
     weights: WeightsOpt = Weights.best,
     probs: Annotated[bool, typer.Option(
-        "--probs", help="Show how sure the model was of each character: coloured on a terminal; "
-                        "piped, one 'character<TAB>probability' line per character.")] = False,
+        "--probs", help="Show how sure the model was of each token: coloured on a terminal; "
+                        "piped, one 'token<TAB>probability' line per token (a character, for a character run).")] = False,
     device_name: Annotated[str, typer.Option(
         "--device", help="cpu (fastest for one stream of characters), auto, cuda or mps.")] = "cpu",
 ) -> None:

@@ -96,7 +96,13 @@ def bars(value: demos.Value, fancy: bool) -> Text:
     return _render.bars([f"{i:>3}" for i in range(len(values))], values, fancy)
 
 
-PICTURES = {"heatmap": heatmap, "bars": bars}
+def pieces(value: demos.Value, fancy: bool) -> Text:
+    """A list of token texts as the text they make, cut at the token boundaries."""
+    assert isinstance(value, list), "token pictures are drawn from lists of token texts"
+    return _render.token_pieces(value, fancy)
+
+
+PICTURES = {"heatmap": heatmap, "bars": bars, "pieces": pieces}
 
 
 def step_parts(step: demos.Step, fancy: bool) -> Iterator[RenderableType]:
@@ -164,7 +170,7 @@ def demo(
         bool, typer.Option("--no-mask", help="attention: drop the causal mask, so every token sees every other.")
     ] = False,
 ) -> None:
-    """Replay the lecture's steps from characters to self-attention, each computed live; no NAME lists them."""
+    """Replay the lecture's steps from characters to self-attention, and the sequel's BPE, each computed live; no NAME lists them."""
     _torch.load()  # the demos compute with torch: seconds, said on a terminal
     from tinyshake import demos
 

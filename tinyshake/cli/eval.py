@@ -57,10 +57,13 @@ def eval_run(
     notice = corpus_notice(loaded, data)
     if notice:
         print(f"Note: {notice}", file=sys.stderr, flush=True)
+    if loaded.tokenizer.kind != data.tokenizer.kind:  # a BPE run reads the text in its own tokens
+        data = data.with_tokenizer(loaded.tokenizer)
     with scoring_bar(f"scoring {name} on the {split} split") as progress:
-        result = split_loss(loaded.model, getattr(data, split), loaded.config.block_size, progress)
+        result = split_loss(loaded.model, getattr(data, split), loaded.config.block_size, data.tokenizer, progress)
+    covered = f" ({result.characters:,} characters)" if result.characters != result.positions else ""
     make_console().print(
         f"{name} ({loaded.weights} weights, step {loaded.step}): full {split} loss {result.loss:.4f} "
-        f"({result.bits_per_char:.4f} bits/char) over {result.positions:,} positions of corpus {data.name!r}",
+        f"({result.bits_per_char:.4f} bits/char) over {result.positions:,} positions{covered} of corpus {data.name!r}",
         markup=False,
     )

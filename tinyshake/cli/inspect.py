@@ -1,4 +1,4 @@
-"""``tinyshake inspect``: look inside a trained run: its attention on a prompt, its next character, its embeddings.
+"""``tinyshake inspect``: look inside a trained run: its tokens, its attention on a prompt, its next token, its embeddings.
 
 The numbers come from :mod:`tinyshake.inspection`; this module loads the run,
 draws them (Rich on a terminal, plain characters when piped or with NO_COLOR)
@@ -17,7 +17,7 @@ from rich.columns import Columns
 from rich.console import Console
 from rich.text import Text
 
-from tinyshake import record
+from tinyshake import record, tokens
 from tinyshake.cli import _render, _torch
 from tinyshake.cli._options import Weights, WeightsOpt
 from tinyshake.cli._output import handle_errors, make_console, use_rich
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from tinyshake.inspection import AttentionMaps
 
 app = typer.Typer(
-    help="Look inside a trained run: attention on your prompt, the next-character distribution, the embeddings.",
+    help="Look inside a trained run: its tokens, attention on your prompt, the next-token distribution, the embeddings.",
     no_args_is_help=True,
     rich_markup_mode=None,  # click's help: hanging indents, and flags without a metavar, at any width
 )
@@ -36,6 +36,7 @@ app = typer.Typer(
 MEAN = "mean"
 NEIGHBOURS = 10
 SCATTER_HEIGHT = 24
+SPEECH = "To be, or not to be, that is the question:\\nWhether 'tis nobler in the mind to suffer"
 
 
 RunArg = Annotated[Optional[str], typer.Argument(help="The run to look at (default: the most recent).",
@@ -63,6 +64,37 @@ def header(loaded: LoadedRun, fancy: bool, what: str) -> Text:
 
 def emit(payload: dict[str, Any]) -> None:
     print(json.dumps(payload))
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+@app.command("tokens")
+@handle_errors
+def tokens_of(
+    run: RunArg = None,
+    text: Annotated[str, typer.Option("--text", "-t", help="The text to cut into tokens (\\n is a newline).")] = SPEECH,
+    as_json: JsonOpt = False,
+) -> None:
+    """Your text cut into the run's tokens (alternating colours; `|` between tokens when piped), and characters per token."""
+    name = record.resolve(run)
+    tokenizer = tokens.of_run(name)
+    decoded = decode_prompt(text)
+    pieces = tokens.pieces(tokenizer, decoded)
+    per_token = len(decoded) / len(pieces) if pieces else 0.0
+    if as_json:
+        emit({"run": name, "tokenizer": tokenizer.kind, "vocab_size": tokenizer.vocab_size, "tokens": pieces,
+              "ids": tokenizer.encode(decoded), "characters": len(decoded), "chars_per_token": per_token})
+        return
+    console = make_console()
+    fancy = use_rich(console.file)
+    console.print(Text.assemble((name, "bold cyan" if fancy else ""), f" ({tokens.describe(tokenizer)}): "
+                                "your text cut into its tokens"))
+    console.print()
+    console.print(_render.token_pieces(pieces, fancy))
+    console.print()
+    console.print(f"{len(decoded):,} characters in {len(pieces):,} tokens: {per_token:.2f} characters per token",
+                  markup=False)
 
 
 # --------------------------------------------------------------------------- attention
@@ -104,9 +136,13 @@ def tiles(maps: AttentionMaps, layers: list[int], head: Optional[int | str], sho
     return [_render.heatmap(m.tolist(), tokens, tokens, fancy, title=title) for title, m in found]
 
 
-def fits(console: Console, tokens: int) -> int:
-    """How many positions one heatmap can show in the console's width (two columns per key, one for labels)."""
-    return max(1, min(tokens, (console.width - 3) // 2))
+def fits(console: Console, tokens: list[str]) -> int:
+    """How many positions one heatmap can show in the console's width (two columns per key, the rest for labels).
+
+    Tokens of several characters label their rows with position and text (see :func:`_render.heatmap`).
+    """
+    label = 1 if all(len(t) == 1 for t in tokens) else 3 + max(len(_render.visible(t)) for t in tokens)
+    return max(1, min(len(tokens), (console.width - label - 2) // 2))
 
 
 @app.command("attention")
@@ -146,11 +182,12 @@ def attention(
         pick(maps.weights.shape[1], chosen_head, "head")
     console = make_console()
     fancy = use_rich(console.file)
-    shown = fits(console, len(maps.tokens))
+    shown = fits(console, maps.tokens)
     console.print(header(loaded, fancy, "attention weights, rows are queries and columns the keys they attend to"))
     notes = []
-    if len(text) > len(maps.tokens):
-        notes.append(f"the model sees only the last {len(maps.tokens)} characters (its block size)")
+    if len(text) > len("".join(maps.tokens)):
+        notes.append(f"the model sees only the last {len(maps.tokens)} {tokens.unit(loaded.tokenizer)}s "
+                     "(its block size)")
     if shown < len(maps.tokens):
         notes.append(f"showing the last {shown} positions, all that fit this terminal's width")
     for note in notes:
@@ -169,12 +206,12 @@ def next_char(
     run: RunArg = None,
     prompt: PromptOpt = "To be, or not to be",
     top_k: Annotated[Optional[int], typer.Option(
-        help="How many characters to show (default: 10; with --json, every character).", min=1,
+        help="How many tokens (characters) to show (default: 10; with --json, every one).", min=1,
         show_default=False)] = None,
     weights: WeightsOpt = Weights.best,
     as_json: JsonOpt = False,
 ) -> None:
-    """The distribution of the character after your prompt: the likeliest ones as bars, and its entropy in bits."""
+    """The distribution of the token (character) after your prompt: the likeliest as bars, and its entropy in bits."""
     _torch.load()
     from tinyshake import inspection
 
@@ -182,24 +219,25 @@ def next_char(
     text = decode_prompt(prompt)
     dist = inspection.next_distribution(loaded.model, loaded.tokenizer, text)
     entropy = inspection.entropy_bits(dist)
-    tokens = [loaded.tokenizer.chars[i] for i in inspection.context_ids(loaded.model, loaded.tokenizer, text)]
+    context = [loaded.tokenizer.tokens[i] for i in inspection.context_ids(loaded.model, loaded.tokenizer, text)]
+    unit = tokens.unit(loaded.tokenizer)
     if as_json:
-        emit({"run": loaded.name, "weights": loaded.weights, "tokens": tokens,
+        emit({"run": loaded.name, "weights": loaded.weights, "tokens": context,
               "next": [{"char": c, "p": p} for c, p in dist[:top_k]], "entropy_bits": entropy})
         return
     top = dist[: top_k or 10]
     console = make_console()
     fancy = use_rich(console.file)
-    seen = "".join(_render.visible(c) for c in tokens[-40:])
-    console.print(header(loaded, fancy, f"the next character after {'…' if len(tokens) > 40 else ''}{seen}"))
+    seen = "".join(_render.visible(c) for c in context[-40:])
+    console.print(header(loaded, fancy, f"the next {unit} after {'…' if len(context) > 40 else ''}{seen}"))
     console.print()
     console.print(_render.bars([f"  {_render.visible(c)}" for c, _ in top], [p for _, p in top], fancy))
     rest = 1.0 - sum(p for _, p in top)
     if len(top) < len(dist):
-        console.print(f"  the other {len(dist) - len(top)} characters: {rest:.4f}", markup=False)
+        console.print(f"  the other {len(dist) - len(top)} {unit}s: {rest:.4f}", markup=False)
     console.print()
     console.print(f"entropy {entropy:.2f} bits (0 is certain; {math.log2(len(dist)):.2f} is a uniform guess "
-                  f"among {len(dist)} characters)", markup=False)
+                  f"among {len(dist)} {unit}s)", markup=False)
 
 
 # --------------------------------------------------------------------------- embeddings
@@ -221,7 +259,8 @@ def char_style(char: str) -> str:
 def embeddings(
     run: RunArg = None,
     char: Annotated[Optional[str], typer.Option(
-        "--char", "-c", help="List this character's nearest neighbours by cosine similarity (\\n is a newline).",
+        "--char", "-c", help="List this character's (or token's) nearest neighbours by cosine similarity "
+                             "(\\n is a newline).",
         show_default=False)] = None,
     weights: WeightsOpt = Weights.best,
     as_json: JsonOpt = False,
@@ -231,7 +270,7 @@ def embeddings(
     from tinyshake import inspection
 
     loaded = load_run(run, weights)
-    chars = loaded.tokenizer.chars
+    chars = loaded.tokenizer.tokens
     table = inspection.embedding_table(loaded.model)
     target = decode_prompt(char) if char is not None else None
     neighbours = inspection.nearest(table, chars, target, NEIGHBOURS) if target is not None else None
@@ -250,7 +289,8 @@ def embeddings(
     console = make_console()
     fancy = use_rich(console.file)
     if neighbours is not None:
-        console.print(header(loaded, fancy, f"the characters whose embeddings are nearest {_render.visible(target)}'s"))
+        console.print(header(loaded, fancy, f"the {tokens.unit(loaded.tokenizer)}s whose embeddings are nearest "
+                                            f"{_render.visible(target)}'s"))
         console.print(_render.bars([f"  {_render.visible(c)}" for c, _ in neighbours], [s for _, s in neighbours],
                                    fancy))
         return
@@ -263,13 +303,17 @@ def embeddings(
         return
     projection = inspection.project(table, chars)
     width = max(20, min(console.width, 100))
-    picture, hidden = _render.scatter([tuple(p) for p in projection.points.tolist()],
-                                      [_render.visible(c) for c in chars], width, SCATTER_HEIGHT,
-                                      [char_style(c) for c in chars] if fancy else ())
+    alphabet = loaded.tokenizer.chars  # a BPE's longer tokens would not fit a cell: its characters are drawn
+    picture, hidden = _render.scatter([tuple(p) for p in projection.points[:len(alphabet)].tolist()],
+                                      [_render.visible(c) for c in alphabet], width, SCATTER_HEIGHT,
+                                      [char_style(c) for c in alphabet] if fancy else ())
     first, second = (f"{share:.0%}" for share in projection.explained)
     console.print(header(loaded, fancy, f"its {table.shape[1]}-wide token embeddings, projected onto their two "
                                         f"principal components ({first} and {second} of the variance)"))
     console.print(picture)
+    if len(alphabet) < len(chars):
+        console.print(f"the {len(alphabet)} characters of its {len(chars):,} tokens are drawn (--json has them all)",
+                      markup=False)
     if hidden:
         console.print(f"{hidden} characters overlap others and are not shown", markup=False)
     if fancy:

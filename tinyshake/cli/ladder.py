@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from tinyshake import train as training
 
 ACTIONS = {"train": "training", "resume": "resuming", "reuse": "reusing"}
-NUMBERS = ("params", "val\nestimate", "val\nfull split", "lecture\nval", "time")  # never wrapped or cut
+# never wrapped or cut; the whole split's val and, under it, the same in bits per character (how BPE stages compare)
+NUMBERS = ("params", "val\nestimate", "full val\nbits/char", "lecture\nval", "time")
 
 
 def _val(value: Optional[float]) -> str:
@@ -78,7 +79,7 @@ def _table(results: list[core.StageResult], titled: bool, with_adds: bool, compa
     table.add_column("sample (first line)", ratio=2, overflow="fold", min_width=12)
     for r in results:
         table.add_row(r.stage, *([r.adds] if with_adds else []), f"{r.parameters:,}", _estimate(r),
-                      _val(r.full_val), _lecture(r.published_val),
+                      f"{_val(r.full_val)}\n{_val(r.full_bpc)}", _lecture(r.published_val),
                       f"{r.seconds:.1f}s" + ("\nreused" if r.reused else ""), Text(r.sample))
     return table
 
@@ -87,7 +88,8 @@ def plain_line(r: core.StageResult) -> str:
     """One stage as one plain line, for pipes and logs."""
     reused = ", reused" if r.reused else ""
     rough = "" if stages.lecture_estimate(r.eval_iters) else f" on {batches(r.eval_iters)}"
-    return (f"{r.stage}: {r.parameters:,} parameters, val {_val(r.last_val)}{rough} (full split {_val(r.full_val)}), "
+    return (f"{r.stage}: {r.parameters:,} parameters, val {_val(r.last_val)}{rough} (full split {_val(r.full_val)}, "
+            f"{_val(r.full_bpc)} bits/char), "
             f"lecture {_lecture(r.published_val)}, {r.seconds:.1f} s{reused} | {r.sample}")
 
 
@@ -201,6 +203,10 @@ def ladder(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Train every stage again, even a finished one.")] = False,
     device_name: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or mps.")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Don't ask before a very long stage.")] = False,
+    tokenizer: Annotated[Optional[str], typer.Option(
+        help="char (the lecture's) or bpe for every stage (then the default tour leaves out the bigram).")] = None,
+    vocab_size: Annotated[Optional[int], typer.Option(help="The BPE's size, with --tokenizer bpe (default 512).")]
+    = None,
 ) -> None:
     """Train the lecture's ladder stage by stage and compare them: val loss, the lecture's, time and a sample.
 
@@ -211,7 +217,8 @@ def ladder(
     from tinyshake import ladder as core
 
     plans = core.plan_tour(stage_names or [], prefix, corpus.DEFAULT_CORPUS, quick, overwrite, device=device_name,
-                           max_iters=max_iters, eval_interval=eval_interval, eval_iters=eval_iters)
+                           max_iters=max_iters, eval_interval=eval_interval, eval_iters=eval_iters,
+                           tokenizer=tokenizer, bpe_vocab=vocab_size)
     for stage in plans:  # the gpt stages warn (and, if very long, ask) before anything trains
         if stage.action != "reuse":
             confirm_slow_run(stage.plan, yes)

@@ -13,10 +13,12 @@ from rich.text import Text
 from tinyshake import record
 from tinyshake.atomic import write_bytes
 from tinyshake.cli._output import columns_env, handle_errors, make_console
-from tinyshake.cli._render import chart_svg, line_chart, loss_cell, metric_series, plain_charts
+from tinyshake.cli._render import Series, chart_svg, line_chart, loss_cell, metric_series, plain_charts
 from tinyshake.errors import UsageError
 
 SPLITS = ("train", "val", "both")
+AXES = {"loss": "loss", "bpc": "bits per character"}
+AXIS_HELP = "loss (per token, the lecture's) or bpc (bits per character, on which char and BPE runs compare)."
 SVG_WIDTH = 100
 
 
@@ -45,14 +47,25 @@ def _table(records: list[record.RunRecord], plain: bool) -> Table:
 
     Cells are Text: a record's fields are data, never Rich markup.
     """
-    table = Table("run", "stage", "steps", "last train", "last val", "best val", header_style="" if plain else None)
+    table = Table("run", "stage", "steps", "last train", "last val", "best val", "best bits/char",
+                  header_style="" if plain else None)
     for run in records:
         rows = run.evaluations()
         last = (rows[-1].train, rows[-1].val) if rows else (None, None)
-        cells = (run.name, run.stage, str(run.step), *(loss_cell(value) for value in last), loss_cell(run.best_val))
+        best_bpc = run.bits_per_char(run.best_val) if run.best_val is not None else None
+        cells = (run.name, run.stage, str(run.step), *(loss_cell(value) for value in last), loss_cell(run.best_val),
+                 loss_cell(best_bpc))
         table.add_row(*map(Text, cells))
     return table
 
+
+
+def _curve(run: record.RunRecord, split: str, label: str, axis: str) -> Series:
+    """A run's curve of ``split``: its per-token loss, or the same in bits per character (``axis`` bpc)."""
+    series = metric_series(run.evaluations(), split, label)
+    if axis == "loss":
+        return series
+    return Series(label, [(step, run.bits_per_char(loss, split)) for step, loss in series.points])
 
 
 def _label(run: str, split: str, runs: int, chosen: str) -> str:
@@ -70,18 +83,20 @@ def plot(
     split: Annotated[str, typer.Option(help="Which curves: val, train or both.")] = "val",
     height: Annotated[int, typer.Option(help="Rows of the plot area.", min=3)] = 16,
     svg: Annotated[Optional[Path], typer.Option(help="Also save the chart, in colour, as an SVG image.")] = None,
+    axis: Annotated[str, typer.Option(help=AXIS_HELP)] = "loss",
 ) -> None:
     """Draw the loss curves of one or more runs against step, in one chart with a legend."""
     split = split.lower()
     if split not in SPLITS:
         raise UsageError(f"unknown split {split!r}; choose val, train or both")
+    if axis not in AXES:
+        raise UsageError(f"unknown axis {axis!r}; choose loss or bpc")
     if svg is not None and (svg.is_dir() or not svg.parent.is_dir()):
         raise UsageError(f"cannot write {svg}: its folder does not exist or it is a folder")
     records = select_runs(runs or [], record.list_runs())
     splits = ("train", "val") if split == "both" else (split,)
-    series = [metric_series(r.evaluations(), s, _label(r.name, s, len(records), split))
-              for r in records for s in splits]
-    title = f"{'train and val' if split == 'both' else split} loss"
+    series = [_curve(r, s, _label(r.name, s, len(records), split), axis) for r in records for s in splits]
+    title = f"{'train and val' if split == 'both' else split} {AXES[axis]}"
     console, plain = make_console(), plain_charts()
     width = columns_env() or 100 if plain else min(console.width, 120)
     console.print(line_chart(series, width, height, plain=plain, title=title))

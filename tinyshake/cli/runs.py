@@ -20,7 +20,8 @@ from tinyshake.cli._stage_text import ROUGH, ROUGH_NOTE, estimate, rough_words
 app = typer.Typer(help="List trained runs, or delete one.", no_args_is_help=False)
 # a narrow terminal leaves out the date first, then the parameters; names, steps and vals stay whole
 COLUMNS = (Col("name", "left"), Col("stage", "left"), Col("parameters", spare=2), Col("steps"),
-           Col("best val", wrap=True), Col("date", "left", wrap=True, spare=3), Col("status", "left", wrap=True))
+           Col("best val", wrap=True), Col("bits/char"), Col("date", "left", wrap=True, spare=3),
+           Col("status", "left", wrap=True))
 
 
 def _status(run: record.RunStatus) -> str:
@@ -36,7 +37,7 @@ def _status(run: record.RunStatus) -> str:
 def _row(run: record.RunStatus) -> tuple[str, ...]:
     stored = run.record
     if stored is None:  # damaged, or a training before its first save: nothing in it can be trusted
-        return run.name, "-", "-", "-", "-", "-", _status(run)
+        return run.name, "-", "-", "-", "-", "-", "-", _status(run)
     best, at = stored.best_val, stored.best_step
     return (
         run.name,
@@ -44,6 +45,7 @@ def _row(run: record.RunStatus) -> tuple[str, ...]:
         f"{stored.parameters:,}" if stored.parameters is not None else "-",
         _steps(stored),
         (estimate(best, stored.eval_iters) + (f" @{at}" if at is not None else "")) if best is not None else "-",
+        f"{stored.bits_per_char(best):.4f}" if best is not None else "-",
         when(stored.updated),
         _status(run),
     )
@@ -91,7 +93,8 @@ def _or_unknown(value: object) -> str:
 @app.callback(invoke_without_command=True)
 @handle_errors
 def runs(ctx: typer.Context) -> None:
-    """List trained runs: name, stage, parameters, steps, best val (train's estimate, at its step), date, status.
+    """List trained runs: name, stage, parameters, steps, best val (train's estimate, at its step) and the same in
+    bits per character (on which char and BPE runs compare), date, status.
 
     A run whose record or files are damaged is listed with the reason; one in
     use by a training shows that process.
@@ -124,8 +127,8 @@ def _best(run: record.RunRecord) -> str:
     best, at = run.best_val, run.best_step
     if best is None or at is None:
         return "-"
-    rough = "" if stages.lecture_estimate(run.eval_iters) else f" ({rough_words(run.eval_iters)})"
-    return f"{best:.4f} at step {at}{rough}"
+    rough = "" if stages.lecture_estimate(run.eval_iters) else f"; {rough_words(run.eval_iters)}"
+    return f"{best:.4f} at step {at} ({run.bits_per_char(best):.4f} bits/char{rough})"
 
 
 def _settings(run: record.RunRecord) -> list[tuple[str, str]]:
@@ -134,11 +137,13 @@ def _settings(run: record.RunRecord) -> list[tuple[str, str]]:
     model = {k: v for k, v in run.model.items() if k != "vocab_size"}
     if model.get("arch") == "bigram":  # a lookup table: the GPT's shape fields are defaults it never uses
         model = {k: model[k] for k in ("arch", "block_size") if k in model}
+    per_token = f", {run.chars_per_token[1]:.2f} characters a token in val" if run.tokenizer != "char" else ""
     return [
         ("stage", run.stage), ("parameters", f"{run.parameters or 0:,}"),
         ("steps", _steps(run) if budget is None else
          f"{run.step}: complete, ended by its time budget ({budget:g} s of training)"),
         ("best val", _best(run)),
+        ("tokenizer", f"{run.tokenizer}{per_token}"),
         ("corpus", str(run.corpus_name)), ("trained on", trained_on(run)), ("updated", when(run.updated)),
         ("model", ", ".join(f"{k} {words(v)}" for k, v in model.items())),
         ("training", ", ".join(f"{k} {words(v)}" for k, v in run.hyper.items()
@@ -160,11 +165,12 @@ def show(name: Annotated[str, typer.Argument(help="Run to show.")]) -> None:
         settings.add_row(key, Text(value))
     console.print(settings)
     metrics = Table(title="evaluations", title_justify="left")
-    for column in ("step", "train", "val", "elapsed"):
+    for column in ("step", "train", "val", "val bits/char", "elapsed"):
         metrics.add_column(column, justify="right")  # numbers line up by their digits
     rows = run.evaluations()
     for row in rows:
         step = f"final {row.step}" if row.final else str(row.step)
-        metrics.add_row(step, loss_cell(row.train), f"{row.val:.4f}", f"{row.elapsed or 0:.1f}s")
+        metrics.add_row(step, loss_cell(row.train), f"{row.val:.4f}", f"{run.bits_per_char(row.val):.4f}",
+                        f"{row.elapsed or 0:.1f}s")
     console.print(metrics)
     console.print(loss_chart(rows, min(console.width, 100), 12, plain=plain_charts(), title="loss"))

@@ -19,7 +19,8 @@ from tinyshake.cli._stage_text import ROUGH, ROUGH_NOTE, estimate, published, ro
 
 
 def best_runs(runs: list[record.RunRecord]) -> dict[str, record.RunRecord]:
-    """For each stage the user has trained: its run of the lowest best val.
+    """For each stage the user has trained: its run of the best val in bits per character (the scale on which char
+    and BPE runs of a stage compare).
 
     Only runs whose val was estimated as the lecture estimates it compete,
     where there are any: a noisier estimate (fewer batches) could beat them by
@@ -28,7 +29,7 @@ def best_runs(runs: list[record.RunRecord]) -> dict[str, record.RunRecord]:
     best: dict[str, record.RunRecord] = {}
 
     def rank(run: record.RunRecord) -> tuple[bool, float]:
-        return not stages.lecture_estimate(run.eval_iters), run.best_val or 0.0
+        return not stages.lecture_estimate(run.eval_iters), run.bits_per_char(run.best_val or 0.0)
 
     for run in runs:
         held = best.get(run.stage)
@@ -45,7 +46,7 @@ SETTINGS = ("batch", "block", "width", "heads", "layers", "dropout", "lr", "step
 # on a narrow terminal the settings go first (the last first), then the run's name; `stages STAGE` shows them all
 COLUMNS = (Col("stage", "left"), Col("what it adds", "left", wrap=True, room=24), Col("params"),
            *(Col(name, spare=2 + i) for i, name in enumerate(SETTINGS)),
-           Col("lecture val", wrap=True), Col("your best val"), Col("run", "left", spare=1))
+           Col("lecture val", wrap=True), Col("your best val"), Col("bits/char"), Col("run", "left", spare=1))
 
 
 @handle_errors
@@ -63,14 +64,15 @@ def stages_cmd(
     rows = []
     for each in stages.STAGES.values():
         run = trained.get(each.name)
+        bits = f"{run.bits_per_char(run.best_val):.4f}" if run is not None and run.best_val is not None else "-"
         rows.append((each.name, each.adds, f"{stages.parameter_count(each):,}", *settings(each).values(),
-                     published(each), your_best(run), run.name if run is not None else "-"))
+                     published(each), your_best(run), bits, run.name if run is not None else "-"))
     table = fitted_table(console, COLUMNS, rows,
                          title="The lecture's ladder (train one with `tinyshake train --model STAGE`, "
                                "all in order with `tinyshake ladder`)", title_justify="left")
     if len(table.columns) < len(COLUMNS):
         table.caption, table.caption_justify = "A stage's settings: tinyshake stages STAGE", "left"
-    if any(row[-2].endswith(ROUGH) for row in rows):
+    if any(row[-3].endswith(ROUGH) for row in rows):  # your best val
         footnote(console, table, ROUGH_NOTE)
     console.print(table)
 
@@ -79,10 +81,10 @@ def _detail(stage: stages.Stage, trained: dict[str, record.RunRecord]) -> None:
     """One stage as a list of facts, each on its own line: nothing in it has to be dropped to fit."""
     run = trained.get(stage.name)
     best = your_best(run)
-    if run is not None and best.endswith(ROUGH):
-        best = f"{best[:-len(ROUGH)]} (run {run.name}; {rough_words(run.eval_iters)})"
-    elif run is not None:
-        best += f" (run {run.name})"
+    if run is not None and run.best_val is not None:
+        bits = f"{run.bits_per_char(run.best_val):.4f} bits/char"
+        rough = "" if not best.endswith(ROUGH) else f"; {rough_words(run.eval_iters)}"
+        best = f"{best.removesuffix(ROUGH)}, {bits} (run {run.name}{rough})"
     rows = [("stage", stage.name), ("what it adds", stage.adds),
             ("parameters", f"{stages.parameter_count(stage):,}"),
             *((key, value) for key, value in settings(stage).items() if value != "-"),

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from tinyshake import estimates, stages
+from tinyshake import estimates, stages, tokens
 from tinyshake.cli import _torch
 from tinyshake.cli import _train_views as views
 from tinyshake.cli._confirm import confirm_slow_run
@@ -31,18 +31,27 @@ if TYPE_CHECKING:
     from tinyshake import corpus
     from tinyshake import train as core
     from tinyshake.plan import Plan
+    from tinyshake.tokens import Tokenizer
 
 
-def stream_sample(model: Any, tokenizer: corpus.CharTokenizer, chars: int, out: Any = None) -> None:
-    """Stream ``chars`` sampled characters from a context of token 0, printing the context as the lecture does."""
+def stream_sample(model: Any, tokenizer: Tokenizer, chars: int, out: Any = None) -> None:
+    """Stream ``chars`` sampled characters from a context of token 0, printing the context as the lecture does.
+
+    A token is at least one character, so ``chars`` tokens always suffice; a BPE's last one is cut to fit.
+    """
     from tinyshake import sampling
 
     out = out or sys.stdout
     context = [sampling.START_TOKEN]
     out.write(tokenizer.decode(context))
+    written = 0
     for token in sampling.generate(model, context, sampling.SamplingSettings(max_new_tokens=chars)):
-        out.write(tokenizer.decode([token]))
+        piece = tokenizer.decode([token])[: chars - written]
+        out.write(piece)
         out.flush()
+        written += len(piece)
+        if written == chars:
+            break
     out.write("\n")
     out.flush()
 
@@ -161,13 +170,18 @@ def train(
     plain: Annotated[bool, typer.Option(
         "--plain", help="Train the lecture's code exactly as written (tinyshake/model.py and its AdamW), without "
                         "the speed layer: slower, the same losses to float rounding.")] = False,
+    tokenizer: Annotated[Optional[str], typer.Option(
+        help="char (the lecture's, the default) or bpe (the sequel's: byte-pair merges of the characters, "
+             "learned from the train split).")] = None,
+    vocab_size: Annotated[Optional[int], typer.Option(
+        help="The BPE's size, from the corpus's characters up to 65,536 (default 512).")] = None,
 ) -> None:
     """Train a stage of the lecture's model ladder, save a checkpoint, and stream a sample."""
     settings = dict(batch_size=batch_size, block_size=block_size, n_embd=n_embd, n_head=n_head, n_layer=n_layer,
                     dropout=dropout, learning_rate=lr, max_iters=max_iters, eval_interval=eval_interval,
                     eval_iters=eval_iters, seed=seed, device=device_name, dtype=dtype, compile=compile_model,
                     time_budget=time_budget, optimizer=optimizer, muon_lr=muon_lr, warmup=warmup, warmdown=warmdown,
-                    threads_requested=threads, plain=plain or None)
+                    threads_requested=threads, plain=plain or None, tokenizer=tokenizer, bpe_vocab=vocab_size)
     try:
         _train(model, run, corpus_name, resume, overwrite, yes, sample_chars, quiet, metrics, nproc, settings)
     except KeyboardInterrupt:  # before training's own handler is in place: importing, fetching, loading
@@ -181,6 +195,7 @@ def _train(stage: Optional[str], run: Optional[str], corpus_name: Optional[str],
     """Plan, check, fetch, then train here or launch torchrun: every refusal comes before anything is written."""
     _torch.load()  # first: a Ctrl-C while torch loads must end the command
     from tinyshake import corpus, distributed
+    from tinyshake import train as core
     from tinyshake.plan import make_plan
 
     console = make_console()
@@ -205,8 +220,15 @@ def _train(stage: Optional[str], run: Optional[str], corpus_name: Optional[str],
         distributed.check_exit(code, plan.run)
         return
     data = corpus.load(plan.corpus)
+    if plan.config.tokenizer == tokens.BPE and plan.resume is None:
+        tokens.check_vocab_size(plan.config.bpe_vocab or 0, data.tokenizer.vocab_size)  # before the note
+        if not quiet and dist.is_main:
+            print(f"note: learning a BPE of {plan.config.bpe_vocab:,} tokens from the train split of corpus "
+                  f"{plan.corpus!r}", file=sys.stderr, flush=True)
+    data = core.tokenized(plan, data)
     rich = use_rich() and not quiet and dist.is_main
-    earlier = plan.resume.evaluations() if plan.resume is not None else []  # a resumed run's table goes on
+    stored = plan.resume
+    earlier = [(row, stored.bits_per_char(row.val)) for row in stored.evaluations()] if stored is not None else []
     view: views.View = views.RichView(console, plan.config, data.tokenizer, earlier) if rich else \
         views.PlainView(console, quiet)
     if not dist.is_main:
