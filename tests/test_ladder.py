@@ -25,7 +25,8 @@ TINY = dict(max_iters=20, eval_interval=10, eval_iters=2, device="cpu")  # the l
 TINY_ARGS = ["--max-iters", "20", "--eval-interval", "10", "--eval-iters", "2", "--device", "cpu"]
 TWO = ["bigram", "head"]
 PLAIN_LINE = re.compile(r"^(\S+): ([\d,]+) parameters, val (\d\.\d{4})(?: on \d+ batches)? "
-                        r"\(full split (\d\.\d{4}), (\d\.\d{4}) bits/char\), lecture (\S+), [\d.]+ s(, reused)? \| (.*)$")
+                        r"\(full split (\d\.\d{4}), (\d\.\d{4}) bits/char\), lecture (\S+), "
+                        r"[\d.]+ s(, reused)? \| (.*)$")
 
 
 def ladder_cli(*args: str, code: int = 0):

@@ -161,7 +161,7 @@ def test_the_ladders_plain_line_says_when_its_estimate_took_fewer_batches(eval_i
     from tinyshake.cli.ladder import plain_line
     from tinyshake.ladder import StageResult
 
-    result = StageResult("bigram", "ladder-bigram", "adds", 4225, 2.5, 2.51, 2.49, 3.0, "text", False, eval_iters)
+    result = StageResult("bigram", "ladder-bigram", "adds", 4225, 2.5, 2.51, 3.62, 2.49, 3.0, "text", False, eval_iters)
     assert words in plain_line(result)
 
 
@@ -232,7 +232,7 @@ def test_declining_the_gpt_stage_on_a_cpu_says_so_in_one_line(cached, terminal, 
     term.expect(r"Train it anyway\?")
     after = term.send("n\n")
     assert term.wait(timeout=60) == 1
-    said = [line for line in screen_lines(term.output[after:]) if line.strip() and line.strip() != "n"]
+    said = [line.strip() for line in screen_lines(term.output[after:]) if line.strip() not in ("", "n")]
     assert said == ["Not trained; nothing was written."]
 
 

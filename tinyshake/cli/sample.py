@@ -43,7 +43,7 @@ def heading(found: Continuation) -> str:
 def continue_prompt(name: str, prompt: str, chars: int, seed: int, weights: Weights) -> Continuation:
     """Load ``name`` on the CPU and sample its continuation of ``prompt`` (the start token when empty)."""
     from tinyshake import checkpoint, sampling
-    from tinyshake.corpus import UnknownCharacterError
+    from tinyshake.tokens import UnknownCharacterError
 
     loaded = checkpoint.load(name, "cpu", weights=weights.value)
     try:
