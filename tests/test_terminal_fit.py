@@ -78,7 +78,7 @@ def test_runs_keeps_names_and_steps_whole(cached, terminal, home, columns):
         assert trained.exit_code == 0, trained.output
     rows = table_rows(shown(terminal, home, columns, "runs"))
     assert {row[0] for row in rows} >= {"ladder-multihead", "ladder-mini"}
-    assert all(row[3] == "2/2" for row in rows if row[0].startswith("ladder-"))
+    assert all("2/2" in row for row in rows if row[0].startswith("ladder-"))  # the steps cell, whole, where it is
 
 
 @pytest.mark.parametrize("columns", WIDTHS)

@@ -10,7 +10,7 @@ the plain console prints every column on one line a row.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Sequence, Union
 
 from rich.cells import cell_len
@@ -29,7 +29,7 @@ class Col:
     justify: Literal["left", "right"] = "right"
     wrap: bool = False  # free text: may wrap between words; otherwise each cell keeps to one line
     spare: int = 0  # 0: always shown; else left out on a narrow terminal, the highest first
-    room: int = 0  # wrapping text is not squeezed below this (or its longest line), so that it stays readable
+    room: int = 0  # wrapping text is not squeezed below this (or its longest line) while a spare column can go
 
 
 def _plain(cell: Cell) -> str:
@@ -92,6 +92,9 @@ def fitted_table(console: Console, cols: Sequence[Col], rows: Sequence[Sequence[
     needs = [_widths(col, cells) for col, cells in zip(cols, texts)]
     fit = console.is_terminal
     shown = _choose(cols, needs, console.width, **table) if fit else list(range(len(cols)))
+    if fit and sum(needs[i][0] for i in shown) + _extra(len(shown), **table) > console.width:
+        # nothing left to spare: wrapping text gives up its room rather than a word being cut
+        needs = [_widths(replace(col, room=0), cells) for col, cells in zip(cols, texts)]
     widths = _share([needs[i] for i in shown], [cols[i].wrap for i in shown],
                     console.width - _extra(len(shown), **table)) if fit else [None] * len(shown)
     out = Table(**table)

@@ -43,9 +43,10 @@ def your_best(run: Optional[record.RunRecord]) -> str:
 
 
 SETTINGS = ("batch", "block", "width", "heads", "layers", "dropout", "lr", "steps")
-# on a narrow terminal the settings go first (the last first), then the run's name; `stages STAGE` shows them all
-COLUMNS = (Col("stage", "left"), Col("what it adds", "left", wrap=True, room=24), Col("params"),
-           *(Col(name, spare=2 + i) for i, name in enumerate(SETTINGS)),
+# on a narrow terminal the settings go first (the last first), then the size, then the run's name;
+# `stages STAGE` shows them all
+COLUMNS = (Col("stage", "left"), Col("what it adds", "left", wrap=True, room=24), Col("params", spare=2),
+           *(Col(name, spare=3 + i) for i, name in enumerate(SETTINGS)),
            Col("lecture val", wrap=True), Col("your best val"), Col("bits/char"), Col("run", "left", spare=1))
 
 
