@@ -13,7 +13,7 @@ from torch.nn import functional as F
 from tinyshake import corpus, tokens
 from tinyshake.errors import UsageError
 from tinyshake.evaluate import split_loss
-from tinyshake.metrics import bits_per_char
+from tinyshake.units import bits_per_char
 from tinyshake.model import ModelConfig, build
 
 # The split pattern, for ASCII text: the same pieces as tokens.PATTERN, in Python's own regex dialect.

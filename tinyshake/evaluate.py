@@ -20,7 +20,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from tinyshake.errors import TinyshakeError, UsageError
-from tinyshake.metrics import bits_per_char
+from tinyshake.units import bits_per_char
 from tinyshake.record import CheckpointError
 from tinyshake.tokens import Tokenizer
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional, Union
 
-from tinyshake.metrics import bits_per_char
+from tinyshake.units import bits_per_char
 
 if TYPE_CHECKING:
     import torch

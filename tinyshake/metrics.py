@@ -1,16 +1,12 @@
-"""Losses on one scale, and ``train --metrics FILE``: every evaluation of a run as one JSON line.
+"""``train --metrics FILE``: every evaluation of a run as one JSON line.
 
-A loss per token depends on the tokenizer: a BPE token stands for several
-characters, so its loss is larger for the same text. :func:`bits_per_char`
-puts every run on one scale. The metrics file is the user's, outside the data
-home: a path among the runs or corpora is refused, since a rewrite there could
-replace a checkpoint.
+The metrics file is the user's, outside the data home: a path among the runs
+or corpora is refused, since a rewrite there could replace a checkpoint.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -19,17 +15,7 @@ from tinyshake.atomic import write_bytes
 from tinyshake.errors import UsageError
 
 if TYPE_CHECKING:
-    from tinyshake.train import Evaluated
-
-
-def bits_per_char(loss: float, chars_per_token: float = 1.0) -> float:
-    """A mean per-token loss in nats as bits per character, the scale on which any two runs compare.
-
-    That is the summed loss over the targets, divided by the characters they
-    cover, divided by ln 2; with the mean loss per token it is
-    ``loss / chars_per_token / ln 2`` (for the lecture's characters, ``loss / ln 2``).
-    """
-    return loss / chars_per_token / math.log(2)
+    from tinyshake.events import Evaluated
 
 
 def _refuse_data_home(path: Path) -> None:

@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, TypeVar, Union
 from tinyshake import names, paths, runlock
 from tinyshake.atomic import write_bytes
 from tinyshake.errors import TinyshakeError, UsageError
-from tinyshake.metrics import bits_per_char
+from tinyshake.units import bits_per_char
 
 FORMAT = 2
 CONFIG = "config.json"
