@@ -238,7 +238,7 @@ def test_resume_keeps_the_runs_settings_but_may_go_further(cached, home):
     more = tiny_run("r", "--resume", "--max-iters", "7", "--model", "mini", "--batch-size", "4")
     assert eval_lines(more.stdout)[-1].startswith("step 6:")
     record = on_disk("r")
-    assert record["step"] == 7 and record["created"] == created and record["hyper"]["--max-iters"] == 7
+    assert record["step"] == 7 and record["created"] == created and record["hyper"]["max_iters"] == 7
 
 
 # -- Ctrl-C -------------------------------------------------------------------------------------
@@ -362,7 +362,7 @@ def test_rich_view_on_a_terminal_draws_table_progress_summary_then_sample(cached
     summary = [text.index(row, text.rindex("30/30")) for row in rows]
     assert summary == sorted(summary)
     sample = plain.stdout[len(log_of(plain.stdout)):]
-    hint = text.rindex("Next on the ladder: tinyshake train --model modern")  # mini leads to modern
+    hint = text.rindex(f"Next on the ladder: tinyshake train --model {stages.next_stage('mini').name} (")
     assert text[:hint].endswith(sample)  # streamed whole, the same as without a terminal, before the hint
 
 

@@ -135,7 +135,7 @@ BAD_VALUES = {
     "muon-lr-with-adamw": (["--muon-lr", "-1"], "--muon-lr must be a positive finite number"),
     "time-budget-nan": (["--time-budget", "nan"], "--time-budget must be a positive finite number"),
     "seed-huge": (["--seed", "99999999999999999999"], "seed must be between 0 and"),
-    "batch-size-huge": (["--batch-size", "9223372036854775808"], "batch_size 9223372036854775808 is too large"),
+    "batch-size-huge": (["--batch-size", "9223372036854775808"], "--batch-size 9223372036854775808 is too large"),
     "device-index": (["--device", "cpu:abc"], "invalid device 'cpu:abc'"),
     "model-empty": (["--model", ""], "unknown stage ''"),
     "run-empty": (["--run", ""], "invalid run name ''"),
