@@ -25,7 +25,7 @@ def no_peak(monkeypatch):
 def test_a_block_size_beyond_a_split_is_one_line_exit_2_before_measuring(cached, no_peak, size):
     assert int(size) > len(corpus.load().val)
     result = CliRunner().invoke(app, ["bench", "-s", "bigram", "--block-size", size, *QUICK])
-    assert_one_line_error(result, f"block_size ({size}) must be below the shortest split's length")
+    assert_one_line_error(result, f"--block-size ({size}) must be below the shortest split's length")
 
 
 def test_a_line_of_progress_per_stage_on_stderr_and_the_table_on_stdout(cached, no_peak):

@@ -103,7 +103,7 @@ def test_chat_streams_tokens_and_probs_lists_each_token(runs):
                 "--probs").stdout.splitlines()
     assert len(lines) == 12  # one line per token, not per character
     texts = [line.rsplit("\t", 1)[0].replace("\\n", "\n") for line in lines]
-    assert "".join(texts) == plain and all(t in tokens.of_run("b").tokens for t in texts)
+    assert "".join(texts) + "\n" == plain and all(t in tokens.of_run("b").tokens for t in texts)
     assert len(plain) > 12  # several characters a token
 
 
@@ -126,7 +126,7 @@ def test_runs_stages_and_plot_show_bits_per_character(runs):
         assert listing[run.name][5] == f"{run.best_val / run.chars_per_token[1] / math.log(2):.4f}"
     shown = cli("runs", "show", "b").stdout
     assert re.search(r"^tokenizer\s+bpe, \d\.\d\d characters a token in val$", shown, re.M)
-    assert f"({b.bits_per_char(b.best_val):.4f} bits/char)" in shown
+    assert f"({b.bits_per_char(b.best_val):.4f} bits/char; " in shown  # then why its estimate is not comparable
     chart = cli("plot", "b", "c", "--axis", "bpc").stdout
     assert chart.splitlines()[0] == "val bits per character"
     tops = [max(run.bits_per_char(e.val) for e in run.evaluations()) for run in (b, c)]

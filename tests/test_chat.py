@@ -73,13 +73,19 @@ def invoke(*args: str, stdin: Optional[str] = None):
 
 def expected(prompt: str, seed: int, stops: tuple[str, ...] = (), run: str = RUN, weights: str = "best",
              **settings) -> str:
-    """The continuation sampled in this process, as the chat command should print it (refill is its default)."""
+    """The continuation sampled in this process, as the chat command should print it (refill is its default),
+    ending with a newline as every text tool's output does."""
     loaded = checkpoint.load(run, weights=weights)
     generator, _ = sampling.make_generator("cpu", seed)
     settings = sampling.SamplingSettings(**{"overflow": "refill", **settings})
     stream = sampling.stream_text(loaded.model, loaded.tokenizer.encode(prompt), settings, loaded.tokenizer.decode,
                                   stops, generator)
-    return "".join(stream)
+    return ended("".join(stream))
+
+
+def ended(text: str) -> str:
+    """``text`` as piped chat prints it: with a newline at its end, added where it has none."""
+    return text if text.endswith("\n") else text + "\n"
 
 
 # -- piped and --prompt mode ------------------------------------------------------------------
@@ -89,7 +95,7 @@ def test_prompt_prints_only_the_continuation(run_home):
     result = invoke("--prompt", "ROMEO:", "--seed", "7", "--max-new-tokens", "120", "--stop", "")
     assert result.exit_code == 0, result.output
     assert result.stdout == expected("ROMEO:", 7, max_new_tokens=120)
-    assert len(result.stdout) == 120 and not result.stderr
+    assert len(result.stdout.removesuffix("\n")) == 120 and result.stdout.endswith("\n") and not result.stderr
 
 
 def test_piped_stdin_streams_one_continuation_from_the_installed_command(run_home):
@@ -124,7 +130,7 @@ def test_cache_and_no_cache_agree_within_the_block_and_crop_agrees_beyond(run_ho
     assert invoke(*common, *within).stdout == invoke(*common, *within, "--no-cache").stdout
     beyond = ("--max-new-tokens", str(5 * block))
     cropped = invoke(*common, *beyond, "--overflow", "crop").stdout
-    assert len(cropped) == 5 * block
+    assert len(cropped.removesuffix("\n")) == 5 * block
     assert cropped == invoke(*common, *beyond, "--no-cache").stdout
 
 
@@ -147,14 +153,16 @@ def test_an_empty_prompt_starts_from_token_zero(run_home):
     loaded = checkpoint.load(RUN)
     generator, _ = sampling.make_generator("cpu", 2)
     settings = sampling.SamplingSettings(max_new_tokens=60, overflow="refill")
-    assert result.stdout == loaded.tokenizer.decode(list(sampling.generate(loaded.model, [0], settings, generator)))
+    assert result.stdout == ended(loaded.tokenizer.decode(list(sampling.generate(loaded.model, [0], settings,
+                                                                                 generator))))
 
 
 def test_unknown_characters_are_one_line_errors_unless_dropped(run_home):
     result = invoke("-p", "Café ROMEO€:")
     assert result.exit_code == 2
     assert result.stdout == ""
-    assert result.stderr.strip().splitlines() == ["Error: characters not in the vocabulary: 'é', '€'"]
+    assert result.stderr.strip().splitlines() == ["Error: characters not in the vocabulary: 'é', '€'; to leave them "
+                                                  "out, chat with --unknown drop (or type /set unknown drop)"]
     dropped = invoke("-p", "Café ROMEO€:", "--unknown", "drop", "--seed", "4", "--max-new-tokens", "50")
     assert dropped.exit_code == 0
     assert dropped.stdout == expected("Caf ROMEO:", 4, stops=("\n\n",), max_new_tokens=50)
@@ -182,7 +190,7 @@ def test_probs_in_a_pipe_are_one_character_and_probability_per_line(run_home):
     lines = invoke("-p", "ROMEO:", "--seed", "3", "--max-new-tokens", "30", "--stop", "", "--probs").stdout.splitlines()
     assert len(lines) == 30
     text = "".join(line.split("\t")[0].replace("\\n", "\n") for line in lines)
-    assert text == expected("ROMEO:", 3, max_new_tokens=30)
+    assert ended(text) == expected("ROMEO:", 3, max_new_tokens=30)
     assert all(0 < float(line.split("\t")[1]) <= 1 for line in lines)
 
 

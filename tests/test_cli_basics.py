@@ -294,6 +294,6 @@ def test_info_says_where_the_home_comes_from(monkeypatch):
 
 
 def test_a_value_not_among_the_choices_is_one_plain_line(home):
-    result = installed(home, "eval", "--weights", "Best")
+    result = installed(home, "eval", "--weights", "worst")  # a choice in another case is the choice (#21)
     assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr.splitlines() == ["Error: Invalid value for '--weights': 'Best' is not one of 'best', 'last'."]
+    assert result.stderr.splitlines() == ["Error: Invalid value for '--weights': 'worst' is not one of 'best', 'last'."]

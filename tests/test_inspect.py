@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -240,7 +241,7 @@ def test_inspect_attention_json_is_every_layer_and_head_of_the_latest_run() -> N
 
 def test_inspect_attention_draws_labelled_heatmaps_and_picks_layers_and_heads() -> None:
     save_run("r", tiny(**LADDER["layernorm"]))
-    out = invoke("attention", "r", "--prompt", "to be or").stdout
+    out = invoke("attention", "r", "--prompt", "to be or", "--all-heads").stdout
     assert all(f"layer {layer} \u00b7 head {head}" in out for layer in range(2) for head in range(2))
     assert "  t o \u00b7 b e \u00b7 o r" in out  # the keys, spaces shown as dots
     maps = inspection.attention_maps(checkpoint.load("r").model, VOCAB, "to be or")
@@ -253,6 +254,21 @@ def test_inspect_attention_draws_labelled_heatmaps_and_picks_layers_and_heads() 
     one = invoke("attention", "r", "--prompt", "to be or", "--layer", "1", "--head", "mean").stdout
     assert "layer 1 \u00b7 mean of 2 heads" in one and "layer 0" not in one and "head 0" not in one
     assert invoke("attention", "r", "--prompt", "to be or", "--head", "1").stdout.count("head 1") == 2
+
+
+def test_inspect_attention_shows_one_mean_map_per_layer_unless_asked_for_the_heads() -> None:
+    save_run("r", tiny(**LADDER["layernorm"]))
+    out = invoke("attention", "r", "--prompt", "to be or").stdout
+    assert re.findall(r"layer \d \u00b7 (?:head \d|mean of \d heads)", out) == ["layer 0 \u00b7 mean of 2 heads",
+                                                            "layer 1 \u00b7 mean of 2 heads"]
+    both = invoke("attention", "r", "--all-heads", "--head", "0")
+    assert both.exit_code == 2 and "--all-heads" in both.stderr and both.stderr.count("\n") == 1
+
+
+def test_the_mean_of_a_single_head_is_named_as_that_head() -> None:
+    save_run("r", tiny(n_head=1, n_layer=1))
+    out = invoke("attention", "r", "--prompt", "to be or").stdout
+    assert "layer 0 \u00b7 head 0" in out and "mean" not in out
 
 
 def test_a_long_prompt_shows_its_last_part(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,8 +24,9 @@ from tinyshake.plan import make_plan
 TINY = dict(max_iters=20, eval_interval=10, eval_iters=2, device="cpu")  # the lecture's small stages, briefly
 TINY_ARGS = ["--max-iters", "20", "--eval-interval", "10", "--eval-iters", "2", "--device", "cpu"]
 TWO = ["bigram", "head"]
-PLAIN_LINE = re.compile(r"^(\S+): ([\d,]+) parameters, val (\d\.\d{4}) \(full split (\d\.\d{4}), (\d\.\d{4}) bits/char\), "
-                        r"lecture (\S+), [\d.]+ s(, reused)? \| (.*)$")
+PLAIN_LINE = re.compile(r"^(\S+): ([\d,]+) parameters, val (\d\.\d{4})(?: on \d+ batches)? "
+                        r"\(full split (\d\.\d{4}), (\d\.\d{4}) bits/char\), lecture (\S+), "
+                        r"[\d.]+ s(, reused)? \| (.*)$")
 
 
 def ladder_cli(*args: str, code: int = 0):

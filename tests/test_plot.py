@@ -161,7 +161,7 @@ def test_runs_show_has_the_settings_every_evaluation_with_the_final_one_and_a_ch
     assert re.search(r"^stage\s+head$", out, re.M) and re.search(r"^parameters\s+7,553$", out, re.M)
     assert "learning_rate 0.01" in out and "batch_size 4" in out and "n_embd 32" in out
     for row in stored["metrics"]:
-        assert re.search(rf"^{row['step']}\s+{row['train']:.4f}  {row['val']:.4f}  ", out, re.M)
+        assert re.search(rf"^ *{row['step']}  +{row['train']:.4f}  {row['val']:.4f}  ", out, re.M)  # right-aligned
     final = stored["final"]
     assert final["step"] == 30 and re.search(rf"^final 30  {final['train']:.4f}  {final['val']:.4f}  ", out, re.M)
     assert legend(out) == [("*", "train"), ("o", "val")]

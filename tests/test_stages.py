@@ -59,8 +59,24 @@ def test_your_best_val_and_its_run_appear_after_training(cached, home):
         assert trained.exit_code == 0, trained.output
     best = min((record.read_record(r) for r in ("short", "longer")), key=lambda r: r.best_val)
     rows = table_rows(CliRunner().invoke(app, ["stages"], env=WIDE).stdout)
-    assert rows["head"][12:] == [f"{best.best_val:.4f}", f"{best.best_val / math.log(2):.4f}", best.name]
+    assert rows["head"][12:] == [f"{best.best_val:.4f}*", f"{best.best_val / math.log(2):.4f}", best.name]  # marked
     assert rows["multihead"][12:] == ["-", "-", "-"]
+
+
+def test_your_best_counts_only_runs_estimated_as_the_lecture_estimates_where_there_are_any(cached, home):
+    def train(run: str, steps: str, eval_iters: str) -> float:
+        trained = CliRunner().invoke(app, ["train", "--model", "bigram", "--run", run, "--max-iters", steps,
+                                           "--eval-iters", eval_iters, "--sample-chars", "0", "--device", "cpu"])
+        assert trained.exit_code == 0, trained.output
+        return record.read_record(run).best_val
+
+    rough = train("rough", "300", "2")
+    assert CliRunner().invoke(app, ["stages", "bigram"]).stdout.count("2 batches per split, not the lecture's 200")
+    lecture = train("lecture", "1", "200")
+    assert lecture > rough  # the noisy run looks better, yet the lecture's estimate is the one shown
+    result = CliRunner().invoke(app, ["stages"], env=WIDE)
+    assert table_rows(result.stdout)["bigram"][12:] == [f"{lecture:.4f}", f"{lecture / math.log(2):.4f}", "lecture"]
+    assert "not comparable" not in result.output
 
 
 def test_train_help_points_to_stages(home):

@@ -273,18 +273,18 @@ def test_sigint_saves_a_checkpoint_prints_how_to_resume_and_exits_130(cached, ho
 
 BAD_INPUT = {
     "unknown-stage": (["--model", "nope"], ["unknown stage 'nope'", *stages.STAGES]),
-    "batch-size-0": (["--batch-size", "0"], ["batch_size must be positive"]),
-    "n-embd-negative": (["--n-embd", "-1"], ["n_embd must be positive"]),
-    "block-size-0": (["--block-size", "0"], ["block_size must be positive"]),
-    "max-iters-negative": (["--max-iters", "-1"], ["max_iters"]),
-    "not-divisible": (["--n-embd", "30", "--n-head", "4"], ["n_embd (30) must be divisible by n_head (4)"]),
+    "batch-size-0": (["--batch-size", "0"], ["--batch-size must be positive"]),
+    "n-embd-negative": (["--n-embd", "-1"], ["--n-embd must be positive"]),
+    "block-size-0": (["--block-size", "0"], ["--block-size must be positive"]),
+    "max-iters-negative": (["--max-iters", "-1"], ["--max-iters"]),
+    "not-divisible": (["--n-embd", "30", "--n-head", "4"], ["--n-embd (30) must be divisible by --n-head (4)"]),
     "cuda-missing": (["--device", "cuda"], ["'cuda' is not available"]),
     "unknown-device": (["--device", "tpu"], ["unknown device 'tpu'"]),
     "resume-nothing": (["--run", "ghost", "--resume"], ["no run 'ghost' to resume"]),
     "bad-run-name": (["--run", "../up"], ["invalid run name"]),
     "metrics-folder-missing": (["--metrics", "/nonexistent/folder/m.jsonl"], ["cannot write metrics"]),
     "block-size-too-long": (["--corpus", "tiny", "--block-size", "215", "--batch-size", "1"],
-                            ["block_size (215) must be below the shortest split's length (215)"]),
+                            ["--block-size (215) must be below the shortest split's length (215)"]),
 }
 
 
@@ -358,11 +358,12 @@ def test_rich_view_on_a_terminal_draws_table_progress_summary_then_sample(cached
         assert re.search(rf"│ +{step} │ {train} │ {val} │", text), line
     record = on_disk("tty")
     rows = [f"parameters  {record['parameters']:,}", "steps       30", "wall time", f"best val    {record['best_val']:.4f}",
-            f"checkpoint  {checkpoint.run_dir('tty')}", "chat        tinyshake chat --run tty"]
+            f"checkpoint  {checkpoint.run_dir('tty')}", "chat        tinyshake chat tty"]
     summary = [text.index(row, text.rindex("30/30")) for row in rows]
     assert summary == sorted(summary)
     sample = plain.stdout[len(log_of(plain.stdout)):]
-    assert text.endswith(sample)  # streamed last, whole, and the same as without a terminal
+    hint = text.rindex(f"Next on the ladder: tinyshake train --model {stages.next_stage('mini').name} (")
+    assert text[:hint].endswith(sample)  # streamed whole, the same as without a terminal, before the hint
 
 
 def test_gpt_on_cpu_asks_on_a_terminal_and_no_leaves_nothing(cached, home):

@@ -128,14 +128,14 @@ def test_ctrl_c_during_the_final_save_skips_the_sample(cached, monkeypatch):
 
 
 BAD_VALUES = {
-    "lr-inf": (["--lr", "inf"], "learning_rate must be a positive finite number"),
-    "muon-lr-nan": (["--optimizer", "muon", "--muon-lr", "nan"], "muon_lr must be a positive finite number"),
-    "muon-lr-negative": (["--optimizer", "muon", "--muon-lr", "-1"], "muon_lr must be a positive finite number"),
-    "muon-lr-inf": (["--optimizer", "muon", "--muon-lr", "inf"], "muon_lr must be a positive finite number"),
-    "muon-lr-with-adamw": (["--muon-lr", "-1"], "muon_lr must be a positive finite number"),
-    "time-budget-nan": (["--time-budget", "nan"], "time budget must be a positive finite number"),
+    "lr-inf": (["--lr", "inf"], "--lr must be a positive finite number"),
+    "muon-lr-nan": (["--optimizer", "muon", "--muon-lr", "nan"], "--muon-lr must be a positive finite number"),
+    "muon-lr-negative": (["--optimizer", "muon", "--muon-lr", "-1"], "--muon-lr must be a positive finite number"),
+    "muon-lr-inf": (["--optimizer", "muon", "--muon-lr", "inf"], "--muon-lr must be a positive finite number"),
+    "muon-lr-with-adamw": (["--muon-lr", "-1"], "--muon-lr must be a positive finite number"),
+    "time-budget-nan": (["--time-budget", "nan"], "--time-budget must be a positive finite number"),
     "seed-huge": (["--seed", "99999999999999999999"], "seed must be between 0 and"),
-    "batch-size-huge": (["--batch-size", "9223372036854775808"], "batch_size 9223372036854775808 is too large"),
+    "batch-size-huge": (["--batch-size", "9223372036854775808"], "--batch-size 9223372036854775808 is too large"),
     "device-index": (["--device", "cpu:abc"], "invalid device 'cpu:abc'"),
     "model-empty": (["--model", ""], "unknown stage ''"),
     "run-empty": (["--run", ""], "invalid run name ''"),
@@ -170,9 +170,9 @@ def test_nothing_grows_with_max_iters():
     steps = config.eval_steps()
     assert 0 in steps and 100 in steps and 2**70 - 1 in steps and 101 not in steps and 2**70 not in steps
     assert steps.count() == 2**70 // 100 + 1 + 1  # 0, 100, ... below 2**70, and the last step
-    from tinyshake import train as core
+    from tinyshake import estimates
 
-    assert core.estimate_seconds(config, 1.0) > 2**70
+    assert estimates.estimate_seconds(config, 1.0) > 2**70
 
 
 def test_a_huge_max_iters_with_a_time_budget_trains_for_the_budget(cached):

@@ -28,6 +28,7 @@ def mps_available() -> bool:
 
 def resolve(requested: str = "auto") -> DeviceChoice:
     """Turn ``auto|cpu|cuda[:N]|mps`` into a device that exists here, or a one-line error."""
+    requested = requested.lower()  # every choice is taken whatever its case
     kind, colon, index = requested.partition(":")
     if kind not in CHOICES:
         raise UsageError(f"unknown device {requested!r}; choose one of {', '.join(CHOICES)}")

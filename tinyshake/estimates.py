@@ -65,11 +65,29 @@ class SlowRun:
         return self.seconds >= ASK_ABOVE_SECONDS
 
 
+def steps_per_evaluation(config: TrainConfig) -> float:
+    """One evaluation in training steps: 2 x eval_iters forwards (train and val), a third of a step each."""
+    return 2 * config.eval_iters / 3
+
+
+def evaluation_steps(config: TrainConfig) -> float:
+    """A whole run's evaluations in training steps.
+
+    Counted, never enumerated: ``max_iters`` may be astronomically large.
+    """
+    evaluations = config.eval_steps().count() + (0 if config.eval_last else 1)  # stages without one get a final one
+    return evaluations * steps_per_evaluation(config)
+
+
+def estimate_seconds(config: TrainConfig, seconds_per_step: float) -> float:
+    """Rough wall time of a whole run from a measured step time, evaluations included."""
+    return (config.max_iters + evaluation_steps(config)) * seconds_per_step
+
+
 def slow_run(plan: Plan) -> Optional[SlowRun]:
     """The estimate for a gpt-sized stage on a CPU, where its evaluations (2 x 200 batches each) can cost more
     than its training steps; None for every other run, which is quick enough not to warn about."""
     from tinyshake.model import flops_per_token
-    from tinyshake.train import estimate_seconds, evaluation_steps
 
     config = plan.config
     if config.stage not in stages.GPU_SIZED or plan.device.device.type != "cpu":
@@ -88,7 +106,6 @@ def refuse_endless_evaluation(plan: Plan, yes: bool) -> None:
     """
     from tinyshake.model import flops_per_token
     from tinyshake.plan import TrainConfig
-    from tinyshake.train import steps_per_evaluation
 
     config, lecture = plan.config, TrainConfig.eval_iters
     rate = CPU_FLOPS_GUESS if plan.device.device.type == "cpu" else GPU_FLOPS_GUESS
@@ -146,7 +163,7 @@ def check_fits(config: TrainConfig, corpus: Corpus, device: torch.device) -> Non
     """
     shortest = min(len(corpus.train), len(corpus.val))
     if config.block_size >= shortest:
-        raise UsageError(f"block_size ({config.block_size}) must be below the shortest split's length ({shortest})")
+        raise UsageError(f"--block-size ({config.block_size}) must be below the shortest split's length ({shortest})")
     need, free = training_bytes(config), free_memory(device)
     if free is None or need <= free:
         return

@@ -30,6 +30,7 @@ class Started:
     rank: int = 0  # this process's place in a data-parallel job (0 of 1 when alone)
     world_size: int = 1
     threads: str = ""  # the CPU threads and why, e.g. "2 threads (2 cores, 1.8 free)"; empty when left alone
+    model: Optional[nn.Module] = None  # the model in training (not compiled or wrapped), for a front end to sample
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,6 @@ DEFAULT_STAGES = ("bigram", "head", "multihead", "ffwd", "blocks", "residual", "
 DEFAULT_PREFIX = "ladder"
 QUICK_SHARE = 10  # --quick: a tenth of the steps, with evaluations scaled to match
 SAMPLE_CHARS = 200  # sampled to find the sample's first line
-SAMPLE_SEED = 1337  # the same model always shows the same line, reused or just trained
 # Settings that say how a run goes, not what it computes: a stored stage may differ in these and still count.
 HOW_IT_RUNS = ("run", "device", "compile")
 MEASURED = "ladder.json"  # in a stage's run folder: its full val and sample line, for the checkpoint they measured
@@ -84,6 +83,7 @@ class StageResult:
     seconds: float  # training time, evaluations included
     sample: str  # the first line of a sample
     reused: bool
+    eval_iters: int = stages.LECTURE_EVAL_ITERS  # batches per split of last_val's estimate
 
 
 @dataclass(frozen=True)
@@ -104,9 +104,8 @@ def check_stages(names: Sequence[str], tokenizer: Optional[str] = None) -> list[
 
     On BPE tokens the default leaves out the bigram, which is the lecture's table of character pairs.
     """
-    chosen = list(names) or [s for s in DEFAULT_STAGES if not (tokenizer == "bpe" and s == "bigram")]
-    for name in chosen:
-        stages.get(name)  # an unknown name is a usage error that lists the stages
+    chosen = [stages.get(name).name for name in names] or [  # an unknown name lists the stages
+        s for s in DEFAULT_STAGES if not (tokenizer == "bpe" and s == "bigram")]
     repeated = sorted({n for n in chosen if chosen.count(n) > 1})
     if repeated:
         raise UsageError(f"stage {repeated[0]!r} is named twice")
@@ -168,10 +167,9 @@ def plan_tour(names: Sequence[str], prefix: str = DEFAULT_PREFIX, corpus: str = 
 
 
 def first_line(model: nn.Module, corpus: Corpus, chars: int = SAMPLE_CHARS) -> str:
-    """The first non-empty line the model writes from the lecture's start token, with a fixed seed."""
-    generator, _ = sampling.make_generator(next(model.parameters()).device, SAMPLE_SEED)
-    ids = list(sampling.generate(model, [sampling.START_TOKEN], sampling.SamplingSettings(max_new_tokens=chars),
-                                 generator))
+    """The first non-empty line the model writes from the lecture's start token, with the showcase's fixed seed:
+    the same for a model reused or just trained, and every stage drawn alike, so the text compares down the table."""
+    ids = sampling.showcase(model, [sampling.START_TOKEN], chars)
     lines = [line.strip() for line in corpus.tokenizer.decode(ids).splitlines() if line.strip()]
     return lines[0] if lines else ""
 
@@ -183,7 +181,7 @@ def _result(stage: StagePlan, corpus: Corpus, model: nn.Module, seconds: float, 
     sample = first_line(model, corpus)
     _remember(stored, full.loss, full.bits_per_char, sample)
     return StageResult(stage.stage, stage.run, preset.adds, stored.parameters or 0, stored.last_val, full.loss,
-                       full.bits_per_char, preset.published_val, seconds, sample, reused)
+                       full.bits_per_char, preset.published_val, seconds, sample, reused, stage.plan.config.eval_iters)
 
 
 def _measured(stored: record.RunRecord) -> Optional[tuple[float, float, str]]:
@@ -221,7 +219,8 @@ def _reused(stage: StagePlan, corpus: Corpus) -> StageResult:
         return _result(stage, core.tokenized(stage.plan, corpus), loaded.model, loaded.record.wall_time, reused=True)
     preset = stages.get(stage.stage)
     return StageResult(stage.stage, stage.run, preset.adds, stored.parameters or 0, stored.last_val, measured[0],
-                       measured[1], preset.published_val, stored.wall_time, measured[2], reused=True)
+                       measured[1], preset.published_val, stored.wall_time, measured[2], True,
+                       stage.plan.config.eval_iters)
 
 
 def tour(plans: Sequence[StagePlan], corpus: Corpus,

@@ -62,7 +62,7 @@ class TrainConfig:
     learning_rate: float
     max_iters: int
     eval_interval: int
-    eval_iters: int = 200
+    eval_iters: int = stages.LECTURE_EVAL_ITERS
     eval_last: bool = False
     seed: int = 1337
     device: str = "auto"
@@ -95,6 +95,7 @@ class TrainConfig:
 STAGE_KEYS = ("batch_size", "block_size", "learning_rate", "max_iters", "eval_interval",
               "n_embd", "n_head", "n_layer", "dropout")
 # What a resumed run may change: how long and how it runs, never what it computes per step.
+CHOICE_KEYS = ("device", "dtype", "optimizer")  # taken whatever their case, as every choice is
 SESSION_KEYS = ("max_iters", "eval_interval", "eval_iters", "device", "dtype", "compile", "time_budget")
 FIXED_KEYS = ("stage", "batch_size", "learning_rate", "seed", "block_size", "n_embd", "n_head", "n_layer", "dropout",
               "optimizer", "muon_lr", "warmup", "warmdown", "plain", "tokenizer", "bpe_vocab")
@@ -110,6 +111,7 @@ def make_config(stage_name: str, vocab_size: int = ModelConfig.vocab_size, run: 
     An empty run name is a name (and an invalid one), not a missing one.
     """
     stage = stages.with_overrides(stages.get(stage_name), **{k: overrides.pop(k, None) for k in STAGE_KEYS})
+    overrides.update({k: overrides[k].lower() for k in CHOICE_KEYS if isinstance(overrides.get(k), str)})
     config = TrainConfig(
         stage=stage.name,
         run=stage.name if run is None else run,
@@ -157,9 +159,14 @@ def resume_config(record: checkpoint.RunRecord, **given: Any) -> TrainConfig:
     return config
 
 
+def flag(key: str) -> str:
+    """The option that sets the setting ``key``, as the user types it: an error names what they typed."""
+    return "--lr" if key == "learning_rate" else "--" + key.replace("_", "-")
+
+
 def _finite_positive(name: str, value: float) -> None:
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise UsageError(f"{name} must be a positive finite number, got {value}")
+        raise UsageError(f"{flag(name)} must be a positive finite number, got {value}")
 
 
 def validate(config: TrainConfig) -> None:
@@ -172,30 +179,30 @@ def validate(config: TrainConfig) -> None:
     whole = dict(positive, max_iters=config.max_iters, seed=config.seed)
     for name, value in whole.items():  # a stored record can hold 1.5 or "x" where the CLI only gives ints
         if not isinstance(value, int) or isinstance(value, bool):
-            raise UsageError(f"{name} must be a whole number, got {value!r}")
+            raise UsageError(f"{flag(name)} must be a whole number, got {value!r}")
     for name, value in positive.items():
         if value <= 0:
-            raise UsageError(f"{name} must be positive, got {value}")
+            raise UsageError(f"{flag(name)} must be positive, got {value}")
         if name != "eval_interval" and value > TORCH_INT_MAX:
-            raise UsageError(f"{name} {value} is too large (at most {TORCH_INT_MAX})")
+            raise UsageError(f"{flag(name)} {value} is too large (at most {TORCH_INT_MAX})")
     if config.max_iters < 0:
-        raise UsageError(f"max_iters must be 0 or more, got {config.max_iters}")
+        raise UsageError(f"--max-iters must be 0 or more, got {config.max_iters}")
     if not 0 <= config.seed <= TORCH_INT_MAX:
-        raise UsageError(f"seed must be between 0 and {TORCH_INT_MAX}, got {config.seed}")
+        raise UsageError(f"--seed must be between 0 and {TORCH_INT_MAX}, got {config.seed}")
     _finite_positive("learning_rate", config.learning_rate)
     _finite_positive("muon_lr", config.muon_lr)  # checked whatever the optimizer: a typo'd value is never ignored
     if not 0 <= m.dropout < 1:
-        raise UsageError(f"dropout must be in [0, 1), got {m.dropout}")
+        raise UsageError(f"--dropout must be in [0, 1), got {m.dropout}")
     if m.arch != "bigram" and m.n_embd % m.n_head:
-        raise UsageError(f"n_embd ({m.n_embd}) must be divisible by n_head ({m.n_head})")
+        raise UsageError(f"--n-embd ({m.n_embd}) must be divisible by --n-head ({m.n_head})")
     if config.dtype not in DTYPES:
-        raise UsageError(f"dtype must be one of {', '.join(DTYPES)}")
+        raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}")
     if config.time_budget is not None:
-        _finite_positive("time budget", config.time_budget)
+        _finite_positive("time_budget", config.time_budget)
     if config.optimizer not in OPTIMIZERS:
-        raise UsageError(f"optimizer must be one of {', '.join(OPTIMIZERS)}")
+        raise UsageError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
     if not (0 <= config.warmup <= 1 and 0 <= config.warmdown <= 1):
-        raise UsageError("warmup and warmdown are fractions of the run, between 0 and 1")
+        raise UsageError("--warmup and --warmdown are fractions of the run, between 0 and 1")
     _validate_tokenizer(config)
 
 

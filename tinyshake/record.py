@@ -129,6 +129,7 @@ class RunRecord:
     train_seconds: float = 0.0
     dtype: Optional[str] = None
     threads: Optional[int] = None
+    device: Optional[str] = None  # the device it trained on, resolved ("cpu", "cuda:0"); None in older records
     chars_per_token: tuple[float, float] = (1.0, 1.0)  # of the train and val splits: 1 for the lecture's characters
 
     def bits_per_char(self, loss: float, split: str = "val") -> float:
@@ -147,6 +148,12 @@ class RunRecord:
         """The run's last val estimate: of its final weights where it made one, else its last evaluation."""
         rows = self.evaluations()
         return rows[-1].val if rows else None
+
+    @property
+    def eval_iters(self) -> Optional[int]:
+        """The batches per split of each of the run's val estimates (None in a record that does not say)."""
+        value = self.hyper.get("eval_iters")
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
 
     @property
     def corpus_name(self) -> Optional[str]:
@@ -243,6 +250,7 @@ def parse(name: str, body: Any) -> RunRecord:
         final=_evaluation(dict(final, final=True)) if final is not None else None,
         best_val=body.get("best_val"), best_step=body.get("best_step"), wall_time=float(body.get("wall_time", 0.0)),
         train_seconds=float(body.get("train_seconds", 0.0)), dtype=body.get("dtype"), threads=body.get("threads"),
+        device=body.get("device"),
         chars_per_token=tuple(float(body.get("chars_per_token", {}).get(split, 1.0)) for split in SPLITS),
     )
     too_big = _larger_than_its_weights(record)
@@ -359,6 +367,7 @@ _FIELDS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("updated", lambda v: isinstance(v, str), "a date"),
     ("name", lambda v: isinstance(v, str), "a string"),
     ("dtype", lambda v: v is None or isinstance(v, str), "a string"),
+    ("device", lambda v: v is None or isinstance(v, str), "a string"),
     ("threads", lambda v: v is None or _count(v), "a count"),
 )
 _REQUIRED = frozenset({"stage", "model", "hyper", "vocab", "files", "sha256", "sizes", "step", "updated"})

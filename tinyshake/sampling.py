@@ -219,6 +219,21 @@ def generate(
             yield token
 
 
+SHOWCASE_SEED = 1337  # the samples that compare models (train's evaluations, ladder, `sample`) all draw from it
+
+
+def showcase(model: nn.Module, context: list[int], chars: int, seed: int = SHOWCASE_SEED) -> list[int]:
+    """``chars`` ids continuing ``context``, drawn from a generator of their own seeded with ``seed``.
+
+    The same seed and context give every model the same draw, so two models, or
+    one model at two steps of its training, are compared on equal terms; and the
+    private generator leaves torch's global stream, which a training draws its
+    batches from, exactly where it was.
+    """
+    generator, _ = make_generator(next(model.parameters()).device, seed)
+    return list(generate(model, context, SamplingSettings(max_new_tokens=chars), generator))
+
+
 class StopMatcher:
     """Finds stop strings in streamed text, holding back what could be the start of one.
 

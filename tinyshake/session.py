@@ -129,8 +129,11 @@ class Session:
         """Ids of ``text`` and the unknown characters dropped from it; with ``--unknown error`` those raise."""
         tokenizer = self.loaded.tokenizer
         missing = tokenizer.unknown(check_utf8(text))
-        if missing and self.unknown is Unknown.drop:
-            text = "".join(ch for ch in text if ch not in missing)
+        if missing and self.unknown is Unknown.error:
+            shown = ", ".join(map(repr, missing))
+            raise UsageError(f"characters not in the vocabulary: {shown}; to leave them out, chat with "
+                             "--unknown drop (or type /set unknown drop)")
+        text = "".join(ch for ch in text if ch not in missing)
         return tokenizer.encode(text), missing
 
     def start(self, new_ids: list[int]) -> sampling.TextStream:

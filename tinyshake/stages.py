@@ -77,14 +77,32 @@ STAGES: dict[str, Stage] = {
     ]
 }
 DEFAULT_STAGE = "mini"
+LECTURE_EVAL_ITERS = 200  # random batches per split in the lecture's loss estimates
+
+
+def lecture_estimate(eval_iters: int | None) -> bool:
+    """Whether a val estimated on ``eval_iters`` batches per split compares with the lecture's (and other runs').
+
+    Fewer batches (``--eval-iters 20``, ``ladder --quick``) make a noisier
+    estimate, which can beat the lecture's figure by luck alone.
+    """
+    return eval_iters == LECTURE_EVAL_ITERS
 
 
 def get(name: str) -> Stage:
-    """The preset called ``name``; an unknown name is a usage error that lists the stages."""
+    """The preset called ``name``, whatever its case (as every choice is); an unknown name is a usage error that
+    lists the stages."""
     try:
-        return STAGES[name]
+        return STAGES[name.lower()]
     except KeyError:
         raise UsageError(f"unknown stage {name!r}; choose one of: {', '.join(STAGES)}") from None
+
+
+def next_stage(name: str) -> Stage | None:
+    """The stage after ``name`` in the ladder's order, which ``train`` suggests next; None after the last."""
+    order = list(STAGES)
+    following = order.index(name) + 1
+    return STAGES[order[following]] if following < len(order) else None
 
 
 def with_overrides(stage: Stage, **overrides: Any) -> Stage:

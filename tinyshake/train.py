@@ -390,7 +390,7 @@ def _prepare(plan: Plan, config: TrainConfig, corpus: Corpus, should_stop: Calla
               History.of(plan.resume, config), checkpoints, clocks, NanWatch(device, checkpoints), should_stop,
               (corpus.chars_per_token("train"), corpus.chars_per_token("val")))
     return run, Started(config, record["parameters"], str(device), start, notices, dist.rank, dist.world_size,
-                        plan.threads.describe() if plan.threads is not None else "")
+                        plan.threads.describe() if plan.threads is not None else "", model)
 
 
 def _build(config: TrainConfig, device: torch.device) -> tuple[nn.Module, optim.Combined]:
@@ -415,6 +415,7 @@ def _record(config: TrainConfig, corpus: Corpus, model: nn.Module, stored: Optio
         "parameters": count_parameters(model), "max_iters": config.max_iters,
         "created": stored.created if stored is not None else None,
         "dtype": dtype, "threads": torch.get_num_threads(),  # what this session used: auto resolved, the CPU's count
+        "device": str(next(model.parameters()).device),
     }
 
 
@@ -503,22 +504,3 @@ def _restore(plan: Plan, config: TrainConfig, model: nn.Module, optimizer: optim
     else:
         checkpoint.set_rng_state(state["rng"])
     return int(state["step"]), float(state.get("elapsed", 0.0))
-
-
-def steps_per_evaluation(config: TrainConfig) -> float:
-    """One evaluation in training steps: 2 x eval_iters forwards (train and val), a third of a step each."""
-    return 2 * config.eval_iters / 3
-
-
-def evaluation_steps(config: TrainConfig) -> float:
-    """A whole run's evaluations in training steps.
-
-    Counted, never enumerated: ``max_iters`` may be astronomically large.
-    """
-    evaluations = config.eval_steps().count() + (0 if config.eval_last else 1)  # stages without one get a final one
-    return evaluations * steps_per_evaluation(config)
-
-
-def estimate_seconds(config: TrainConfig, seconds_per_step: float) -> float:
-    """Rough wall time of a whole run from a measured step time, evaluations included."""
-    return (config.max_iters + evaluation_steps(config)) * seconds_per_step

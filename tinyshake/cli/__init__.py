@@ -26,6 +26,7 @@ from tinyshake.cli import fetch, info, runs, train
 from tinyshake.cli import inspect as inspect_cmd
 from tinyshake.cli import ladder as ladder_cmd
 from tinyshake.cli import plot as plot_cmd
+from tinyshake.cli import sample as sample_cmd
 from tinyshake.cli import stages as stages_cmd
 from tinyshake.cli._output import error_line, usage_error
 from tinyshake.cli._signals import INTERRUPT_EXIT
@@ -64,6 +65,7 @@ def _root(
 app.command("fetch")(fetch.fetch)
 app.command("train")(train.train)
 app.command("chat")(chat_cmd.chat)
+app.command("sample")(sample_cmd.sample_cmd)
 app.command("eval")(eval_cmd.eval_run)
 app.add_typer(runs.app, name="runs")
 app.command("demo")(demo_cmd.demo)

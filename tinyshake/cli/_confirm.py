@@ -17,7 +17,7 @@ def confirm_slow_run(plan: Plan, yes: bool) -> None:
     """Warn (on stderr) before the gpt stage on a CPU, with an estimate; ask on a terminal if it is long.
 
     On a CPU the gpt stage's evaluations can cost more than its training
-    steps, so the warning says how much and how to cut it. Declining exits 1.
+    steps, so the warning says how much and how to cut it. Declining says so in one line and exits 1.
     """
     slow = estimates.slow_run(plan)
     if slow is None:
@@ -28,5 +28,11 @@ def confirm_slow_run(plan: Plan, yes: bool) -> None:
           "or a GPU).", file=sys.stderr)
     if yes or not slow.worth_asking or not (sys.stdin.isatty() and sys.stdout.isatty()):
         return
-    if not typer.confirm("Train it anyway?", default=False):
+    try:
+        go = typer.confirm("Train it anyway?", default=False)
+    except typer.Abort:  # end of input (Ctrl-D) answers no, after the prompt's line
+        print()
+        go = False
+    if not go:
+        print("Not trained; nothing was written.", file=sys.stderr)
         raise typer.Exit(1)

@@ -15,5 +15,5 @@ class Weights(str, Enum):
     last = "last"
 
 
-WeightsOpt = Annotated[Weights, typer.Option(
+WeightsOpt = Annotated[Weights, typer.Option(case_sensitive=False,
     help="The run's best weights (lowest val estimate during training) or its last saved ones.")]

@@ -201,6 +201,15 @@ def plain_table(console: Console, table: Table) -> Text:
     return Text("\n".join(out))
 
 
+def footnote(console: Console, table: Table, note: str) -> None:
+    """A note under ``table``: its caption on a terminal; piped, a line on stderr, so stdout keeps a line a row."""
+    if console.is_terminal:
+        table.caption = "\n".join(filter(None, [str(table.caption or ""), note]))
+        table.caption_justify = "left"
+    else:
+        print(note, file=sys.stderr)
+
+
 def columns_env() -> int | None:
     """The width that ``COLUMNS`` sets (at most :data:`MAX_SIZE`), or None where it is unset or not a width."""
     number = _whole(os.environ.get("COLUMNS", ""))

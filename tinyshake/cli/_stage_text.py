@@ -5,7 +5,7 @@ Pure text from :mod:`tinyshake.stages`; it imports no torch.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 from tinyshake import stages
 
@@ -22,6 +22,26 @@ def published(stage: stages.Stage) -> str:
         return "-"
     train = f" (train {stage.published_train:.2f})" if stage.published_train is not None else ""
     return f"{stage.published_val:.2f}{train}"
+
+
+ROUGH = "*"  # marks a val estimated on other than the lecture's batches: see ROUGH_NOTE
+ROUGH_NOTE = (f"{ROUGH} estimated on other than the lecture's {stages.LECTURE_EVAL_ITERS} batches per split "
+              "(--eval-iters, ladder --quick): noisier, not comparable with the lecture's val")
+
+
+def estimate(val: float, eval_iters: Optional[int]) -> str:
+    """A val estimate with four decimals, marked when it was not estimated as the lecture estimates."""
+    return f"{val:.4f}" + ("" if stages.lecture_estimate(eval_iters) else ROUGH)
+
+
+def batches(count: int) -> str:
+    return f"{count} batch" if count == 1 else f"{count} batches"
+
+
+def rough_words(eval_iters: Optional[int]) -> str:
+    """Why a marked estimate does not compare, in words: how many batches it took against the lecture's."""
+    took = batches(eval_iters) if eval_iters is not None else "an unrecorded number of batches"
+    return f"estimated on {took} per split, not the lecture's {stages.LECTURE_EVAL_ITERS}: not comparable"
 
 
 def settings(stage: stages.Stage) -> dict[str, str]:

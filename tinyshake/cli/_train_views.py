@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import TYPE_CHECKING, Optional, Protocol
+from typing import TYPE_CHECKING, Optional, Protocol, Sequence
 
 import typer
 from rich.console import Console, Group, RenderableType
@@ -22,7 +22,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from tinyshake.cli._render import loss_chart, plain_charts
+from tinyshake import stages
+from tinyshake.cli._render import loss_chart, plain_charts, visible
 from tinyshake.record import Evaluation
 from tinyshake.cli._signals import INTERRUPT_EXIT, say_now
 from tinyshake.cli._stage_text import run_header
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
     from tinyshake import train as core
     from tinyshake.plan import Plan
+    from tinyshake.tokens import Tokenizer
 
 CHART_ROWS, CHART_WIDTH = 8, 100  # the live loss chart under the table: small, so the table keeps its room
 CHART_MIN_TERMINAL = 30  # terminal rows below which the live view leaves the chart out
@@ -133,6 +135,14 @@ class SilentView(PlainView):
         return None
 
 
+SAMPLE_CHARS = 60  # the sample under the table at each evaluation: one short line at 80 columns
+
+
+def visible_newline(char: str) -> str:
+    """A newline as ⏎, so that a sample stays on its one line."""
+    return visible(char) if char == "\n" else char
+
+
 WIDE_BAR = 120  # terminal columns from which the bar also shows tokens/s and the time elapsed
 
 
@@ -157,13 +167,18 @@ class RichView:
     table, which then stays in the scrollback.
     """
 
-    def __init__(self, console: Console, config: core.TrainConfig) -> None:
-        self.console, self.config = console, config
+    def __init__(self, console: Console, config: core.TrainConfig, tokenizer: Optional[Tokenizer] = None,
+                 earlier: Sequence[tuple[Evaluation, float]] = ()) -> None:
+        """``earlier``: a resumed run's evaluations so far (each with its val in bits per character), which its
+        table shows before the new ones."""
+        self.console, self.config, self.tokenizer = console, config, tokenizer
+        self.model: Optional[torch.nn.Module] = None  # sampled from after each evaluation, with a tokenizer
+        self.samples: list[tuple[str, str]] = []  # (step, text): what the model writes at each evaluation
         self.progress = Progress(*progress_columns(config, console.width), console=console)
         budget = config.time_budget
         self.task = self.progress.add_task(config.stage, total=budget or config.max_iters, its=0.0, tps=0.0, loss="-")
         self.rows: list[tuple[str, ...]] = []
-        self.metrics: list[Evaluation] = []  # this session's evaluations, for the chart
+        self.metrics: list[Evaluation] = []  # the evaluations, for the chart
         self.chart: Optional[Text] = None  # redrawn at each evaluation only, so steps never wait for it
         self.plain_chart = plain_charts()  # markers, not braille, without colour
         self.last_val: Optional[float] = None
@@ -175,6 +190,8 @@ class RichView:
         self.live_on = False
         self.begun = False  # nothing to leave on screen if training never started (a load error)
         self.live = Live(console=console, refresh_per_second=8, transient=True, get_renderable=self._render)
+        for row, val_bpc in earlier:
+            self._add(row, val_bpc)
 
     def _table(self, rows: list[tuple[str, ...]]) -> Table:
         table = Table(title=f"{self.config.stage} · run {self.config.run}", title_justify="left")
@@ -186,11 +203,28 @@ class RichView:
             table.add_row(*row)
         return table
 
+    def _samples(self, samples: list[tuple[str, str]]) -> list[RenderableType]:
+        """The samples under the table: one line each, the step then the text, which never wraps."""
+        if not samples:
+            return []
+        from tinyshake.sampling import SHOWCASE_SEED  # torch is loaded: there are samples
+
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(justify="right", style="dim", no_wrap=True)
+        grid.add_column(no_wrap=True, overflow="ellipsis")
+        for step, text in samples:
+            grid.add_row(step, Text(text))
+        heading = f"what it writes from a newline (seed {SHOWCASE_SEED}, {SAMPLE_CHARS} characters, ⏎ a newline)"
+        return [Text(heading, style="dim"), grid]
+
     def _render(self) -> RenderableType:
         chart = self.chart if self.console.size.height >= CHART_MIN_TERMINAL else None
         room = max(1, self.console.size.height - 9 - (CHART_ROWS + 4 if chart else 0))  # title, header, borders,
         # "…" row, progress bar, prompt; the chart's rows, axis, scale and legend
-        return Group(self._table(self.rows[-room:]), *([chart] if chart else []), self.progress)
+        shown = min(len(self.samples), room // 3)  # the latest samples take at most a third, with their heading
+        samples = self._samples(self.samples[len(self.samples) - shown:])
+        rows = max(1, room - shown - (1 if shown else 0))
+        return Group(self._table(self.rows[-rows:]), *samples, *([chart] if chart else []), self.progress)
 
     def __enter__(self) -> "RichView":
         self.live.start()
@@ -203,13 +237,15 @@ class RichView:
             self.live_on = False
             self.live.stop()
             if self.begun:
-                self.console.print(Group(self._table(self.rows), *([self.chart] if self.chart else []), self.progress))
+                self.console.print(Group(self._table(self.rows), *self._samples(self.samples),
+                                         *([self.chart] if self.chart else []), self.progress))
 
     def started(self, event: core.Started) -> None:
         self.begun = True
         for notice in event.notices:
             self.console.print(Text.assemble(("note: ", "yellow"), notice))
         self.world_size = event.world_size
+        self.model = event.model
         title, details = run_header(event.config, event.parameters)
         self.console.print(Text(training_line(event, title)))
         lines = "\n".join(line.strip() for line in details.splitlines())
@@ -246,14 +282,35 @@ class RichView:
 
     def evaluated(self, event: core.Evaluated) -> None:
         self.progress.update(self.task, description=self.config.stage)
-        delta = "" if self.last_val is None else f"{event.val - self.last_val:+.4f}"
-        step = f"final {event.step}" if event.final else str(event.step)
-        self.rows.append((step, f"{event.train:.4f}", f"{event.val:.4f}", delta, f"{event.val_bpc:.4f}",
-                          f"{event.elapsed:.1f}s"))
-        self.last_val = event.val
-        self.metrics.append(Evaluation(event.step, event.val, event.train))
+        step = self._add(Evaluation(event.step, event.val, event.train, event.elapsed, event.final), event.val_bpc)
+        self._sample(step)
         if len(self.metrics) > 1:
             self.chart = loss_chart(self.metrics, min(self.console.width, CHART_WIDTH), CHART_ROWS, plain=self.plain_chart)
+
+    def _add(self, row: Evaluation, val_bpc: float) -> str:
+        """One evaluation (and its val in bits per character) into the table and the chart's data; returns its
+        step as the table shows it."""
+        delta = "" if self.last_val is None else f"{row.val - self.last_val:+.4f}"
+        step = f"final {row.step}" if row.final else str(row.step)
+        train = f"{row.train:.4f}" if row.train is not None else "-"
+        self.rows.append((step, train, f"{row.val:.4f}", delta, f"{val_bpc:.4f}", f"{row.elapsed or 0:.1f}s"))
+        self.last_val = row.val
+        self.metrics.append(row)
+        return step
+
+    def _sample(self, step: str) -> None:
+        """What the model writes now, from the same start and seed each time: the text improves as the loss falls.
+
+        It draws from a generator of its own, in eval mode (put back after), so
+        the training's random stream and its numbers are those of a run without it.
+        """
+        if self.model is None or self.tokenizer is None:
+            return
+        from tinyshake import sampling
+
+        ids = sampling.showcase(self.model, [sampling.START_TOKEN], SAMPLE_CHARS)  # a token is a character or more
+        text = self.tokenizer.decode(ids)[:SAMPLE_CHARS]
+        self.samples.append((step, "".join(map(visible_newline, text))))
 
     def saved(self, event: core.Saved) -> None:
         """Measure speed from here: evaluating and saving are not training."""
@@ -301,10 +358,20 @@ def summary(console: Console, event: core.Finished, params: int, run: str, budge
         rows.append(("final val", f"{event.final.val:.4f} (step {event.final.step})"))
     if event.best_val is not None:
         rows.append(("best val", f"{event.best_val:.4f} (step {event.best_step})"))
-    rows += [("checkpoint", event.path), ("chat", f"tinyshake chat --run {run}")]
+    rows += [("checkpoint", event.path), ("chat", f"tinyshake chat {run}")]
     for key, value in rows:
         table.add_row(key, Text(value))
     console.print(table)
+
+
+def next_line(stage: str) -> Optional[str]:
+    """Where the ladder goes from ``stage``: how to train the next stage, and what it adds (None after the last).
+
+    The command comes first, so that a narrow terminal wraps what it adds, never the command."""
+    following = stages.next_stage(stage)
+    if following is None:
+        return None
+    return f"Next on the ladder: tinyshake train --model {following.name} ({following.adds})"
 
 
 def interrupted(console: Console, event: core.Interrupted, run: str, code: int) -> typer.Exit:

@@ -205,8 +205,8 @@ def continue_once(session: Session, text: str, out: TextIO) -> None:
     show = probs_text_writer(out) if session.probs else text_writer(out)
     with sigint_flag() as interrupted:
         stats = write_reply(session.start(ids), show, interrupted)
-    if out.isatty() and not (stats.at_line_start or session.probs):
-        out.write("\n")  # leave the shell's prompt on a line of its own; pipes get the text exactly
+    if not (stats.at_line_start or session.probs):
+        out.write("\n")  # text ends with a newline, as every Unix text tool's does: the shell's prompt is on its own
     out.flush()
     if stats.ended == "interrupted":
         raise typer.Exit(INTERRUPT_EXIT)
@@ -320,8 +320,10 @@ def interactive(session: Session, console: Console) -> None:
 
 @handle_errors
 def chat(
-    run: Annotated[Optional[str], typer.Option(
-        "--run", "-r", help="Run to chat with (default: the one trained most recently).")] = None,
+    run: Annotated[Optional[str], typer.Argument(
+        help="Run to chat with (default: the one trained most recently).", show_default=False)] = None,
+    run_option: Annotated[Optional[str], typer.Option(
+        "--run", "-r", help="The same as RUN, as earlier versions named it.", show_default=False)] = None,
     prompt: Annotated[Optional[str], typer.Option(
         "--prompt", "-p", help="Continue this text once, print only the continuation, and exit.")] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Most tokens in one reply (characters, for a character run).")] = 500,
@@ -334,9 +336,9 @@ def chat(
         help="Random seed: the same run, seed, text and settings give the same reply (default: a fresh one).")] = None,
     stop: Annotated[Optional[list[str]], typer.Option(
         help="End a reply at this text; repeatable; \\n is a newline, '' means none (default: a blank line).")] = None,
-    unknown: Annotated[Unknown, typer.Option(
+    unknown: Annotated[Unknown, typer.Option(case_sensitive=False,
         help="Characters not in the vocabulary: an error, or drop them.")] = Unknown.error,
-    overflow: Annotated[Overflow, typer.Option(
+    overflow: Annotated[Overflow, typer.Option(case_sensitive=False,
         help="Past the block size: refill the cache from the last half block (fast), "
              "or crop and recompute every step (the lecture's exact semantics).")] = Overflow.refill,
     no_cache: Annotated[bool, typer.Option(
@@ -349,22 +351,28 @@ def chat(
         "--device", help="cpu (fastest for one stream of characters), auto, cuda or mps.")] = "cpu",
 ) -> None:
     """Chat with a trained run: type text and watch the model continue it, character by character."""
-    _torch.load()
-    from tinyshake import checkpoint, device, sampling
+    if run is not None and run_option is not None and run != run_option:
+        raise UsageError(f"RUN is {run!r} and --run {run_option!r}; name the run once")
+    try:  # torch and the weights load for seconds: a Ctrl-C then leaves the shell's prompt on a line of its own
+        _torch.load()
+        from tinyshake import checkpoint, device, sampling
 
-    settings = sampling.SamplingSettings(temperature=temperature, top_k=top_k, top_p=top_p,
-                                         max_new_tokens=max_new_tokens, use_cache=not no_cache,
-                                         overflow=overflow.value).validate()
-    if seed is not None:
-        sampling.check_seed(seed)  # with the other settings, before the run loads
-    if prompt is not None:
-        check_utf8(prompt, "--prompt")
-    elif "stdin" in CLOSED_AT_START:
-        raise UsageError("standard input is closed: give the text with --prompt, or pipe it in")
-    name = record.resolve(run)
-    dev = device.resolve(device_name).device
-    session = Session(checkpoint.load(name, dev, weights=weights.value), settings, parse_stops(stop), unknown, dev,
-                      seed, probs)
+        settings = sampling.SamplingSettings(temperature=temperature, top_k=top_k, top_p=top_p,
+                                             max_new_tokens=max_new_tokens, use_cache=not no_cache,
+                                             overflow=overflow.value).validate()
+        if seed is not None:
+            sampling.check_seed(seed)  # with the other settings, before the run loads
+        if prompt is not None:
+            check_utf8(prompt, "--prompt")
+        elif "stdin" in CLOSED_AT_START:
+            raise UsageError("standard input is closed: give the text with --prompt, or pipe it in")
+        name = record.resolve(run if run is not None else run_option)
+        dev = device.resolve(device_name).device
+        session = Session(checkpoint.load(name, dev, weights=weights.value), settings, parse_stops(stop), unknown,
+                          dev, seed, probs)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        raise typer.Exit(INTERRUPT_EXIT) from None
     with sampling.sampling_threads(session.loaded.model, dev):
         if prompt is None and sys.stdin.isatty():
             interactive(session, make_console())

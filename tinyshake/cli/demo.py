@@ -7,6 +7,7 @@ NO_COLOR it is the same transcript as plain text, with ASCII pictures.
 
 from __future__ import annotations
 
+import sys
 import textwrap
 from typing import TYPE_CHECKING, Annotated, Iterator, Optional
 
@@ -177,7 +178,25 @@ def demo(
     if name is None:
         show_list(console)
         return
+    names = demos.select(name)
     for index, result in enumerate(demos.run(name, seed=seed, mask=not no_mask)):
         if index:
             console.print()
         render(result, console)
+        if index + 1 < len(names) and not next_please(console, names[index + 1]):
+            return
+
+
+def next_please(console: Console, following: str) -> bool:
+    """On a terminal, wait for Enter before the next demo, so each can be read before the next scrolls it away.
+
+    Piped (or with stdin not a terminal) it goes straight on; end of input (Ctrl-D) ends the tour: False.
+    """
+    if not (use_rich(console.file) and sys.stdin.isatty()):
+        return True
+    try:
+        input(f"Press Enter for the next demo ({following}), Ctrl-D to stop: ")
+    except EOFError:
+        console.file.write("\n")
+        return False
+    return True

@@ -44,6 +44,7 @@ def eval_run(
     Training's "val" is an estimate from random batches; this is the whole
     split, every position once, so it is called "full val loss".
     """
+    split = split.lower()
     if split not in SPLITS:
         raise UsageError(f"unknown split {split!r}; choose train or val")
     name = record.resolve(run)

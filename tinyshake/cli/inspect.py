@@ -110,8 +110,10 @@ def pick(count: int, chosen: Optional[int], what: str) -> list[int]:
 
 
 def parse_head(head: Optional[str]) -> Optional[int | str]:
-    if head is None or head == MEAN:
-        return head
+    if head is None:
+        return None
+    if head.lower() == MEAN:
+        return MEAN
     try:
         return int(head)
     except ValueError:
@@ -123,6 +125,8 @@ def tiles(maps: AttentionMaps, layers: list[int], head: Optional[int | str], sho
     tokens = maps.tokens[-shown:]
     weights = maps.weights[:, :, -shown:, -shown:]
     found = []
+    if head == MEAN and weights.shape[1] == 1:  # the mean of one head is that head: name it so
+        head = 0
     for layer in layers:
         if head == MEAN:
             found.append((f"layer {layer} \u00b7 mean of {weights.shape[1]} heads", weights[layer].mean(dim=0)))
@@ -148,16 +152,22 @@ def attention(
     prompt: PromptOpt = "To be, or not to be",
     layer: Annotated[Optional[int], typer.Option(help="Only this layer (from 0; default: every layer).")] = None,
     head: Annotated[Optional[str], typer.Option(
-        help="Only this head (from 0), or `mean` for the mean over each layer's heads (default: every head).",
+        help="Only this head (from 0), or `mean` for the mean over each layer's heads (the default).",
         show_default=False)] = None,
+    all_heads: Annotated[bool, typer.Option("--all-heads", help="Every head's map, not their mean per layer.")] = False,
     weights: WeightsOpt = Weights.best,
     as_json: JsonOpt = False,
 ) -> None:
-    """The attention weights of a trained run on your prompt: rows are queries, columns the keys they look at."""
+    """The attention weights of a trained run on your prompt: rows are queries, columns the keys they look at.
+
+    One map per layer, the mean over its heads, unless --head or --all-heads asks for the heads themselves.
+    """
     _torch.load()
     from tinyshake import inspection
 
-    chosen_head = parse_head(head)
+    if all_heads and head is not None:
+        raise UsageError("--all-heads shows every head and --head one of them; give one of the two")
+    chosen_head = parse_head(head) if head is not None else None if all_heads else MEAN
     if as_json and (layer is not None or head is not None):
         raise UsageError("--json prints every layer and head; leave out --layer and --head")
     loaded = load_run(run, weights)

@@ -18,10 +18,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from tinyshake import stages
 from tinyshake.cli._confirm import confirm_slow_run
 from tinyshake.cli._corpus import ensure_corpus
 from tinyshake.cli._output import handle_errors, make_console, use_rich
 from tinyshake.cli._signals import INTERRUPT_EXIT, StopFlag, handling, say_now
+from tinyshake.cli._stage_text import ROUGH, ROUGH_NOTE, batches, estimate
 
 if TYPE_CHECKING:
     from tinyshake import ladder as core
@@ -36,6 +38,11 @@ def _val(value: Optional[float]) -> str:
     return f"{value:.4f}" if value is not None else "-"
 
 
+def _estimate(r: core.StageResult) -> str:
+    """The stage's last val estimate, marked where it took other than the lecture's batches (``--quick``)."""
+    return estimate(r.last_val, r.eval_iters) if r.last_val is not None else "-"
+
+
 def _lecture(value: Optional[float]) -> str:
     return f"{value:.2f}" if value is not None else "-"
 
@@ -48,7 +55,10 @@ def results_table(results: list[core.StageResult], final: bool, console: Console
     each stage adds (``tinyshake stages`` shows it) and its inner borders.
     """
     roomy = _table(results, final, with_adds=final, compact=False)
-    return roomy if _fits(console, roomy) else _table(results, final, with_adds=False, compact=True)
+    table = roomy if _fits(console, roomy) else _table(results, final, with_adds=False, compact=True)
+    if any(_estimate(r).endswith(ROUGH) for r in results):
+        table.caption, table.caption_justify = ROUGH_NOTE, "left"
+    return table
 
 
 def _fits(console: Console, table: Table) -> bool:
@@ -68,7 +78,7 @@ def _table(results: list[core.StageResult], titled: bool, with_adds: bool, compa
         table.add_column(column, justify="right", no_wrap=True)
     table.add_column("sample (first line)", ratio=2, overflow="fold", min_width=12)
     for r in results:
-        table.add_row(r.stage, *([r.adds] if with_adds else []), f"{r.parameters:,}", _val(r.last_val),
+        table.add_row(r.stage, *([r.adds] if with_adds else []), f"{r.parameters:,}", _estimate(r),
                       f"{_val(r.full_val)}\n{_val(r.full_bpc)}", _lecture(r.published_val),
                       f"{r.seconds:.1f}s" + ("\nreused" if r.reused else ""), Text(r.sample))
     return table
@@ -77,7 +87,8 @@ def _table(results: list[core.StageResult], titled: bool, with_adds: bool, compa
 def plain_line(r: core.StageResult) -> str:
     """One stage as one plain line, for pipes and logs."""
     reused = ", reused" if r.reused else ""
-    return (f"{r.stage}: {r.parameters:,} parameters, val {_val(r.last_val)} (full split {_val(r.full_val)}, "
+    rough = "" if stages.lecture_estimate(r.eval_iters) else f" on {batches(r.eval_iters)}"
+    return (f"{r.stage}: {r.parameters:,} parameters, val {_val(r.last_val)}{rough} (full split {_val(r.full_val)}, "
             f"{_val(r.full_bpc)} bits/char), "
             f"lecture {_lecture(r.published_val)}, {r.seconds:.1f} s{reused} | {r.sample}")
 

@@ -88,6 +88,7 @@ def plot(
     axis: Annotated[str, typer.Option(help=AXIS_HELP)] = "loss",
 ) -> None:
     """Draw the loss curves of one or more runs against step, in one chart with a legend."""
+    split = split.lower()
     if split not in SPLITS:
         raise UsageError(f"unknown split {split!r}; choose val, train or both")
     if axis not in AXES:

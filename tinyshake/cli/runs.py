@@ -12,9 +12,10 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from tinyshake import paths, record
+from tinyshake import paths, record, stages
 from tinyshake.cli._fit import Col, fitted_table
-from tinyshake.cli._output import handle_errors, make_console
+from tinyshake.cli._output import footnote, handle_errors, make_console
+from tinyshake.cli._stage_text import ROUGH, ROUGH_NOTE, estimate, rough_words
 
 app = typer.Typer(help="List trained runs, or delete one.", no_args_is_help=False)
 # a narrow terminal leaves out the date first, then the parameters; names, steps and vals stay whole
@@ -43,11 +44,31 @@ def _row(run: record.RunStatus) -> tuple[str, ...]:
         stored.stage,
         f"{stored.parameters:,}" if stored.parameters is not None else "-",
         _steps(stored),
-        (f"{best:.4f}" + (f" @{at}" if at is not None else "")) if best is not None else "-",
+        (estimate(best, stored.eval_iters) + (f" @{at}" if at is not None else "")) if best is not None else "-",
         f"{stored.bits_per_char(best):.4f}" if best is not None else "-",
-        stored.updated[:16].replace("T", " "),
+        when(stored.updated),
         _status(run),
     )
+
+
+def when(stamp: str) -> str:
+    """A record's timestamp to the minute, ``2026-12-07 17:36``: the same in ``runs`` and ``runs show``."""
+    return stamp[:16].replace("T", " ")
+
+
+def words(value: object) -> str:
+    """A setting's value as a reader says it: on/off for a flag, "none" for no value."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return "none" if value is None else str(value)
+
+
+def trained_on(run: record.RunRecord) -> str:
+    """Where and in what precision the run trained: the device and dtype that ``auto`` resolved to."""
+    asked = run.hyper.get("device")
+    device = run.device or f"{asked} (which device it resolved to was not recorded)"
+    threads = f", {run.threads} threads" if run.threads and run.device == "cpu" else ""
+    return f"{device}, {run.dtype or run.hyper.get('dtype')}{threads}"
 
 
 def budget_ended(run: record.RunRecord) -> Optional[float]:
@@ -86,8 +107,11 @@ def runs(ctx: typer.Context) -> None:
         console.print(f"No runs in {paths.runs_root()} yet; train one with `tinyshake train --model mini`.",
                       markup=False)
         return
-    rows = [tuple(map(Text, _row(run))) for run in found]  # a record's fields are data, never Rich markup
-    console.print(fitted_table(console, COLUMNS, rows))
+    rows = [_row(run) for run in found]
+    table = fitted_table(console, COLUMNS, [tuple(map(Text, row)) for row in rows])  # data, never Rich markup
+    if any(ROUGH in row[4] for row in rows):
+        footnote(console, table, ROUGH_NOTE)
+    console.print(table)
 
 
 @app.command("rm")
@@ -98,9 +122,18 @@ def rm(name: Annotated[str, typer.Argument(help="Run to delete.")]) -> None:
     make_console().print(f"Deleted run {name}", markup=False)
 
 
+def _best(run: record.RunRecord) -> str:
+    """The best val, its step, and, where it was estimated otherwise than the lecture's, why it does not compare."""
+    best, at = run.best_val, run.best_step
+    if best is None or at is None:
+        return "-"
+    rough = "" if stages.lecture_estimate(run.eval_iters) else f"; {rough_words(run.eval_iters)}"
+    return f"{best:.4f} at step {at} ({run.bits_per_char(best):.4f} bits/char{rough})"
+
+
 def _settings(run: record.RunRecord) -> list[tuple[str, str]]:
     """What a run is: its stage, size, progress, best, corpus, model shape and training settings."""
-    best, at, budget = run.best_val, run.best_step, budget_ended(run)
+    budget = budget_ended(run)
     model = {k: v for k, v in run.model.items() if k != "vocab_size"}
     if model.get("arch") == "bigram":  # a lookup table: the GPT's shape fields are defaults it never uses
         model = {k: model[k] for k in ("arch", "block_size") if k in model}
@@ -109,12 +142,12 @@ def _settings(run: record.RunRecord) -> list[tuple[str, str]]:
         ("stage", run.stage), ("parameters", f"{run.parameters or 0:,}"),
         ("steps", _steps(run) if budget is None else
          f"{run.step}: complete, ended by its time budget ({budget:g} s of training)"),
-        ("best val", f"{best:.4f} at step {at} ({run.bits_per_char(best):.4f} bits/char)"
-         if best is not None and at is not None else "-"),
+        ("best val", _best(run)),
         ("tokenizer", f"{run.tokenizer}{per_token}"),
-        ("corpus", str(run.corpus_name)), ("updated", run.updated),
-        ("model", ", ".join(f"{k} {v}" for k, v in model.items())),
-        ("training", ", ".join(f"{k} {v}" for k, v in run.hyper.items() if k not in ("stage", "run"))),
+        ("corpus", str(run.corpus_name)), ("trained on", trained_on(run)), ("updated", when(run.updated)),
+        ("model", ", ".join(f"{k} {words(v)}" for k, v in model.items())),
+        ("training", ", ".join(f"{k} {words(v)}" for k, v in run.hyper.items()
+                               if k not in ("stage", "run", "device", "dtype"))),
     ]
 
 
@@ -124,14 +157,16 @@ def show(name: Annotated[str, typer.Argument(help="Run to show.")]) -> None:
     """Show a run's settings, every evaluation it recorded (its final weights' last), and its loss chart."""
     from tinyshake.cli._render import loss_cell, loss_chart, plain_charts
 
-    run, console = record.read_record(name), make_console()
+    run, console = record.read_record(record.resolve(name)), make_console()  # an unknown name lists the runs
     settings = Table(show_header=False, box=None, title=f"run {name}", title_justify="left")
     settings.add_column(style="bold")
     settings.add_column()
     for key, value in _settings(run):
         settings.add_row(key, Text(value))
     console.print(settings)
-    metrics = Table("step", "train", "val", "val bits/char", "elapsed", title="evaluations", title_justify="left")
+    metrics = Table(title="evaluations", title_justify="left")
+    for column in ("step", "train", "val", "val bits/char", "elapsed"):
+        metrics.add_column(column, justify="right")  # numbers line up by their digits
     rows = run.evaluations()
     for row in rows:
         step = f"final {row.step}" if row.final else str(row.step)

@@ -14,22 +14,32 @@ from rich.text import Text
 
 from tinyshake import record, stages
 from tinyshake.cli._fit import Col, fitted_table
-from tinyshake.cli._output import handle_errors, make_console
-from tinyshake.cli._stage_text import published, settings
+from tinyshake.cli._output import footnote, handle_errors, make_console
+from tinyshake.cli._stage_text import ROUGH, ROUGH_NOTE, estimate, published, rough_words, settings
 
 
-def best_runs(runs: list[record.RunRecord]) -> dict[str, tuple[float, float, str]]:
-    """For each stage the user has trained: the best val of its runs in bits per character (the scale on which
-    char and BPE runs of a stage compare), that run's own val, and its name."""
-    best: dict[str, tuple[float, float, str]] = {}
+def best_runs(runs: list[record.RunRecord]) -> dict[str, record.RunRecord]:
+    """For each stage the user has trained: its run of the best val in bits per character (the scale on which char
+    and BPE runs of a stage compare).
+
+    Only runs whose val was estimated as the lecture estimates it compete,
+    where there are any: a noisier estimate (fewer batches) could beat them by
+    luck alone. Where there are none, the best of the others stands, marked.
+    """
+    best: dict[str, record.RunRecord] = {}
+
+    def rank(run: record.RunRecord) -> tuple[bool, float]:
+        return not stages.lecture_estimate(run.eval_iters), run.bits_per_char(run.best_val or 0.0)
+
     for run in runs:
-        val, stage = run.best_val, run.stage
-        if val is None:
-            continue
-        bits = run.bits_per_char(val)
-        if stage not in best or bits < best[stage][0]:
-            best[stage] = (bits, val, run.name)
+        held = best.get(run.stage)
+        if run.best_val is not None and (held is None or rank(run) < rank(held)):
+            best[run.stage] = run
     return best
+
+
+def your_best(run: Optional[record.RunRecord]) -> str:
+    return estimate(run.best_val, run.eval_iters) if run is not None and run.best_val is not None else "-"
 
 
 SETTINGS = ("batch", "block", "width", "heads", "layers", "dropout", "lr", "steps")
@@ -54,27 +64,34 @@ def stages_cmd(
     console = make_console()
     rows = []
     for each in stages.STAGES.values():
-        bits, val, run = trained.get(each.name, (None, None, "-"))
+        run = trained.get(each.name)
+        bits = f"{run.bits_per_char(run.best_val):.4f}" if run is not None and run.best_val is not None else "-"
         rows.append((each.name, each.adds, f"{stages.parameter_count(each):,}", *settings(each).values(),
-                     published(each), f"{val:.4f}" if val is not None else "-",
-                     f"{bits:.4f}" if bits is not None else "-", run))
+                     published(each), your_best(run), bits, run.name if run is not None else "-"))
     table = fitted_table(console, COLUMNS, rows,
                          title="The lecture's ladder (train one with `tinyshake train --model STAGE`, "
                                "all in order with `tinyshake ladder`)", title_justify="left")
     if len(table.columns) < len(COLUMNS):
         table.caption, table.caption_justify = "A stage's settings: tinyshake stages STAGE", "left"
+    if any(row[-3].endswith(ROUGH) for row in rows):  # your best val
+        footnote(console, table, ROUGH_NOTE)
     console.print(table)
 
 
-def _detail(stage: stages.Stage, trained: dict[str, tuple[float, float, str]]) -> None:
+def _detail(stage: stages.Stage, trained: dict[str, record.RunRecord]) -> None:
     """One stage as a list of facts, each on its own line: nothing in it has to be dropped to fit."""
-    bits, val, run = trained.get(stage.name, (None, None, None))
+    run = trained.get(stage.name)
+    best = your_best(run)
+    if run is not None and run.best_val is not None:
+        bits = f"{run.bits_per_char(run.best_val):.4f} bits/char"
+        rough = "" if not best.endswith(ROUGH) else f"; {rough_words(run.eval_iters)}"
+        best = f"{best.removesuffix(ROUGH)}, {bits} (run {run.name}{rough})"
     rows = [("stage", stage.name), ("what it adds", stage.adds),
             ("parameters", f"{stages.parameter_count(stage):,}"),
             *((key, value) for key, value in settings(stage).items() if value != "-"),
             ("evaluates", f"every {stage.eval_interval} steps"),
             ("lecture val", published(stage)),
-            ("your best val", f"{val:.4f}, {bits:.4f} bits/char (run {run})" if val is not None else "-"),
+            ("your best val", best),
             ("train it", f"tinyshake train --model {stage.name}")]
     table = Table(show_header=False, box=None)
     table.add_column(style="bold", no_wrap=True)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from tinyshake import estimates, stages, tokens
 from tinyshake.cli import _torch
@@ -113,12 +114,17 @@ def _after_training(console: Console, plan: Plan, data: corpus.Corpus, rich: boo
                       markup=False)
         raise typer.Exit(flag.exit_code)
     if sample_chars:
+        if rich:
+            console.print(Text(f"A sample of {sample_chars} characters, from a newline:", style="bold"))
         console.file.flush()
         try:
             stream_sample(finished.model, data.tokenizer, sample_chars)
         except KeyboardInterrupt:
             print(file=sys.stdout)
             raise typer.Exit(INTERRUPT_EXIT) from None
+    following = views.next_line(plan.config.stage)
+    if rich and following:  # a hint for the learner at the terminal; a pipe keeps the lecture's log
+        console.print(Text(following, style="bold"))
 
 
 @handle_errors
@@ -224,7 +230,10 @@ def _train(stage: Optional[str], run: Optional[str], corpus_name: Optional[str],
                   f"{plan.corpus!r}", file=sys.stderr, flush=True)
     data = core.tokenized(plan, data)
     rich = use_rich() and not quiet and dist.is_main
-    view: views.View = views.RichView(console, plan.config) if rich else views.PlainView(console, quiet)
+    stored = plan.resume
+    earlier = [(row, stored.bits_per_char(row.val)) for row in stored.evaluations()] if stored is not None else []
+    view: views.View = views.RichView(console, plan.config, data.tokenizer, earlier) if rich else \
+        views.PlainView(console, quiet)
     if not dist.is_main:
         view = views.SilentView(console)  # rank 0 alone shows the run
     finished, params, flag = run_training(plan, data, view, console, log)
