@@ -7,7 +7,7 @@ Each measurement runs in a fresh process, since OpenMP reads its waiting policy
 when torch loads. Two ways of running are compared in each scenario:
 
 - ``tinyshake``: what ``train`` does now: the threads from the free cores and the
-  other tinyshake processes (:mod:`tinyshake.threads`), a short OpenMP spin
+  other tinyshake processes (:mod:`tinyshake.training.threads`), a short OpenMP spin
   (``GOMP_SPINCOUNT=20000``), and the CPU routes measured for that thread count.
 - ``old``: what it did before: every CPU as a thread, libgomp's default spin
   (``GOMP_SPINCOUNT=300000``), oneDNN layers and batched attention up to 128.
@@ -45,7 +45,9 @@ def worker(mode: str, steps: int, forever: bool) -> None:
     """Train mini steps the way ``mode`` says and print the median ms per step over chunks of 5 steps."""
     import torch
 
-    from tinyshake import corpus, onednn, optim, speed, threads, train, tuning
+    from tinyshake import corpus
+    from tinyshake.models import onednn, optim, speed
+    from tinyshake.training import threads, train, tuning
 
     if mode == "tinyshake":
         choice = threads.decide(None)
@@ -135,7 +137,7 @@ def main() -> None:
 
 
 def cpu_name() -> str:
-    from tinyshake import machine
+    from tinyshake.training import machine
 
     return machine.cpu_model()
 

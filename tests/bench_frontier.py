@@ -20,8 +20,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from tinyshake import corpus, evaluate, machine, record, train
-from tinyshake.plan import make_config
+from tinyshake import corpus, evaluate
+from tinyshake.store import record
+from tinyshake.training import machine, train
+from tinyshake.training.plan import make_config
 
 BUDGETS = (10.0, 20.0, 60.0, 300.0)
 NEVER = 10**12  # max_iters and eval_interval: the budget ends the run, and only its first and final weights are scored

@@ -23,7 +23,8 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from tinyshake import corpus, evaluate, train
+from tinyshake import corpus, evaluate
+from tinyshake.training import train
 
 BLOCK, BATCH, LAYERS, HEADS, WIDTH = 64, 12, 4, 4, 128
 ITERS, WARMUP, LR, MIN_LR = 2000, 100, 1e-3, 1e-4

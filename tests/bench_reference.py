@@ -19,7 +19,9 @@ from typing import Any, Callable
 import torch
 
 from lecture_reference import RefModel, ref_estimate_loss
-from tinyshake import corpus, machine, optim, speed, stages, threads, train, tuning
+from tinyshake import corpus
+from tinyshake.models import optim, speed
+from tinyshake.training import machine, stages, threads, train, tuning
 
 Step = Callable[[], None]
 Batch = Callable[[torch.Tensor, int, int], tuple[torch.Tensor, torch.Tensor]]

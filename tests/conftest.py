@@ -40,7 +40,7 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 def find_test_corpus(shared: Path = SHARED) -> Path | str:
     """The tiny Shakespeare file the tests read, or the reason there is none.
 
-    Reads ``TINYSHAKE_HOME`` (through :mod:`tinyshake.paths`) as the user set it, so it must run before the
+    Reads ``TINYSHAKE_HOME`` (through :mod:`tinyshake.store.paths`) as the user set it, so it must run before the
     autouse ``home`` fixture points that variable at a temporary folder.
     """
     known = corpus.KNOWN[corpus.DEFAULT_CORPUS]
@@ -255,6 +255,6 @@ def trained_home(factory: pytest.TempPathFactory, corpus_file: Path, runs: dict[
 
 def on_disk(run: str) -> dict:
     """A run's config.json as JSON, read straight from its folder: what a save wrote, for tests of what is stored."""
-    from tinyshake import record
+    from tinyshake.store import record
 
     return json.loads((record.run_dir(run) / record.CONFIG).read_text())

@@ -2,7 +2,7 @@
 
     python tests/gpu_check.py 1000     # on a CUDA machine; SMOKE=1 runs it at toy sizes anywhere
 
-1. The attention-dropout probe of ``tinyshake.kernels`` for every SDPA backend and dtype, at the gpt shapes.
+1. The attention-dropout probe of ``tinyshake.models.kernels`` for every SDPA backend and dtype, at the gpt shapes.
 2. ``N`` steps of tinyshake's gpt training (with the probe's guard), then ``N`` steps of the per-head lecture
    reference with a per-parameter AdamW and the lecture's batches, with the loss estimates of each.
 
@@ -21,7 +21,9 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from bench_reference import lecture_run
-from tinyshake import corpus, kernels, train
+from tinyshake import corpus
+from tinyshake.models import kernels
+from tinyshake.training import train
 
 SMOKE = bool(os.environ.get("SMOKE"))
 BACKENDS = [None, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION,

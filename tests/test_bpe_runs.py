@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from conftest import on_disk, table_cells, trained_home
 from test_train import assert_one_line_error
-from tinyshake import checkpoint, corpus, ladder, record, tokens
+from tinyshake import checkpoint, corpus, ladder, tokens
+from tinyshake.store import record
 from tinyshake.cli import app
 
 SMALL = ["--n-embd", "16", "--n-head", "2", "--n-layer", "1", "--block-size", "8", "--batch-size", "4",

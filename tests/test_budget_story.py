@@ -6,7 +6,7 @@ from __future__ import annotations
 from typer.testing import CliRunner
 
 from tinyshake.cli import app
-from tinyshake.run_state import Clocks
+from tinyshake.training.run_state import Clocks
 
 
 def test_a_budget_is_due_an_evaluation_at_each_tenth_once():

@@ -20,7 +20,7 @@ from test_train import assert_one_line_error, snapshot
 from typer.testing import CliRunner
 
 from tinyshake import checkpoint, corpus, inspection, sampling
-from tinyshake import train as core
+from tinyshake.training import train as core
 from tinyshake.cli import _render, app
 from tinyshake.cli._signals import sigint_flag
 from tinyshake.cli.chat import PROMPT, text_writer, write_reply

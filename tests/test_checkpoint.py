@@ -16,10 +16,12 @@ from conftest import on_disk, subprocess_env
 from test_train import (
     TINY, assert_one_line_error, import_tiny_corpus, snapshot, tiny_run, train_cli, weights,
 )
-from tinyshake import checkpoint, corpus, record as record_module, train as core
+from tinyshake import checkpoint, corpus
+from tinyshake.store import record as record_module
+from tinyshake.training import train as core
 from tinyshake.cli import app
 from tinyshake.errors import TinyshakeError, UsageError
-from tinyshake.model import ModelConfig, build
+from tinyshake.models.model import ModelConfig, build
 
 
 def files(run: str) -> dict[str, Path]:
@@ -293,7 +295,7 @@ def test_the_record_modules_and_the_runs_and_eval_commands_import_no_torch():
     code = ("import sys, types, pathlib, importlib.util\n"
             "root = pathlib.Path(importlib.util.find_spec('tinyshake').origin).parent\n"
             "cli = types.ModuleType('tinyshake.cli'); cli.__path__ = [str(root / 'cli')]; sys.modules['tinyshake.cli'] = cli\n"
-            "import tinyshake.record, tinyshake.runlock, tinyshake.cli.runs, tinyshake.cli.eval\n"
+            "import tinyshake.store.record, tinyshake.store.runlock, tinyshake.cli.runs, tinyshake.cli.eval\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

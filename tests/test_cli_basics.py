@@ -11,7 +11,9 @@ import torch
 from conftest import subprocess_env
 from typer.testing import CliRunner
 
-from tinyshake import __version__, corpus, device, machine, onednn
+from tinyshake import __version__, corpus
+from tinyshake.models import onednn
+from tinyshake.training import device, machine
 from tinyshake.cli import app
 
 
@@ -145,7 +147,7 @@ import time  # noqa: E402
 from conftest import SGR, colours, default_sigint  # noqa: E402
 from test_train import TINY_ARGS  # noqa: E402
 
-from tinyshake import record  # noqa: E402
+from tinyshake.store import record
 
 SHORT_RUN = ("train", *TINY_ARGS, "--max-iters", "40", "--eval-interval", "20", "--sample-chars", "0")
 
@@ -286,7 +288,7 @@ def test_every_table_a_command_prints_to_a_pipe_comes_out_plain(home, capsys):
 
 
 def test_info_says_where_the_home_comes_from(monkeypatch):
-    from tinyshake import paths
+    from tinyshake.store import paths
 
     assert paths.home_source() == "from TINYSHAKE_HOME"
     monkeypatch.delenv("TINYSHAKE_HOME")

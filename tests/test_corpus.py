@@ -14,7 +14,8 @@ import torch
 from conftest import TEST_CORPUS_ENV, find_test_corpus, subprocess_env
 from typer.testing import CliRunner
 
-from tinyshake import atomic, corpus, tokens
+from tinyshake import corpus, tokens
+from tinyshake.store import atomic
 from tinyshake.cli import app
 from tinyshake.errors import TinyshakeError, UsageError
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tinyshake import device, plan
+from tinyshake.training import device, plan
 from tinyshake.errors import UsageError
 
 

@@ -22,9 +22,10 @@ import pytest
 import torch
 from conftest import TINYSHAKE, subprocess_env
 
-from tinyshake import checkpoint, distributed
+from tinyshake import checkpoint
+from tinyshake.training import distributed
 from tinyshake.errors import TinyshakeError, UsageError
-from tinyshake.model import ModelConfig, build
+from tinyshake.models.model import ModelConfig, build
 
 # The mini stage's kind of model, shrunk: every kind of parameter (attention, projection, wide
 # feed-forward, LayerNorm, embeddings, lm_head), no dropout, so a step is deterministic.
@@ -340,7 +341,7 @@ if _log and _runs:
 
 _die = os.environ.get("TINYSHAKE_TEST_DIE")  # "RANK:BATCHES"
 if _die and os.environ.get("RANK") == _die.split(":")[0]:
-    import tinyshake.train as _train
+    import tinyshake.training.train as _train
     _draw, _count = _train.get_batch, [0]
     def _get_batch(*args, **kwargs):
         _count[0] += 1

@@ -7,8 +7,9 @@ import torch
 from test_train import TINY, train_cli
 
 from conftest import on_disk
-from tinyshake import checkpoint, machine, plan, stages
-from tinyshake.plan import make_config, resolve_dtype
+from tinyshake import checkpoint
+from tinyshake.training import machine, plan, stages
+from tinyshake.training.plan import make_config, resolve_dtype
 
 CPU = torch.device("cpu")
 

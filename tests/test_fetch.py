@@ -19,7 +19,8 @@ import pytest
 from conftest import subprocess_env
 from typer.testing import CliRunner
 
-from tinyshake import corpus, paths
+from tinyshake import corpus
+from tinyshake.store import paths
 from tinyshake.cli import app
 
 try:

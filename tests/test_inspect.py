@@ -16,11 +16,12 @@ import torch
 from typer.testing import CliRunner, Result
 
 from conftest import on_disk, subprocess_env
-from tinyshake import checkpoint, inspection, speed
+from tinyshake import checkpoint, inspection
+from tinyshake.models import speed
 from tinyshake.cli import _render, app
 from tinyshake.errors import UsageError
 from tinyshake.tokens import CharTokenizer
-from tinyshake.model import ModelConfig, build
+from tinyshake.models.model import ModelConfig, build
 
 VOCAB = CharTokenizer(list("\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))  # tiny Shakespeare's
 

@@ -10,7 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from test_train import TINY, import_tiny_corpus
-from tinyshake import corpus, kernels, speed, train
+from tinyshake import corpus
+from tinyshake.models import kernels, speed
+from tinyshake.training import train
 
 CPU = torch.device("cpu")
 

@@ -17,9 +17,11 @@ from typer.testing import CliRunner
 
 from conftest import on_disk, subprocess_env
 from test_train import TINYSHAKE, assert_one_line_error, snapshot
-from tinyshake import checkpoint, corpus, ladder, record, stages
+from tinyshake import checkpoint, corpus, ladder
+from tinyshake.store import record
+from tinyshake.training import stages
 from tinyshake.cli import app
-from tinyshake.plan import make_plan
+from tinyshake.training.plan import make_plan
 
 TINY = dict(max_iters=20, eval_interval=10, eval_iters=2, device="cpu")  # the lecture's small stages, briefly
 TINY_ARGS = ["--max-iters", "20", "--eval-interval", "10", "--eval-iters", "2", "--device", "cpu"]
@@ -54,7 +56,7 @@ def run_tour(names, prefix="ladder", stop_at=lambda event: False):
 
 def step_of(stage: str, step: int):
     """``stop_at`` for the moment ``stage`` has trained ``step`` steps."""
-    from tinyshake import train as training
+    from tinyshake.training import train as training
 
     return lambda e: (isinstance(e, ladder.StageProgress) and e.stage == stage and isinstance(e.event, training.Stepped)
                       and e.event.step == step)
@@ -285,7 +287,7 @@ def test_a_reused_stage_shows_a_full_bar_not_zero_steps(action, full):
     from rich.console import Console
 
     from tinyshake.cli.ladder import LiveTour
-    from tinyshake.plan import make_config
+    from tinyshake.training.plan import make_config
 
     view = LiveTour(Console(file=open(os.devnull, "w")))
     config = make_config("bigram", 65)

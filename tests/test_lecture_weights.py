@@ -20,8 +20,10 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from conftest import TINYSHAKE, on_disk, subprocess_env
-from tinyshake import checkpoint, corpus, paths, train
-from tinyshake.model import build
+from tinyshake import checkpoint, corpus
+from tinyshake.store import paths
+from tinyshake.training import train
+from tinyshake.models.model import build
 
 
 def lecture_gpt(vocab_size: int, n_embd: int, n_head: int, n_layer: int, block_size: int, dropout: float,

@@ -1,4 +1,4 @@
-"""The lecture's models (tinyshake.model), plain and sped up, against a reference written as its code."""
+"""The lecture's models (tinyshake.models.model), plain and sped up, against a reference written as its code."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import torch
 from typer.testing import CliRunner
 
 from lecture_reference import RefModel, ref_estimate_loss
-from tinyshake import corpus, speed, train
+from tinyshake import corpus
+from tinyshake.models import speed
+from tinyshake.training import train
 from tinyshake.cli import app
-from tinyshake.model import ModelConfig, build
+from tinyshake.models.model import ModelConfig, build
 
 VOCAB = 65
 SMALL_STAGES = ["head", "multihead", "ffwd", "blocks", "residual", "layernorm", "mini"]

@@ -7,8 +7,10 @@ import json
 import pytest
 import torch
 
-from tinyshake import checkpoint, corpus, model, modern, optim, train
-from tinyshake.model import count_parameters
+from tinyshake import checkpoint, corpus
+from tinyshake.models import model, modern, optim
+from tinyshake.training import train
+from tinyshake.models.model import count_parameters
 
 
 def test_orthogonalize_brings_every_singular_value_near_one():

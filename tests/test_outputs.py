@@ -1,6 +1,6 @@
 """Issue #24, class 1: an output the user names (``plot --svg``, ``train --metrics``) never replaces what is not its own.
 
-One rule for every output (:func:`tinyshake.atomic.output_target`): nothing inside tinyshake's data folder, nothing
+One rule for every output (:func:`tinyshake.store.atomic.output_target`): nothing inside tinyshake's data folder, nothing
 over a target that exists and is not a regular file (it is refused in one line), a regular file replaced atomically,
 and a link followed to the file it names. Devices, FIFOs and sockets go through the installed entry point.
 """

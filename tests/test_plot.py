@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from conftest import on_disk, table_cells, trained_home
 from test_ladder import on_terminal
 from test_train import assert_one_line_error
-from tinyshake import record
+from tinyshake.store import record
 from tinyshake.cli import app
 
 HEAD = ["--model", "head", "--max-iters", "30", "--eval-interval", "10", "--eval-iters", "2", "--batch-size", "4",

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from tinyshake import corpus, ladder
-from tinyshake import train as core
+from tinyshake.training import train as core
 from tinyshake.evaluate import split_loss
-from tinyshake.model import build
-from tinyshake.plan import make_config
+from tinyshake.models.model import build
+from tinyshake.training.plan import make_config
 
 from test_terminal_fit import screen_lines
 

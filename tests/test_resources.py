@@ -11,8 +11,8 @@ import pytest
 
 from conftest import default_sigint, subprocess_env
 from test_train import TINY_ARGS, TINYSHAKE, assert_one_line_error, snapshot, train_cli
-from tinyshake import estimates, plan as planning, stages
-from tinyshake.model import build, count_parameters
+from tinyshake.training import estimates, plan as planning, stages
+from tinyshake.models.model import build, count_parameters
 
 
 @pytest.mark.parametrize("args", [["--n-layer", "1000000"], ["--batch-size", "1000000000"],
@@ -21,7 +21,7 @@ from tinyshake.model import build, count_parameters
                          ids=["layers", "batch", "bigram-batch", "block"])
 def test_sizes_that_cannot_fit_in_memory_are_refused_before_anything_is_built(cached, home, monkeypatch, args):
     built = []
-    monkeypatch.setattr("tinyshake.speed.build", lambda *a, **k: built.append(a))  # would take minutes or gigabytes
+    monkeypatch.setattr("tinyshake.models.speed.build", lambda *a, **k: built.append(a))  # would take minutes or gigabytes
     before = snapshot(home)
     line = assert_one_line_error(train_cli(*TINY_ARGS, "--run", "big", *args, code=2),
                                  "not enough memory for the model and a training step", "GiB free", "--batch-size")
@@ -53,7 +53,7 @@ def _stop_while_building(home, sig: int) -> subprocess.CompletedProcess:
                             env=subprocess_env(home, PYTHONPROFILEIMPORTTIME="1"), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     for line in proc.stderr:  # the training module is imported just before the run starts: the build comes next
-        if line.rsplit("|", 1)[-1].strip() == "tinyshake.train":
+        if line.rsplit("|", 1)[-1].strip() == "tinyshake.training.train":
             break
     time.sleep(0.5)
     proc.send_signal(sig)

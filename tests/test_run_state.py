@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tinyshake import distributed
-from tinyshake.events import Evaluated
-from tinyshake.plan import make_config
-from tinyshake.record import Evaluation, RunRecord
-from tinyshake.run_state import Checkpointer, Clocks, Diverged, History, NanWatch
+from tinyshake.training import distributed
+from tinyshake.training.events import Evaluated
+from tinyshake.training.plan import make_config
+from tinyshake.store.record import Evaluation, RunRecord
+from tinyshake.training.run_state import Checkpointer, Clocks, Diverged, History, NanWatch
 
 
 def config(**overrides):

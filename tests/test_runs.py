@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from conftest import on_disk, subprocess_env, table_cells
 from test_checkpoint import CHARS, reseal, saved_run
 from test_train import TINYSHAKE, assert_one_line_error
-from tinyshake import checkpoint, corpus, record
+from tinyshake import checkpoint, corpus
+from tinyshake.store import record
 from tinyshake.cli import app
 from tinyshake.evaluate import split_loss
 

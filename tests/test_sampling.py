@@ -8,10 +8,11 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from tinyshake import sampling, speed
+from tinyshake import sampling
+from tinyshake.models import speed
 from tinyshake.errors import UsageError
-from tinyshake.model import ModelConfig, build
-from tinyshake.speed import KVCache
+from tinyshake.models.model import ModelConfig, build
+from tinyshake.models.speed import KVCache
 from tinyshake.sampling import SamplingSettings, StopMatcher, TextStream, generate, pick
 
 BLOCK = 16

@@ -1,4 +1,4 @@
-"""The speed layer (tinyshake.speed) against the lecture's modules it replaces: same state, same numbers."""
+"""The speed layer (tinyshake.models.speed) against the lecture's modules it replaces: same state, same numbers."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tinyshake import corpus, modern, speed, train
-from tinyshake.model import Head, LanguageModel, ModelConfig, MultiHeadAttention, build
+from tinyshake import corpus
+from tinyshake.models import modern, speed
+from tinyshake.training import train
+from tinyshake.models.model import Head, LanguageModel, ModelConfig, MultiHeadAttention, build
 
 VOCAB = 65
 STAGES = ["bigram", "head", "multihead", "ffwd", "blocks", "residual", "layernorm", "mini", "modern"]

@@ -7,10 +7,11 @@ import math
 import pytest
 from typer.testing import CliRunner
 
-from tinyshake import record, stages
+from tinyshake.store import record
+from tinyshake.training import stages
 from tinyshake.cli import app
-from tinyshake.model import build, count_parameters
-from tinyshake.plan import make_config
+from tinyshake.models.model import build, count_parameters
+from tinyshake.training.plan import make_config
 
 from conftest import table_cells
 

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from tinyshake import corpus, names, record, runlock
+from tinyshake import corpus
+from tinyshake.store import names, record, runlock
 from tinyshake.errors import UsageError
 
 
@@ -29,8 +30,8 @@ def test_a_valid_name_is_valid_for_both(good):
 
 
 def test_the_lock_modules_import_neither_each_other_nor_filelock_until_used():
-    code = ("import sys\nimport tinyshake.runlock\n"
-            "print(sorted(m for m in ('tinyshake.record', 'filelock') if m in sys.modules))")
+    code = ("import sys\nimport tinyshake.store.runlock\n"
+            "print(sorted(m for m in ('tinyshake.store.record', 'filelock') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"  # --help loads runlock and must start fast
 

@@ -7,7 +7,9 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from tinyshake import demos, record, stages
+from tinyshake import demos
+from tinyshake.store import record
+from tinyshake.training import stages
 from tinyshake.cli import app
 from test_terminal_fit import screen_lines
 
@@ -56,8 +58,8 @@ def test_demo_all_in_a_pipe_does_not_wait(cached) -> None:
 def _train_tiny(run: str, sample_at_each_evaluation: bool) -> tuple[list[tuple[int, float, float]], list[int]]:
     """Train a tiny head stage with dropout; its evaluations and a draw from the global stream at its end."""
     from tinyshake import corpus, sampling
-    from tinyshake import train as core
-    from tinyshake.plan import make_plan
+    from tinyshake.training import train as core
+    from tinyshake.training.plan import make_plan
 
     plan = make_plan("head", run, max_iters=20, eval_interval=10, eval_iters=2, batch_size=4, dropout=0.2,
                      device="cpu")
@@ -92,7 +94,7 @@ def test_the_showcase_draw_is_the_same_for_the_same_model_and_seed() -> None:
     import torch
 
     from tinyshake import sampling
-    from tinyshake.model import ModelConfig, build
+    from tinyshake.models.model import ModelConfig, build
 
     torch.manual_seed(0)
     model = build(ModelConfig(vocab_size=65, block_size=8, n_embd=16, n_head=2, n_layer=1))

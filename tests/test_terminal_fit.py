@@ -10,7 +10,7 @@ from rich.cells import cell_len
 from rich.console import Console
 from typer.testing import CliRunner
 
-from tinyshake import stages
+from tinyshake.training import stages
 from tinyshake.cli import app
 from tinyshake.cli import stages as stages_cmd
 from tinyshake.cli._fit import Col, fitted_table

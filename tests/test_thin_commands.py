@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from tinyshake import estimates, paths
+from tinyshake.store import paths
+from tinyshake.training import estimates
 from tinyshake.cli._signals import INTERRUPT_EXIT, StopFlag, handling
 from tinyshake.errors import UsageError
-from tinyshake.metrics import MetricsLog
+from tinyshake.training.metrics import MetricsLog
 
 CLI = Path(__file__).resolve().parents[1] / "tinyshake" / "cli"
 COMMANDS = sorted(p.stem for p in CLI.glob("*.py") if not p.stem.startswith("_"))
@@ -44,7 +45,7 @@ def test_no_command_module_imports_another(command):
 
 
 def test_the_core_modules_of_the_commands_import_neither_rich_nor_typer_nor_torch():
-    code = ("import sys; import tinyshake.metrics, tinyshake.estimates, tinyshake.session; "
+    code = ("import sys; import tinyshake.training.metrics, tinyshake.training.estimates, tinyshake.session; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'rich', 'typer', 'torch'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -12,7 +12,8 @@ import torch
 from test_train import TINY_ARGS, assert_one_line_error, train_cli
 from typer.testing import CliRunner
 
-from tinyshake import checkpoint, threads
+from tinyshake import checkpoint
+from tinyshake.training import threads
 from tinyshake.cli import app
 from tinyshake.errors import UsageError
 
@@ -50,7 +51,7 @@ def test_other_processes_are_counted_and_stale_entries_removed(home):
 
 
 def test_the_wait_policy_is_set_before_torch_loads_and_threads_imports_no_torch():
-    code = ("import os, sys; import tinyshake.threads; assert 'torch' not in sys.modules; "
+    code = ("import os, sys; import tinyshake.training.threads; assert 'torch' not in sys.modules; "
             "print(os.environ['GOMP_SPINCOUNT'], os.environ['KMP_BLOCKTIME'])")
     env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "KMP_BLOCKTIME")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)

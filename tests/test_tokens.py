@@ -14,7 +14,7 @@ from tinyshake import corpus, tokens
 from tinyshake.errors import UsageError
 from tinyshake.evaluate import split_loss
 from tinyshake.units import bits_per_char
-from tinyshake.model import ModelConfig, build
+from tinyshake.models.model import ModelConfig, build
 
 # The split pattern, for ASCII text: the same pieces as tokens.PATTERN, in Python's own regex dialect.
 ASCII_PIECES = re.compile(r" ?[A-Za-z]+| ?[0-9]+| ?[^\sA-Za-z0-9]+|\s+(?!\S)|\s")

@@ -23,7 +23,8 @@ import torch
 from typer.testing import CliRunner, Result
 
 from conftest import TINYSHAKE, on_disk, subprocess_env
-from tinyshake import checkpoint, corpus, device, stages, train as core
+from tinyshake import checkpoint, corpus
+from tinyshake.training import device, stages, train as core
 from tinyshake.cli import app
 
 TINY = dict(n_embd=16, n_layer=1, n_head=2, block_size=8, batch_size=4, eval_iters=2, device="cpu")

@@ -6,8 +6,8 @@ import safetensors.torch
 from test_train import TINY_ARGS, assert_one_line_error, snapshot, train_cli
 
 from tinyshake import checkpoint, corpus
-from tinyshake import plan as planning
-from tinyshake import train as core
+from tinyshake.training import plan as planning
+from tinyshake.training import train as core
 
 
 def test_an_eval_iters_that_would_evaluate_for_months_is_one_line_naming_it(cached, home):

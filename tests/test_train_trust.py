@@ -16,7 +16,9 @@ from typer.testing import CliRunner
 from conftest import on_disk, subprocess_env
 from test_train import (TINY_ARGS, TINYSHAKE, assert_one_line_error, eval_lines, import_tiny_corpus, snapshot,
                         tiny_run, train_cli)
-from tinyshake import checkpoint, device, plan as planning, record
+from tinyshake import checkpoint
+from tinyshake.store import record
+from tinyshake.training import device, plan as planning
 from tinyshake.cli import app
 
 LONG = ["--max-iters", "100000000", "--eval-interval", "50000000"]
@@ -170,7 +172,7 @@ def test_nothing_grows_with_max_iters():
     steps = config.eval_steps()
     assert 0 in steps and 100 in steps and 2**70 - 1 in steps and 101 not in steps and 2**70 not in steps
     assert steps.count() == 2**70 // 100 + 1 + 1  # 0, 100, ... below 2**70, and the last step
-    from tinyshake import estimates
+    from tinyshake.training import estimates
 
     assert estimates.estimate_seconds(config, 1.0) > 2**70
 
@@ -298,7 +300,7 @@ def test_the_bar_of_a_time_budget_ends_full_even_when_the_last_step_comes_quickl
     from rich.console import Console
 
     from tinyshake.cli._train_views import RichView
-    from tinyshake.train import Stepped
+    from tinyshake.training.train import Stepped
 
     config = dataclasses.replace(planning.make_config("head", 65), time_budget=5.0)
     view = RichView(Console(file=open(os.devnull, "w")), config)

@@ -8,7 +8,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from tinyshake import bench, onednn, speed, threads, tuning
+from tinyshake import bench
+from tinyshake.models import onednn, speed
+from tinyshake.training import threads, tuning
 from tinyshake.cli import app
 
 

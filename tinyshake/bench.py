@@ -15,9 +15,10 @@ from typing import Callable, Optional
 
 import torch
 
-from tinyshake import onednn, optim, sampling, speed
-from tinyshake.model import flops_per_token
-from tinyshake.train import TrainConfig, autocast, estimate_loss, for_config, get_batch
+from tinyshake import sampling
+from tinyshake.models import onednn, optim, speed
+from tinyshake.models.model import flops_per_token
+from tinyshake.training.train import TrainConfig, autocast, estimate_loss, for_config, get_batch
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Trained runs on disk, the torch side: save weights and state atomically, load them without executing code.
 
 A run folder holds ``config.json`` (the record, read and checked by the
-torch-free :mod:`tinyshake.record`), the latest weights (safetensors), the
+torch-free :mod:`tinyshake.store.record`), the latest weights (safetensors), the
 training state (optimizer, RNG states and step, read back with
 ``torch.load(weights_only=True)``) and the best weights so far. Weights and
 state are written first, under names that carry their step and hash;
@@ -24,12 +24,13 @@ import safetensors.torch
 import torch
 import torch.nn as nn
 
-from tinyshake import __version__, speed, tokens
-from tinyshake.atomic import write_bytes
+from tinyshake import __version__, tokens
+from tinyshake.models import speed
+from tinyshake.store.atomic import write_bytes
 from tinyshake.tokens import Tokenizer
 from tinyshake.errors import UsageError
-from tinyshake.model import LanguageModel, ModelConfig
-from tinyshake.record import (  # re-exported: the torch side's callers read records through here too
+from tinyshake.models.model import LanguageModel, ModelConfig
+from tinyshake.store.record import (  # re-exported: the torch side's callers read records through here too
     CONFIG, FORMAT, CheckpointError, RunRecord, clean, consistent, exists, first_line, latest, list_runs, read_file,
     read_record, remove, run_dir, sha256, write_record,
 )
@@ -193,7 +194,7 @@ def lecture_names(state: dict[str, torch.Tensor], config: ModelConfig) -> dict[s
 
 
 def rebuild(config: ModelConfig, state: dict[str, torch.Tensor]) -> LanguageModel:
-    """The sped-up model (:mod:`tinyshake.speed`) with these weights, old names converted."""
+    """The sped-up model (:mod:`tinyshake.models.speed`) with these weights, old names converted."""
     model = speed.build(config)
     model.load_state_dict(lecture_names(state, config))
     return model

@@ -33,8 +33,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Callable, Iterable, Iterator, Union
 
-from tinyshake import __version__, names, paths
-from tinyshake.atomic import atomic_writer, write_bytes
+from tinyshake import __version__
+from tinyshake.store import names, paths
+from tinyshake.store.atomic import atomic_writer, write_bytes
 from tinyshake.errors import TinyshakeError, UsageError
 from tinyshake.tokens import BPETokenizer, CharTokenizer, Tokenizer
 
@@ -82,7 +83,7 @@ class CorpusMissing(CorpusError):
 
 
 def validate_name(name: str) -> str:
-    """``name`` if it follows the one rule for names (:mod:`tinyshake.names`), else a UsageError."""
+    """``name`` if it follows the one rule for names (:mod:`tinyshake.store.names`), else a UsageError."""
     return names.check(name, "corpus")
 
 

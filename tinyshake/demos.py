@@ -21,9 +21,9 @@ from torch import nn
 
 from tinyshake import corpus as corpora
 from tinyshake.errors import UsageError
-from tinyshake.model import ModelConfig, build
+from tinyshake.models.model import ModelConfig, build
 from tinyshake.sampling import check_seed
-from tinyshake.train import estimate_loss, get_batch
+from tinyshake.training.train import estimate_loss, get_batch
 
 View = Literal["value", "heatmap", "bars", "pieces"]
 Value = Union[torch.Tensor, torch.Size, bool, float, int, str, list, tuple, dict]

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from tinyshake.errors import TinyshakeError, UsageError
 from tinyshake.units import bits_per_char
-from tinyshake.record import CheckpointError
+from tinyshake.store.record import CheckpointError
 from tinyshake.tokens import Tokenizer
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from tinyshake import speed
+from tinyshake.models import speed
 from tinyshake.errors import UsageError
 from tinyshake.sampling import START_TOKEN
 from tinyshake.tokens import Tokenizer
@@ -102,7 +102,7 @@ class AttentionMaps:
 def attention_maps(model: nn.Module, tokenizer: Tokenizer, prompt: str) -> AttentionMaps:
     """Run ``prompt`` (cropped to the block size) through the model, keeping each layer's softmaxed weights.
 
-    The fused attention of :mod:`tinyshake.speed` keeps them on request; a model of the lecture's plain
+    The fused attention of :mod:`tinyshake.models.speed` keeps them on request; a model of the lecture's plain
     modules is read through a sped-up copy, so the caller's model stays as it was.
     """
     if not speed.is_applied(model):

@@ -1,7 +1,7 @@
 """The lecture's ladder as one tour: train each stage in turn at its lecture settings, and compare them.
 
 Each stage is an ordinary run (``<prefix>-<stage>``), planned by
-:func:`tinyshake.plan.make_plan` and trained by :func:`tinyshake.train.train`,
+:func:`tinyshake.training.plan.make_plan` and trained by :func:`tinyshake.training.train.train`,
 exactly as ``tinyshake train`` plans and trains, so ``chat``, ``eval``, ``runs``
 and ``plot`` work on it. A finished stage is reused, an interrupted one resumed,
 so a tour stopped by Ctrl-C goes on where it stopped when started again. After
@@ -19,12 +19,14 @@ from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import torch.nn as nn
 
-from tinyshake import atomic, checkpoint, record, sampling, stages
-from tinyshake import train as core
+from tinyshake import checkpoint, sampling
+from tinyshake.store import atomic, record
+from tinyshake.training import stages
+from tinyshake.training import train as core
 from tinyshake.corpus import DEFAULT_CORPUS, Corpus
 from tinyshake.errors import UsageError
 from tinyshake.evaluate import split_loss
-from tinyshake.plan import Plan, TrainConfig, make_plan
+from tinyshake.training.plan import Plan, TrainConfig, make_plan
 
 DEFAULT_STAGES = ("bigram", "head", "multihead", "ffwd", "blocks", "residual", "layernorm", "mini")
 DEFAULT_PREFIX = "ladder"

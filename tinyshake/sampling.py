@@ -29,8 +29,8 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from tinyshake.errors import UsageError
-from tinyshake import speed
-from tinyshake.speed import KVCache
+from tinyshake.models import speed
+from tinyshake.models.speed import KVCache
 
 OVERFLOW_MODES = ("crop", "refill")
 START_TOKEN = 0  # the lecture's generate starts from a (1, 1) tensor of zeros: a newline in tiny Shakespeare

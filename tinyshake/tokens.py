@@ -24,7 +24,7 @@ from tinyshake.errors import UsageError
 if TYPE_CHECKING:
     from tokenizers import Tokenizer as HFTokenizer
 
-    from tinyshake.record import RunRecord
+    from tinyshake.store.record import RunRecord
 
 CHAR, BPE = "char", "bpe"
 KINDS = (CHAR, BPE)
@@ -228,7 +228,7 @@ def pieces(tokenizer: Tokenizer, text: str) -> list[str]:
 
 def of_record(stored: RunRecord) -> Tokenizer:
     """The tokenizer of a run's verified record: its vocabulary, or the BPE file the record names and seals."""
-    from tinyshake import record
+    from tinyshake.store import record
 
     if stored.tokenizer == CHAR:
         return CharTokenizer(list(stored.vocab))
@@ -243,7 +243,7 @@ def of_record(stored: RunRecord) -> Tokenizer:
 
 def of_run(name: str) -> Tokenizer:
     """The tokenizer a trained run reads and writes with, from its verified record (no torch needed)."""
-    from tinyshake import record
+    from tinyshake.store import record
 
     return record.consistent(name, of_record)
 

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from tinyshake import estimates
+from tinyshake.training import estimates
 
 if TYPE_CHECKING:
-    from tinyshake.plan import Plan
+    from tinyshake.training.plan import Plan
 
 
 def confirm_slow_run(plan: Plan, yes: bool) -> None:

@@ -17,7 +17,7 @@ from rich.style import Style
 from rich.text import Text
 
 from tinyshake.cli._output import no_color, use_rich, utf_output
-from tinyshake.record import Evaluation
+from tinyshake.store.record import Evaluation
 
 # =========================================================================== heatmaps, bars and scatters
 # (inspect and demo: attention weights, next-character probabilities, embeddings)

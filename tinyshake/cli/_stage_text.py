@@ -1,13 +1,13 @@
 """A stage's facts as text, for ``stages``' table and ``train``'s header alike: settings, the lecture's val.
 
-Pure text from :mod:`tinyshake.stages`; it imports no torch.
+Pure text from :mod:`tinyshake.training.stages`; it imports no torch.
 """
 
 from __future__ import annotations
 
 from typing import Any, Optional
 
-from tinyshake import stages
+from tinyshake.training import stages
 
 
 def short_float(value: float) -> str:

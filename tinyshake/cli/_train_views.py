@@ -22,17 +22,17 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from tinyshake import stages
+from tinyshake.training import stages
 from tinyshake.cli._render import loss_chart, plain_charts, visible
-from tinyshake.record import Evaluation
+from tinyshake.store.record import Evaluation
 from tinyshake.cli._signals import INTERRUPT_EXIT, say_now
 from tinyshake.cli._stage_text import run_header
 
 if TYPE_CHECKING:
     import torch
 
-    from tinyshake import train as core
-    from tinyshake.plan import Plan
+    from tinyshake.training import train as core
+    from tinyshake.training.plan import Plan
     from tinyshake.tokens import Tokenizer
 
 CHART_ROWS, CHART_WIDTH = 8, 100  # the live loss chart under the table: small, so the table keeps its room

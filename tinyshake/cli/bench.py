@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from tinyshake import stages
+from tinyshake.training import stages
 from tinyshake.cli._fit import Col, fitted_table
 from tinyshake.cli._output import handle_errors, make_console
 
@@ -54,10 +54,11 @@ def bench_cmd(
     """
     import torch
 
-    from tinyshake import bench, corpus, estimates, threads as cpu_threads, train as core, tuning
+    from tinyshake import bench, corpus
+    from tinyshake.training import estimates, threads as cpu_threads, train as core, tuning
     from tinyshake.cli._corpus import ensure_corpus
-    from tinyshake.device import resolve
-    from tinyshake.plan import resolve_dtype
+    from tinyshake.training.device import resolve
+    from tinyshake.training.plan import resolve_dtype
 
     device = resolve(device_name).device
     names = stage or [s for s in stages.STAGES if not (device.type == "cpu" and s in SLOW_ON_CPU)]

@@ -20,7 +20,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from tinyshake import record, tokens
+from tinyshake import tokens
+from tinyshake.store import record
 from tinyshake.cli import _render, _torch
 from tinyshake.cli._options import Weights, WeightsOpt
 from tinyshake.cli._output import CLOSED_AT_START, error_line, handle_errors, make_console, use_rich
@@ -355,7 +356,8 @@ def chat(
         raise UsageError(f"RUN is {run!r} and --run {run_option!r}; name the run once")
     try:  # torch and the weights load for seconds: a Ctrl-C then leaves the shell's prompt on a line of its own
         _torch.load()
-        from tinyshake import checkpoint, device, sampling
+        from tinyshake import checkpoint, sampling
+        from tinyshake.training import device
 
         settings = sampling.SamplingSettings(temperature=temperature, top_k=top_k, top_p=top_p,
                                              max_new_tokens=max_new_tokens, use_cache=not no_cache,

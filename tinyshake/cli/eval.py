@@ -9,7 +9,7 @@ from typing import Annotated, Callable, Iterator, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from tinyshake import record
+from tinyshake.store import record
 from tinyshake.cli import _torch
 from tinyshake.cli._options import Weights, WeightsOpt
 from tinyshake.cli._output import handle_errors, make_console, use_rich
@@ -49,7 +49,8 @@ def eval_run(
         raise UsageError(f"unknown split {split!r}; choose train or val")
     name = record.resolve(run)
     _torch.load()  # only once there is something to score
-    from tinyshake import checkpoint, corpus, device
+    from tinyshake import checkpoint, corpus
+    from tinyshake.training import device
     from tinyshake.evaluate import corpus_notice, split_loss
 
     loaded = checkpoint.load(name, device.resolve(device_name).device, weights.value)

@@ -13,18 +13,19 @@ from typing import TYPE_CHECKING, Optional
 from rich.table import Table
 from rich.text import Text
 
-from tinyshake import __version__, corpus, paths
+from tinyshake import __version__, corpus
+from tinyshake.store import paths
 from tinyshake.cli._output import handle_errors, make_console
 
 if TYPE_CHECKING:
-    from tinyshake.tuning import Routes
+    from tinyshake.training.tuning import Routes
 
 NOT_MEASURED = "not measured yet for {threads}; `tinyshake bench --retune` measures (so does the first `train`)"
 
 
 def _routes(routes: Optional[Routes], threads: int) -> list[tuple[str, str]]:
     """The tuning rows: the routes measured for this thread count and their margins, or how to measure them."""
-    from tinyshake import onednn
+    from tinyshake.models import onednn
 
     if routes is None:
         rows = [("routes", NOT_MEASURED.format(threads=f"{threads} thread{'s' if threads != 1 else ''}"))]
@@ -40,7 +41,7 @@ def info() -> None:
     """Show where data lives, the versions, the device that would be used and the cached corpora."""
     import torch
 
-    from tinyshake import device, machine, threads, tuning
+    from tinyshake.training import device, machine, threads, tuning
 
     console = make_console()
     choice = device.resolve("auto")

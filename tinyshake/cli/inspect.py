@@ -17,7 +17,8 @@ from rich.columns import Columns
 from rich.console import Console
 from rich.text import Text
 
-from tinyshake import record, tokens
+from tinyshake import tokens
+from tinyshake.store import record
 from tinyshake.cli import _render, _torch
 from tinyshake.cli._options import Weights, WeightsOpt
 from tinyshake.cli._output import handle_errors, make_console, use_rich

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from tinyshake import stages
+from tinyshake.training import stages
 from tinyshake.cli._confirm import confirm_slow_run
 from tinyshake.cli._corpus import ensure_corpus
 from tinyshake.cli._output import handle_errors, make_console, use_rich
@@ -27,7 +27,7 @@ from tinyshake.cli._stage_text import ROUGH, ROUGH_NOTE, batches, estimate
 
 if TYPE_CHECKING:
     from tinyshake import ladder as core
-    from tinyshake import train as training
+    from tinyshake.training import train as training
 
 ACTIONS = {"train": "training", "resume": "resuming", "reuse": "reusing"}
 # never wrapped or cut; the whole split's val and, under it, the same in bits per character (how BPE stages compare)
@@ -94,7 +94,7 @@ def plain_line(r: core.StageResult) -> str:
 
 
 def _notices(event: training.Event) -> list[str]:
-    from tinyshake import train as training
+    from tinyshake.training import train as training
 
     return list(event.notices) if isinstance(event, training.Started) else []
 
@@ -130,7 +130,7 @@ class LiveTour:
                                            val="- (measuring the full val split)" if reused else "-")
 
     def trained(self, event: training.Event) -> None:
-        from tinyshake import train as training
+        from tinyshake.training import train as training
 
         if self.task is None:
             return

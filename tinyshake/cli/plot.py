@@ -10,8 +10,8 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from tinyshake import record
-from tinyshake.atomic import output_target, write_output
+from tinyshake.store import record
+from tinyshake.store.atomic import output_target, write_output
 from tinyshake.cli._output import columns_env, handle_errors, make_console
 from tinyshake.cli._render import Series, chart_svg, line_chart, loss_cell, metric_series, plain_charts
 from tinyshake.errors import UsageError

@@ -1,6 +1,6 @@
 """``tinyshake runs``: list trained runs; ``runs show NAME`` shows one; ``runs rm NAME`` deletes one.
 
-All three read records through the torch-free :mod:`tinyshake.record`, so they start
+All three read records through the torch-free :mod:`tinyshake.store.record`, so they start
 without loading torch.
 """
 
@@ -12,7 +12,8 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from tinyshake import paths, record, stages
+from tinyshake.store import paths, record
+from tinyshake.training import stages
 from tinyshake.cli._fit import Col, fitted_table
 from tinyshake.cli._output import footnote, handle_errors, make_console
 from tinyshake.cli._stage_text import ROUGH, ROUGH_NOTE, estimate, rough_words

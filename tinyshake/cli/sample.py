@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from tinyshake import record
+from tinyshake.store import record
 from tinyshake.cli import _torch
 from tinyshake.cli._options import Weights, WeightsOpt
 from tinyshake.cli._output import handle_errors, make_console, use_rich

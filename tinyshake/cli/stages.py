@@ -1,6 +1,6 @@
 """``tinyshake stages``: the lecture's ladder in one table, beside what you have trained.
 
-It needs no tensors: parameter counts come from :func:`tinyshake.stages.parameter_count`,
+It needs no tensors: parameter counts come from :func:`tinyshake.training.stages.parameter_count`,
 by arithmetic, and the user's runs from their records.
 """
 
@@ -12,7 +12,8 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from tinyshake import record, stages
+from tinyshake.store import record
+from tinyshake.training import stages
 from tinyshake.cli._fit import Col, fitted_table
 from tinyshake.cli._output import footnote, handle_errors, make_console
 from tinyshake.cli._stage_text import ROUGH, ROUGH_NOTE, estimate, published, rough_words, settings

@@ -1,7 +1,7 @@
 """``tinyshake train``: train one stage of the ladder with live progress, then stream a sample.
 
-The core decides (:func:`tinyshake.plan.make_plan`), estimates
-(:mod:`tinyshake.estimates`) and trains (:func:`tinyshake.train.train`); this
+The core decides (:func:`tinyshake.training.plan.make_plan`), estimates
+(:mod:`tinyshake.training.estimates`) and trains (:func:`tinyshake.training.train.train`); this
 module parses the options, drives the training generator and hands its events
 to a view (:mod:`tinyshake.cli._train_views`). It imports no torch at module
 level, so ``tinyshake train --help`` answers at once.
@@ -17,7 +17,8 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from tinyshake import estimates, stages, tokens
+from tinyshake import tokens
+from tinyshake.training import estimates, stages
 from tinyshake.cli import _torch
 from tinyshake.cli import _train_views as views
 from tinyshake.cli._confirm import confirm_slow_run
@@ -25,12 +26,12 @@ from tinyshake.cli._corpus import ensure_corpus
 from tinyshake.cli._output import handle_errors, make_console, use_rich
 from tinyshake.cli._signals import INTERRUPT_EXIT, StopFlag, handling
 from tinyshake.errors import TinyshakeError, UsageError
-from tinyshake.metrics import MetricsLog
+from tinyshake.training.metrics import MetricsLog
 
 if TYPE_CHECKING:
     from tinyshake import corpus
-    from tinyshake import train as core
-    from tinyshake.plan import Plan
+    from tinyshake.training import train as core
+    from tinyshake.training.plan import Plan
     from tinyshake.tokens import Tokenizer
 
 
@@ -64,7 +65,7 @@ def run_training(plan: Plan, data: corpus.Corpus, view: views.View, console: Con
     the shell's code for it; twice aborts at once, as does one during the
     build, or during a first step that no evaluation came before (see :class:`StopFlag`).
     """
-    from tinyshake import train as core
+    from tinyshake.training import train as core
 
     flag = StopFlag(view.stopping, at_once=True)  # until the model is built
     params, main = 0, True
@@ -171,7 +172,7 @@ def train(
     threads: Annotated[Optional[int], typer.Option(
         help="CPU threads (default: as many as there are free cores, looked at again at each evaluation).")] = None,
     plain: Annotated[bool, typer.Option(
-        "--plain", help="Train the lecture's code exactly as written (tinyshake/model.py and its AdamW), without "
+        "--plain", help="Train the lecture's code exactly as written (tinyshake/models/model.py and its AdamW), without "
                         "the speed layer: slower, the same losses to float rounding.")] = False,
     tokenizer: Annotated[Optional[str], typer.Option(
         help="char (the lecture's, the default) or bpe (the sequel's: byte-pair merges of the characters, "
@@ -197,9 +198,10 @@ def _train(stage: Optional[str], run: Optional[str], corpus_name: Optional[str],
            settings: dict[str, Any]) -> None:
     """Plan, check, fetch, then train here or launch torchrun: every refusal comes before anything is written."""
     _torch.load()  # first: a Ctrl-C while torch loads must end the command
-    from tinyshake import corpus, distributed
-    from tinyshake import train as core
-    from tinyshake.plan import make_plan
+    from tinyshake import corpus
+    from tinyshake.training import distributed
+    from tinyshake.training import train as core
+    from tinyshake.training.plan import make_plan
 
     console = make_console()
     dist = distributed.Dist.from_env()

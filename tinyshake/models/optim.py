@@ -2,8 +2,8 @@
 
 ``--plain`` gets the lecture's ``torch.optim.AdamW(model.parameters(), lr)``.
 Otherwise AdamW steps every parameter as one flat tensor with PyTorch's fused
-kernel (part of the speed layer, beside :mod:`tinyshake.speed`), and the
-``modern`` preset steps its hidden matrices with Muon (:mod:`tinyshake.modern`).
+kernel (part of the speed layer, beside :mod:`tinyshake.models.speed`), and the
+``modern`` preset steps its hidden matrices with Muon (:mod:`tinyshake.models.modern`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from tinyshake.modern import Muon, split_params
+from tinyshake.models.modern import Muon, split_params
 
 
 def flatten_(model: nn.Module) -> nn.Parameter:

@@ -1,7 +1,7 @@
 """``train --metrics FILE``: every evaluation of a run as one JSON line.
 
 The file is the user's: it passes the rule every output passes
-(:func:`tinyshake.atomic.output_target`), so a path in the data folder, or one
+(:func:`tinyshake.store.atomic.output_target`), so a path in the data folder, or one
 that is a device, a FIFO or a folder, is refused before training starts.
 """
 
@@ -11,11 +11,11 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from tinyshake.atomic import output_target, write_output
+from tinyshake.store.atomic import output_target, write_output
 from tinyshake.errors import UsageError
 
 if TYPE_CHECKING:
-    from tinyshake.events import Evaluated
+    from tinyshake.training.events import Evaluated
 
 
 WHAT = "metrics"

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from tinyshake import paths
+from tinyshake.store import paths
 from tinyshake.errors import UsageError
 
 SAMPLE_SECONDS = 0.15  # /proc/stat counts in 10 ms ticks: 15 per core, enough to tell busy from idle

@@ -11,12 +11,12 @@ Fidelity: parameters are created in the lecture code's order from the same
 random stream, so after ``torch.manual_seed(1337)`` a model starts from exactly
 the lecture's weights.
 
-Nothing here is tuned for speed. :mod:`tinyshake.speed` swaps some of these
+Nothing here is tuned for speed. :mod:`tinyshake.models.speed` swaps some of these
 modules for faster ones that compute the same thing (one product for every
 head, oneDNN on a CPU, a KV cache), the way BetterTransformer swaps modules;
 ``tinyshake train --plain`` trains this code exactly as written. The ``modern``
 preset's pieces (rotary positions, RMSNorm, QK-norm, ReLU²) live in
-:mod:`tinyshake.modern`.
+:mod:`tinyshake.models.modern`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from tinyshake import modern
+from tinyshake.models import modern
 
 
 @dataclass

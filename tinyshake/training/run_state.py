@@ -1,6 +1,6 @@
 """What tinyshake adds around the lecture's training loop, as small named pieces beside it.
 
-:func:`tinyshake.train._loop` is the lecture's loop; each thing it does that
+:func:`tinyshake.training.train._loop` is the lecture's loop; each thing it does that
 the lecture does not is one call on a piece here:
 
 - :class:`Clocks`: wall time and training time, the time budget, the schedule's progress;
@@ -10,7 +10,7 @@ the lecture does not is one call on a piece here:
 - :class:`Run`: one session's parts together, with its stop vote and learning-rate schedule.
 
 Under torchrun every decision that ends or changes the run (a NaN, a stop
-request, the budget) is a vote or a mean over the ranks (:mod:`tinyshake.distributed`),
+request, the budget) is a vote or a mean over the ranks (:mod:`tinyshake.training.distributed`),
 so all ranks take the same path.
 """
 
@@ -24,11 +24,13 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn as nn
 
-from tinyshake import checkpoint, distributed, modern, optim
+from tinyshake import checkpoint
+from tinyshake.models import modern, optim
+from tinyshake.training import distributed
 from tinyshake.errors import UsageError
-from tinyshake.events import Evaluated, Interrupted, Saved
-from tinyshake.plan import EvalSteps, TrainConfig
-from tinyshake.record import Evaluation, RunRecord
+from tinyshake.training.events import Evaluated, Interrupted, Saved
+from tinyshake.training.plan import EvalSteps, TrainConfig
+from tinyshake.store.record import Evaluation, RunRecord
 
 BUDGET_EVALUATIONS = 10  # a time budget's run evaluates at each tenth of it (besides step 0 and its end)
 NONFINITE_CHECK_EVERY = 32  # steps between loss checks on an accelerator (each check waits for the device)
@@ -74,7 +76,7 @@ class Clocks:
         return due
 
     def start(self) -> None:
-        """Start this session's wall clock (once the front end has shown :class:`~tinyshake.events.Started`)."""
+        """Start this session's wall clock (once the front end has shown :class:`~tinyshake.training.events.Started`)."""
         self.began = time.perf_counter()
 
     def elapsed(self) -> float:
@@ -228,7 +230,7 @@ class NanWatch:
 
 @dataclass
 class Run:
-    """One training session's parts, as :func:`tinyshake.train._prepare` built them for the loop."""
+    """One training session's parts, as :func:`tinyshake.training.train._prepare` built them for the loop."""
 
     config: TrainConfig
     device: torch.device

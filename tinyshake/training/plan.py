@@ -3,7 +3,7 @@
 ``tinyshake train`` used to resolve the device in three places and read a
 resumed run's record in four. :func:`make_plan` now makes every such decision
 in one place, before anything is fetched or written, and returns a frozen
-:class:`Plan`: the CLI renders it, :func:`tinyshake.train.train` executes it
+:class:`Plan`: the CLI renders it, :func:`tinyshake.training.train.train` executes it
 (holding the run's lock while it does), and a ladder of runs can make one plan
 per stage the same way.
 """
@@ -14,11 +14,13 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
-from tinyshake import checkpoint, machine, runlock, stages, threads as cpu_threads, tokens
+from tinyshake import checkpoint, tokens
+from tinyshake.store import runlock
+from tinyshake.training import machine, stages, threads as cpu_threads
 from tinyshake.corpus import DEFAULT_CORPUS, validate_name
-from tinyshake.device import DeviceChoice, resolve
+from tinyshake.training.device import DeviceChoice, resolve
 from tinyshake.errors import UsageError
-from tinyshake.model import ModelConfig
+from tinyshake.models.model import ModelConfig
 
 if TYPE_CHECKING:
     import torch
@@ -247,7 +249,7 @@ def _cuda_bf16() -> bool:
 
 @dataclass(frozen=True)
 class Plan:
-    """One training session, decided: run it with :func:`tinyshake.train.train`.
+    """One training session, decided: run it with :func:`tinyshake.training.train.train`.
 
     ``resume`` is the stored record of the run that goes on (read once, here),
     or ``None`` for a new run. A new run's vocabulary size is filled in from the
@@ -316,7 +318,7 @@ def make_plan(stage: Optional[str] = None, run: Optional[str] = None, corpus: Op
 
     The CPU threads come from the free cores unless ``threads_requested``
     (``--threads``) says; training takes the CPU routes measured for that count
-    (:mod:`tinyshake.tuning`) once it starts, so a refused plan measures nothing.
+    (:mod:`tinyshake.training.tuning`) once it starts, so a refused plan measures nothing.
 
     A new run merges the stage's preset with ``settings``; without ``run`` it
     takes the stage's name, or the next free one (``bigram-2``, ...) with a

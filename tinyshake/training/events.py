@@ -1,8 +1,8 @@
 """What a training tells its front end: one event per thing that happened, in order.
 
-:func:`tinyshake.train.train` yields them and re-exports them; any front end
+:func:`tinyshake.training.train.train` yields them and re-exports them; any front end
 (the CLI's views, the ladder, a script) shows them. They live apart from the
-loop so that the pieces beside it (:mod:`tinyshake.run_state`) can make them too.
+loop so that the pieces beside it (:mod:`tinyshake.training.run_state`) can make them too.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ if TYPE_CHECKING:
     import torch
     import torch.nn as nn
 
-    from tinyshake import threads
-    from tinyshake.plan import TrainConfig
+    from tinyshake.training import threads
+    from tinyshake.training.plan import TrainConfig
 
 
 @dataclass(frozen=True)

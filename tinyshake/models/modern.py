@@ -1,7 +1,7 @@
 """Beyond the lecture: the ``modern`` preset's pieces, written as plainly as the lecture's own.
 
 What the small-GPT speedruns found learns more per second than the lecture's
-2022 recipe, each a small change to one of :mod:`tinyshake.model`'s classes:
+2022 recipe, each a small change to one of :mod:`tinyshake.models.model`'s classes:
 
 - rotary positions (RoPE) in each head instead of a position table;
 - RMSNorm instead of LayerNorm, and QK-norm on each head's queries and keys;
@@ -9,7 +9,7 @@ What the small-GPT speedruns found learns more per second than the lecture's
 - the projections back into the residual stream start at zero;
 - Muon for the hidden matrices (AdamW for the rest), with a warmup and a linear warmdown.
 
-:mod:`tinyshake.speed` swaps RMSNorm and ReLU² for versions with a cheaper backward.
+:mod:`tinyshake.models.speed` swaps RMSNorm and ReLU² for versions with a cheaper backward.
 """
 
 from __future__ import annotations

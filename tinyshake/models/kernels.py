@@ -2,7 +2,7 @@
 
 The lecture drops attention weights with ``nn.Dropout``: each weight is zeroed
 with probability ``p``, the rest scaled by ``1/(1-p)``, and backward uses the
-same mask. :func:`tinyshake.speed.attend` hands this to
+same mask. :func:`tinyshake.models.speed.attend` hands this to
 ``F.scaled_dot_product_attention``, whose kernel depends on the device, dtype
 and PyTorch build; a kernel that keeps the wrong fraction, or whose backward
 draws another mask, regularises less than the lecture and the gpt stage
@@ -28,7 +28,7 @@ from typing import Callable, ContextManager
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from tinyshake import speed
+from tinyshake.models import speed
 
 MIN_ROWS = 32_768  # attention rows sampled: the drop rate's standard error stays near 0.0015 at p = 0.2
 RATE_TOLERANCE = 0.01  # over 6 standard errors, yet below a kernel that rounds p to sixteenths
@@ -78,7 +78,7 @@ def check_attention_dropout(p: float, n_head: int, head_size: int, block_size: i
 
     It runs on forked random streams, so the run draws the same numbers as if
     the check had not happened. ``attend`` defaults to the model's own
-    :func:`tinyshake.speed.attend`.
+    :func:`tinyshake.models.speed.attend`.
     """
     attend = attend or speed.attend
     T = block_size

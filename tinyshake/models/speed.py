@@ -1,14 +1,14 @@
 """The speed layer: faster modules that compute what the lecture's compute, swapped in after a model is built.
 
-:func:`apply` walks a model from :mod:`tinyshake.model` and replaces, in place:
+:func:`apply` walks a model from :mod:`tinyshake.models.model` and replaces, in place:
 
-- each :class:`~tinyshake.model.MultiHeadAttention` by :class:`FusedMultiHeadAttention`:
+- each :class:`~tinyshake.models.model.MultiHeadAttention` by :class:`FusedMultiHeadAttention`:
   every head's key, query and value in one weight, so one product projects all
   heads, one attention call serves them all (the lecture's three steps as
   batched matmuls for short contexts on a CPU, PyTorch's fused kernel
   otherwise), and a KV cache makes each sampled character cost one position;
 - each ``nn.Linear`` by :class:`OneDNNLinear`, whose float32 products take oneDNN
-  where :mod:`tinyshake.tuning` measured it faster;
+  where :mod:`tinyshake.training.tuning` measured it faster;
 - the modern preset's RMSNorm, QK-norm and ReLU² by versions with a closed-form
   backward (fewer passes over memory than autograd's chain).
 
@@ -19,7 +19,7 @@ lecture's batches. Its ``state_dict`` still speaks the lecture's names
 from either model load into both, and into the lecture's own gpt.py. The tests
 hold every swapped module against the lecture's (tests/test_speed.py).
 
-The flat fused AdamW, the other half of a fast step, is in :mod:`tinyshake.optim`.
+The flat fused AdamW, the other half of a fast step, is in :mod:`tinyshake.models.optim`.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from tinyshake import modern, onednn
-from tinyshake.model import GPTLanguageModel, LanguageModel, ModelConfig, MultiHeadAttention
-from tinyshake.model import build as build_lecture
+from tinyshake.models import modern, onednn
+from tinyshake.models.model import GPTLanguageModel, LanguageModel, ModelConfig, MultiHeadAttention
+from tinyshake.models.model import build as build_lecture
 
 SMALL_ATTENTION = 128  # positions up to which, on a CPU, plain batched matmuls beat the fused kernel (tuning.apply sets it from a measurement)
 KINDS = ("key", "query", "value")  # the order of each head's matrices in the fused weight, as the lecture draws them
@@ -49,7 +49,7 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float, ca
     On a GPU, and for long contexts on a CPU, one ``scaled_dot_product_attention``
     call. For short contexts on a CPU its fixed costs dominate: there the
     lecture's own three steps, batched over the heads, run faster (up to
-    :data:`SMALL_ATTENTION` positions, measured on the machine by :mod:`tinyshake.tuning`).
+    :data:`SMALL_ATTENTION` positions, measured on the machine by :mod:`tinyshake.training.tuning`).
     ``future`` is :func:`future_mask` of at least the context's size, if the
     caller keeps one.
     """

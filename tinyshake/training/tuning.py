@@ -32,9 +32,11 @@ from typing import Callable, Optional
 import torch
 from torch.nn import functional as F
 
-from tinyshake import atomic, machine, onednn, paths, speed
+from tinyshake.models import onednn, speed
+from tinyshake.store import atomic, paths
+from tinyshake.training import machine
 from tinyshake.errors import TinyshakeError
-from tinyshake.threads import SLACK, allowed_cpus, others_during
+from tinyshake.training.threads import SLACK, allowed_cpus, others_during
 
 CACHE_VERSION = 1
 TRIALS = 5  # interleaved trials per comparison, after one warm-up call of each candidate

@@ -14,7 +14,7 @@ environment) takes ``F.linear`` unchanged.
 
 Whether oneDNN wins depends on the CPU: on an AMD EPYC without AVX-512
 (Zen 3), and on Intel Sapphire Rapids, MKL is the faster one. So the route is
-not a rule: :mod:`tinyshake.tuning` measures both on the machine that runs and
+not a rule: :mod:`tinyshake.training.tuning` measures both on the machine that runs and
 calls :func:`use` with the winner; ``TINYSHAKE_ONEDNN=1`` or ``0`` forces it.
 """
 
@@ -120,5 +120,5 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
 
 
 def through_onednn(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``F.linear`` by oneDNN whatever the route chosen: what :mod:`tinyshake.tuning` times against the BLAS."""
+    """``F.linear`` by oneDNN whatever the route chosen: what :mod:`tinyshake.training.tuning` times against the BLAS."""
     return _OneDNNLinear.apply(x, weight, bias)

@@ -13,15 +13,15 @@ import os
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Optional
 
-from tinyshake import stages
+from tinyshake.training import stages
 from tinyshake.errors import UsageError
 
 if TYPE_CHECKING:
     import torch
 
     from tinyshake.corpus import Corpus
-    from tinyshake.model import ModelConfig
-    from tinyshake.plan import Plan, TrainConfig
+    from tinyshake.models.model import ModelConfig
+    from tinyshake.training.plan import Plan, TrainConfig
 
 CPU_FLOPS_GUESS = 60e9  # sustained training FLOP/s on a laptop CPU, for the time estimates below
 GPU_FLOPS_GUESS = 100e12  # more than any GPU sustains here: an estimate that only absurd evaluations exceed
@@ -87,7 +87,7 @@ def estimate_seconds(config: TrainConfig, seconds_per_step: float) -> float:
 def slow_run(plan: Plan) -> Optional[SlowRun]:
     """The estimate for a gpt-sized stage on a CPU, where its evaluations (2 x 200 batches each) can cost more
     than its training steps; None for every other run, which is quick enough not to warn about."""
-    from tinyshake.model import flops_per_token
+    from tinyshake.models.model import flops_per_token
 
     config = plan.config
     if config.stage not in stages.GPU_SIZED or plan.device.device.type != "cpu":
@@ -104,8 +104,8 @@ def refuse_endless_evaluation(plan: Plan, yes: bool) -> None:
     sustains, so it errs short and only absurd values are refused; ``--yes``
     runs them anyway.
     """
-    from tinyshake.model import flops_per_token
-    from tinyshake.plan import TrainConfig
+    from tinyshake.models.model import flops_per_token
+    from tinyshake.training.plan import TrainConfig
 
     config, lecture = plan.config, TrainConfig.eval_iters
     rate = CPU_FLOPS_GUESS if plan.device.device.type == "cpu" else GPU_FLOPS_GUESS

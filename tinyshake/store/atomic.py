@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from tinyshake import paths
+from tinyshake.store import paths
 from tinyshake.errors import TinyshakeError, UsageError
 
 KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),

@@ -28,8 +28,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping, Optional, TypeVar, Union
 
-from tinyshake import names, paths, runlock
-from tinyshake.atomic import write_bytes
+from tinyshake.store import names, paths, runlock
+from tinyshake.store.atomic import write_bytes
 from tinyshake.errors import TinyshakeError, UsageError
 from tinyshake.units import bits_per_char
 
@@ -175,7 +175,7 @@ class RunStatus:
 
 
 def run_dir(name: str) -> Path:
-    """The run's folder; the name follows the one rule for names (:mod:`tinyshake.names`)."""
+    """The run's folder; the name follows the one rule for names (:mod:`tinyshake.store.names`)."""
     return paths.runs_root() / names.check(name, "run")
 
 

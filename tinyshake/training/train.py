@@ -6,15 +6,15 @@ the step calls for it, draw a batch with ``torch.randint``, forward,
 same random numbers in the same order as the lecture's code, so it prints the
 lecture's losses. What tinyshake adds (checkpoints, best weights, the time
 budget, the NaN stop, stop requests) is a named piece in
-:mod:`tinyshake.run_state`, called from the loop; the run's lock, the thread
+:mod:`tinyshake.training.run_state`, called from the loop; the run's lock, the thread
 count and the model are set up around it (:func:`train`, :func:`_prepare`,
-:func:`_build`); the events it yields are in :mod:`tinyshake.events`.
+:func:`_build`); the events it yields are in :mod:`tinyshake.training.events`.
 
 What is faster than the lecture: a batch is one gather, and an evaluation runs
 its ``eval_iters`` batches as a few large forward passes under
 ``torch.inference_mode`` (the same indices, drawn in the same order).
 
-Under torchrun the same loop trains data-parallel (see :mod:`tinyshake.distributed`):
+Under torchrun the same loop trains data-parallel (see :mod:`tinyshake.training.distributed`):
 each rank draws its own batches (seed + rank), DistributedDataParallel averages
 the gradients, evaluations are averaged over the ranks, every rank stops at the
 same step, and rank 0 alone writes checkpoints. Every rank yields the events;
@@ -32,19 +32,22 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from tinyshake import checkpoint, distributed, kernels, optim, runlock, speed, threads, tokens, tuning
+from tinyshake import checkpoint, tokens
+from tinyshake.models import kernels, optim, speed
+from tinyshake.store import runlock
+from tinyshake.training import distributed, threads, tuning
 from tinyshake.corpus import Corpus
 from tinyshake.errors import UsageError
-from tinyshake.estimates import OutOfMemory, check_fits
-from tinyshake.events import (  # noqa: F401 - re-exported: front ends import the events from here
+from tinyshake.training.estimates import OutOfMemory, check_fits
+from tinyshake.training.events import (  # noqa: F401 - re-exported: front ends import the events from here
     Evaluated, Evaluating, Event, Finished, Interrupted, Rethreaded, Saved, Started, Stepped,
 )
-from tinyshake.model import ModelConfig, count_parameters
-from tinyshake.plan import (  # noqa: F401 - the settings a run executes, re-exported for scripts and tests
+from tinyshake.models.model import ModelConfig, count_parameters
+from tinyshake.training.plan import (  # noqa: F401 - the settings a run executes, re-exported for scripts and tests
     DEFAULT_BPE_VOCAB, DTYPES, OPTIMIZERS, Plan, TrainConfig, for_config, make_config, resume_config, validate,
     with_vocab,
 )
-from tinyshake.run_state import Checkpointer, Clocks, Diverged, History, NanWatch, Run  # noqa: F401 - Diverged too
+from tinyshake.training.run_state import Checkpointer, Clocks, Diverged, History, NanWatch, Run  # noqa: F401 - Diverged too
 
 EVAL_CHUNK_TOKENS = 1 << 12  # measured: chunks that stay in cache beat one huge pass on a CPU
 
@@ -297,7 +300,7 @@ def train(
     planned as a new run that may replace its namesake (:func:`for_config`).
     Under torchrun this process joins the job first and leaves it when the
     generator ends; if another rank dies, this one stops with a one-line
-    :class:`~tinyshake.distributed.WorkerFailed`.
+    :class:`~tinyshake.training.distributed.WorkerFailed`.
     """
     if isinstance(plan, TrainConfig):
         plan = for_config(plan, corpus.name)
@@ -396,7 +399,7 @@ def _prepare(plan: Plan, config: TrainConfig, corpus: Corpus, should_stop: Calla
 def _build(config: TrainConfig, device: torch.device) -> tuple[nn.Module, optim.Combined]:
     """The model and its optimizer, drawn from the random stream as it stands: the one place a run makes them.
 
-    The lecture's modules (tinyshake/model.py) with the speed layer swapped in, or as written with ``--plain``.
+    The lecture's modules (tinyshake/models/model.py) with the speed layer swapped in, or as written with ``--plain``.
     """
     with _building(config.model):
         model = speed.build(config.model, config.plain).to(device)
@@ -436,7 +439,7 @@ def _use_cpu(plan: Plan) -> None:
 
 def _attention_for_training(config: TrainConfig, device: torch.device, dtype: str,
                             notices: list[str]) -> Callable[[], contextlib.AbstractContextManager]:
-    """Fused attention, unless its dropout on this device differs from the lecture's (see :mod:`tinyshake.kernels`).
+    """Fused attention, unless its dropout on this device differs from the lecture's (see :mod:`tinyshake.models.kernels`).
 
     The lecture's own heads (``--plain``) drop their weights with ``nn.Dropout``: nothing to check.
     """

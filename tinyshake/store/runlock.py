@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from tinyshake import names, paths
-from tinyshake.atomic import ensure_dir, write_bytes
+from tinyshake.store import names, paths
+from tinyshake.store.atomic import ensure_dir, write_bytes
 from tinyshake.errors import TinyshakeError, UsageError
 
 LOCKS = ".locks"
