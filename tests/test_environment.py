@@ -8,6 +8,7 @@ through the installed entry point, as a shell starts it.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -15,8 +16,8 @@ from typing import Callable
 
 import pytest
 
-from conftest import default_sigint, subprocess_env
-from test_train import TINYSHAKE, tiny_run
+from conftest import default_sigint, subprocess_env, trained_home
+from test_train import TINY_ARGS, TINYSHAKE
 
 
 def installed(home: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:
@@ -24,9 +25,16 @@ def installed(home: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([TINYSHAKE, *args], timeout=120, **kwargs)
 
 
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory, corpus_file: Path) -> Path:
+    """The tiny run ``r``, trained once for the module."""
+    return trained_home(tmp_path_factory, corpus_file, {"r": [*TINY_ARGS, "--sample-chars", "30"]})
+
+
 @pytest.fixture
-def trained(cached: Path, home: Path) -> Path:
-    tiny_run("r")
+def trained(cached: Path, home: Path, template: Path) -> Path:
+    """This test's home: the tiny run ``r`` (to plot, list and show), and a corpus to train more runs on."""
+    shutil.copytree(template / "runs", home / "runs")
     return home
 
 

@@ -67,7 +67,7 @@ def test_a_frozen_weight_gets_no_gradient_and_the_input_still_does():
 
 
 def test_the_environment_can_turn_onednn_off():
-    code = "from tinyshake import onednn; print(onednn.available())"
+    code = "from tinyshake.models import onednn; print(onednn.available())"
     result = subprocess.run([sys.executable, "-c", code], env={**os.environ, "TINYSHAKE_ONEDNN": "0"},
                             capture_output=True, text=True, check=True)
     assert result.stdout == "False\n"

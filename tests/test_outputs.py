@@ -16,17 +16,11 @@ from pathlib import Path
 import pytest
 
 from conftest import subprocess_env
+from test_environment import template, trained  # noqa: F401 - the module's tiny run, trained once
 from test_train import TINY_ARGS, TINYSHAKE, snapshot, tiny_run
 
 OUTPUTS = {"svg": ["plot", "r", "--svg"], "metrics": ["train", *TINY_ARGS, "--run", "m", "--sample-chars", "0",
                                                       "--metrics"]}
-
-
-@pytest.fixture
-def trained(cached: Path, home: Path) -> Path:
-    """One tiny run named ``r`` to plot, and a corpus to train the metrics runs on."""
-    tiny_run("r")
-    return home
 
 
 def installed(home: Path, *args: str) -> subprocess.CompletedProcess:

@@ -19,7 +19,7 @@ from tinyshake.store import record
 from tinyshake.cli import app
 from tinyshake.evaluate import split_loss
 
-HOLD = "import sys, time\nfrom tinyshake import runlock\nwith runlock.hold(sys.argv[1]):\n    print('held', flush=True)\n    sys.stdin.read()\n"
+HOLD = "import sys, time\nfrom tinyshake.store import runlock\nwith runlock.hold(sys.argv[1]):\n    print('held', flush=True)\n    sys.stdin.read()\n"
 
 
 def invoke(*args: str):

@@ -25,6 +25,7 @@ from rich.text import Text
 from tinyshake.training import stages
 from tinyshake.cli._render import loss_chart, plain_charts, visible
 from tinyshake.store.record import Evaluation
+from tinyshake.units import bits_per_char
 from tinyshake.cli._signals import INTERRUPT_EXIT, say_now
 from tinyshake.cli._stage_text import run_header
 
@@ -355,9 +356,12 @@ def summary(console: Console, event: core.Finished, params: int, run: str, budge
     if event.budget_ended and budget:
         rows.append(("ended by", budget_line(event, budget)))
     if event.final is not None:
-        rows.append(("final val", f"{event.final.val:.4f} (step {event.final.step})"))
+        rows.append(("final val", f"{event.final.val:.4f} (step {event.final.step}), "
+                                  f"{event.final.val_bpc:.4f} bits/char"))
     if event.best_val is not None:
-        rows.append(("best val", f"{event.best_val:.4f} (step {event.best_step})"))
+        per_token = event.final.chars_per_token[1] if event.final is not None else 1.0
+        rows.append(("best val", f"{event.best_val:.4f} (step {event.best_step}), "
+                                 f"{bits_per_char(event.best_val, per_token):.4f} bits/char"))
     rows += [("checkpoint", event.path), ("chat", f"tinyshake chat {run}")]
     for key, value in rows:
         table.add_row(key, Text(value))

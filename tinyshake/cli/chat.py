@@ -271,10 +271,10 @@ def evaluations(loaded: LoadedRun) -> str:
     """The val losses a learner wants next to a model: of the weights loaded, and the run's final evaluation."""
     rec = loaded.record
     if loaded.weights == "best" and rec.best_val is not None:
-        facts = [f"best val {rec.best_val:.4f} (step {loaded.step})"]
+        facts = [f"best val {rec.best_val:.4f} (step {loaded.step}), {rec.bits_per_char(rec.best_val):.4f} bits/char"]
     else:
         found = [m for m in rec.metrics if m.step == loaded.step]
-        facts = [f"val {found[-1].val:.4f}"] if found else []
+        facts = [f"val {found[-1].val:.4f}, {rec.bits_per_char(found[-1].val):.4f} bits/char"] if found else []
     if rec.final is not None:
         facts.append(f"final val {rec.final.val:.4f} (step {rec.final.step})")
     return " · ".join(facts)
