@@ -35,9 +35,10 @@ def test_auto_on_cuda_asks_the_device_and_mps_stays_float32(monkeypatch, bf16, e
 
 
 def test_modern_defaults_to_auto_and_the_lectures_stages_to_float32():
-    assert make_config("modern").dtype == "auto"
-    assert {name: make_config(name).dtype for name in stages.STAGES if name != "modern"} == \
-        {name: "float32" for name in stages.STAGES if name != "modern"}
+    modern = ("modern", "modern-small")  # the modern recipe, at either size
+    assert {make_config(name).dtype for name in modern} == {"auto"}
+    assert {name: make_config(name).dtype for name in stages.STAGES if name not in modern} == \
+        {name: "float32" for name in stages.STAGES if name not in modern}
     assert make_config("modern", dtype="float32").dtype == "float32"
 
 

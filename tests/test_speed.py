@@ -198,3 +198,19 @@ def test_plain_and_fast_training_print_the_same_lines(stage: str, data: corpus.C
     assert f"{lines[True][0][1]:.4f} {lines[True][0][2]:.4f}" == f"{lines[False][0][1]:.4f} {lines[False][0][2]:.4f}"
     for (_, *fast), (_, *plain) in zip(lines[False], lines[True]):
         assert fast == pytest.approx(plain, abs=2e-4)
+
+
+def test_the_kept_rotary_tables_follow_the_length_and_serve_training_after_an_evaluation() -> None:
+    """The fast transform keeps the last cos/sin tables: another length gets its own, and tables made while
+    evaluating under inference mode are never handed to a training step (autograd refuses them)."""
+    config = train.make_config("modern", VOCAB).model
+    plain, fast = pair(config)
+    generator = torch.Generator().manual_seed(0)
+    for length in (config.block_size, 5, config.block_size):
+        idx = torch.randint(VOCAB, (2, length), generator=generator)
+        with torch.inference_mode():
+            evaluated = fast(idx)[0]
+        torch.testing.assert_close(evaluated, plain(idx)[0].detach())
+        _, loss = fast(idx, idx)
+        loss.backward()
+        assert all(p.grad is not None for p in fast.parameters() if p.requires_grad)

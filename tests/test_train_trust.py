@@ -170,8 +170,11 @@ def test_a_loss_that_turns_nan_stops_at_that_step_and_saves_no_nan_model(cached)
 def test_nothing_grows_with_max_iters():
     config = planning.make_config("mini", max_iters=2**70, eval_interval=100, time_budget=1.0)
     steps = config.eval_steps()
-    assert 0 in steps and 100 in steps and 2**70 - 1 in steps and 101 not in steps and 2**70 not in steps
-    assert steps.count() == 2**70 // 100 + 1 + 1  # 0, 100, ... below 2**70, and the last step
+    assert 100 in steps and 2**70 - 1 in steps and 101 not in steps and 2**70 not in steps
+    assert 0 not in steps  # a budget's run starts training at once
+    assert steps.count() == 2**70 // 100 + 1  # 100, 200, ... below 2**70, and the last step
+    unbudgeted = planning.make_config("mini", max_iters=2**70, eval_interval=100).eval_steps()
+    assert 0 in unbudgeted and unbudgeted.count() == 2**70 // 100 + 1 + 1  # and step 0, as the lecture does
     from tinyshake.training import estimates
 
     assert estimates.estimate_seconds(config, 1.0) > 2**70

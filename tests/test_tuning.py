@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from tinyshake import bench
 from tinyshake.models import onednn, speed
-from tinyshake.training import threads, tuning
+from tinyshake.training import sizing, threads, tuning
 from tinyshake.cli import app
 
 
@@ -22,7 +22,7 @@ def counted(monkeypatch):
     def fake(threads: int) -> tuning.Routes:
         calls.append(threads)
         return tuning.Routes(onednn=False, small_attention=64, linear_margin={"mini": 0.8},
-                             attention_margin={"64": 1.2}, measured="now")
+                             attention_margin={"64": 1.2}, measured="now", modern_step=0.12)
     monkeypatch.setattr(tuning, "measure", fake)
     tuning._measured.clear()
     return calls
@@ -59,7 +59,7 @@ def test_a_measurement_crowded_by_other_programs_is_used_but_not_cached(monkeypa
     def crowded(threads: int) -> tuning.Routes:
         calls.append(threads)
         return tuning.Routes(onednn=False, small_attention=0, attention_margin={"8": 0.36}, measured="now",
-                             crowded=1.4)
+                             crowded=1.4, modern_step=0.12)
     monkeypatch.setattr(tuning, "measure", crowded)
     tuning._measured.clear()
     routes = tuning.choose(1)
@@ -74,12 +74,13 @@ def test_measure_counts_only_the_load_on_the_cores_it_uses(monkeypatch):
     """On 2 CPUs, one thread measuring while others use a whole core is undisturbed; while they use both, it is not."""
     monkeypatch.setattr(tuning, "measure_linear", lambda generator: {})
     monkeypatch.setattr(tuning, "measure_attention", lambda generator: {8: 1.5})
+    monkeypatch.setattr(tuning, "measure_modern_step", lambda: 0.25)
     monkeypatch.setattr(tuning, "allowed_cpus", lambda: [0, 1])
     for others, threads_used, trusted in ((1.0, 1, True), (2.0, 1, False), (0.2, 2, True), (0.9, 2, False)):
         ran = []
         monkeypatch.setattr(tuning, "others_during", lambda cpus, run: (run(), ran.append(cpus), others)[-1])
         routes = tuning.measure(threads_used)
-        assert ran == [[0, 1]] and routes.small_attention == 8
+        assert ran == [[0, 1]] * 2 and routes.small_attention == 8 and routes.modern_step == 0.25
         assert routes.trusted is trusted, (others, threads_used)
 
 
@@ -135,6 +136,23 @@ def test_info_shows_the_routes_only_once_measured_and_never_measures(counted):
     after = CliRunner().invoke(app, ["info"]).output
     assert "float32 layers through the default BLAS (cached; the BLAS's time over oneDNN's: mini 0.80x)" in after
     assert "batched matmuls up to 64 positions" in after and "64: 1.20x" in after
+    speed = sizing.REFERENCE_STEP / 0.12
+    assert f"a modern step's forward and backward in 120 ms: {speed:.2f}x the speed of" in " ".join(after.split())
+
+
+def test_a_cache_of_the_first_version_without_the_modern_step_is_measured_again(counted):
+    tuning.cache_file().parent.mkdir(parents=True)
+    entry = {"onednn": False, "small_attention": 64, "linear_margin": {}, "attention_margin": {}, "measured": "then"}
+    tuning.cache_file().write_text(json.dumps({"version": 1, "entries": {tuning.machine_key(1): entry}}))
+    assert tuning.cached(1) is None and tuning.choose(1).modern_step == 0.12 and counted == [1]
+
+
+def test_the_modern_step_is_timed_on_a_stream_of_its_own():
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    assert tuning.measure_modern_step() > 0
+    assert torch.equal(torch.rand(3), expected)
 
 
 def test_bench_uses_the_cache_and_retune_measures_again(cached, counted, monkeypatch):

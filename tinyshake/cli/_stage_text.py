@@ -57,9 +57,9 @@ def settings(stage: stages.Stage) -> dict[str, str]:
     }
 
 
-def settings_line(stage: stages.Stage) -> str:
+def settings_line(stage: stages.Stage, steps: bool = True) -> str:
     """The settings as one line for a run's header: ``batch 32, block 8, width 32, ... steps 5000``."""
-    return ", ".join(f"{k} {v}" for k, v in settings(stage).items() if v != "-")
+    return ", ".join(f"{k} {v}" for k, v in settings(stage).items() if v != "-" and (steps or k != "steps"))
 
 
 def run_header(config: Any, parameters: int) -> tuple[str, str]:
@@ -74,5 +74,5 @@ def run_header(config: Any, parameters: int) -> tuple[str, str]:
     plain = ", the lecture's code as written (--plain)" if config.plain else ""
     budget = f", time budget {config.time_budget:g} s of training" if config.time_budget else ""
     bpe = f", a BPE of {m.vocab_size:,} tokens" if config.tokenizer == "bpe" else ""
-    return (f"{config.stage} ({parameters:,} parameters{lecture}{plain}{bpe})",
-            f"{stage.adds}\n  {settings_line(shown)}{budget}")
+    line = settings_line(shown, steps=config.max_iters < stages.UNTIL_BUDGET)  # else the budget alone ends the run
+    return (f"{config.stage} ({parameters:,} parameters{lecture}{plain}{bpe})", f"{stage.adds}\n  {line}{budget}")

@@ -32,8 +32,13 @@ def _routes(routes: Optional[Routes], threads: int) -> list[tuple[str, str]]:
         if not onednn.available():
             rows.append(("layers", f"float32 layers through the default BLAS ({onednn.MISSING})"))
         return rows
+    from tinyshake.training import sizing
+
+    speed = sizing.REFERENCE_STEP / routes.modern_step
     return [("layers", routes.describe_linear()),
-            ("attention", f"{routes.describe_attention()}; measured {routes.measured}")]
+            ("attention", f"{routes.describe_attention()}; measured {routes.measured}"),
+            ("speed", f"a modern step's forward and backward in {routes.modern_step * 1000:.0f} ms: {speed:.2f}x "
+                      f"the speed of {sizing.REFERENCE_MACHINE}, where --time-budget's sizes were measured")]
 
 
 @handle_errors

@@ -219,7 +219,10 @@ def _train(stage: Optional[str], run: Optional[str], corpus_name: Optional[str],
         confirm_slow_run(plan, yes or dist.enabled)  # workers under torchrun cannot ask
     ensure_corpus(plan.corpus, make_console(stderr=True))  # fetch progress must not mix with the log on stdout
     if nproc is not None and nproc > 1:  # everything is checked and fetched: now the workers do the rest
-        code = distributed.launch(nproc, sys.argv[1:])
+        sized = ["--model", plan.config.stage] if plan.sized is not None else []  # every worker trains one shape
+        if plan.sized is not None and not quiet:
+            print(f"note: {plan.sized.describe()}", file=sys.stderr, flush=True)
+        code = distributed.launch(nproc, sys.argv[1:] + sized)
         if code == distributed.INTERRUPTED:
             raise typer.Exit(INTERRUPT_EXIT)
         distributed.check_exit(code, plan.run)

@@ -28,10 +28,20 @@ def rotary(x: torch.Tensor, positions: torch.Tensor, base: float) -> torch.Tenso
     so attention needs no position table, and a cache of rotated keys stays valid
     as the window slides.
     """
-    half = x.size(-1) // 2
-    inv_freq = base ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)
+    cos, sin = rotary_tables(positions, x.size(-1) // 2, base)
+    return rotate(x, cos.to(x.dtype), sin.to(x.dtype))
+
+
+def rotary_tables(positions: torch.Tensor, half: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin (T, half) of each position's angle for each channel pair, in float32."""
+    inv_freq = base ** (-torch.arange(half, device=positions.device, dtype=torch.float32) / half)
     angles = positions.to(torch.float32)[:, None] * inv_freq[None, :]  # (T, half)
-    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    return angles.cos(), angles.sin()
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x (..., T, 2·half) with channel i paired with channel i + half, each pair turned by its angle."""
+    half = x.size(-1) // 2
     x1, x2 = x[..., :half], x[..., half:]
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 

@@ -128,7 +128,8 @@ class FusedMultiHeadAttention(nn.Module):
         self.n_head, self.head_size = len(lecture.heads), first.key.out_features
         self.qkv = nn.Parameter(torch.stack([torch.stack([getattr(head, kind).weight for kind in KINDS])
                                              for head in lecture.heads]).detach().clone())
-        self.proj, self.dropout, self.rotate = lecture.proj, lecture.dropout, first.rotate
+        self.proj, self.dropout = lecture.proj, lecture.dropout
+        self.rotate = FastQueryKeyTransform(first.rotate.qk_norm, first.rotate.rope_base)  # no state of its own
         self.p_attn, self.scale = first.dropout.p, first.scale
         self.register_buffer("future", future_mask(len(first.tril), first.tril.device), persistent=False)
         self.cache: Optional[KVCache] = None
@@ -140,9 +141,10 @@ class FusedMultiHeadAttention(nn.Module):
         H, hs = self.n_head, self.head_size
         # one product projects every head; one copy then puts heads before time, so each is a plain batch
         qkv = onednn.linear(x, self.qkv.view(-1, C)).view(B, T, H * 3, hs).transpose(1, 2).contiguous()
-        k, q, v = qkv.view(B, H, 3, T, hs).unbind(2)  # (B, H, T, hs) each
+        heads = qkv.view(B, H, 3, T, hs)
         cache = self.cache
-        q, k = self.rotate(q, k, cache.pos if cache is not None else 0)
+        k, q = self.rotate.pair(heads[:, :, :2], cache.pos if cache is not None else 0).unbind(2)  # (B, H, T, hs)
+        v = heads[:, :, 2]
         causal = True
         if cache is not None:
             causal = cache.pos == 0  # a prefill is causal; a new token sees everything cached before it
@@ -239,10 +241,40 @@ class FastRMSNorm(nn.RMSNorm):
 
 
 class FastQueryKeyTransform(modern.QueryKeyTransform):
-    """The modern head's QK-norm by :func:`rms_norm`."""
+    """The modern head's QK-norm by :func:`rms_norm`, and both transforms on keys and queries stacked.
+
+    The lecture's order calls QK-norm and the rotation once for q and once for
+    k, and works out the rotation's cos and sin tables each time: at the modern
+    preset's size those small ops took about a tenth of a step on a CPU, most of
+    it not arithmetic. :meth:`pair` does each once on k and q side by side, with
+    the tables of the last call kept.
+    """
+
+    _tables: Optional[tuple[tuple, torch.Tensor, torch.Tensor]] = None  # the key of the last call, cos, sin
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return rms_norm(x)
+
+    def pair(self, kq: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """Keys and queries stacked as (..., 2, T, hs) for positions ``start`` on, transformed as :meth:`forward`
+        transforms each."""
+        if self.qk_norm:
+            kq = self.normalize(kq)
+        if self.rope_base is None:
+            return kq
+        cos, sin = self.tables(start, kq.size(-2), kq.size(-1) // 2, kq.device, kq.dtype)
+        return modern.rotate(kq, cos, sin)
+
+    def tables(self, start: int, length: int, half: int, device: torch.device, dtype: torch.dtype
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rotation's cos and sin for positions ``start`` to ``start + length - 1``: training asks for the same
+        ones at every step, so the last are kept (a sampling step asks for new ones, as the lecture's code does)."""
+        key = (start, length, half, device, dtype, torch.is_inference_mode_enabled())  # no evaluation's in training
+        if self._tables is None or self._tables[0] != key:
+            positions = torch.arange(start, start + length, device=device)
+            cos, sin = modern.rotary_tables(positions, half, self.rope_base)
+            self._tables = (key, cos.to(dtype), sin.to(dtype))
+        return self._tables[1], self._tables[2]
 
 
 class _ReLUSquared(torch.autograd.Function):

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from tinyshake import checkpoint, tokens
 from tinyshake.store import runlock
-from tinyshake.training import machine, stages, threads as cpu_threads
+from tinyshake.training import machine, sizing, stages, threads as cpu_threads, tuning
 from tinyshake.corpus import DEFAULT_CORPUS, validate_name
 from tinyshake.training.device import DeviceChoice, resolve
 from tinyshake.errors import UsageError
@@ -35,21 +35,24 @@ class EvalSteps:
     """The steps that evaluate before training: 0, every interval, and the last one from residual on.
 
     A predicate, not a set: ``max_iters`` may be astronomically large with a
-    time budget, and nothing may grow with it.
+    time budget, and nothing may grow with it. A time budget's run skips step 0
+    (``first`` false): every model starts near ln(vocabulary), and the seconds
+    that evaluation takes are better spent training.
     """
 
     max_iters: int
     interval: int
     last: bool
+    first: bool = True
 
     def __contains__(self, step: object) -> bool:
-        if not isinstance(step, int) or not 0 <= step < self.max_iters:
+        if not isinstance(step, int) or not 0 <= step < self.max_iters or (step == 0 and not self.first):
             return False
         return step % self.interval == 0 or (self.last and step == self.max_iters - 1)
 
     def count(self) -> int:
         """How many steps evaluate (not ``len``: that cannot exceed ``sys.maxsize``)."""
-        regular = -(-self.max_iters // self.interval)  # ceil: 0, interval, ... below max_iters
+        regular = -(-self.max_iters // self.interval) - int(not self.first and self.max_iters > 0)  # 0, interval, ...
         return regular + int(self.last and self.max_iters > 0 and (self.max_iters - 1) % self.interval != 0)
 
 
@@ -91,7 +94,7 @@ class TrainConfig:
 
     def eval_steps(self) -> EvalSteps:
         """Steps that evaluate before training (see :class:`EvalSteps`); ``step in config.eval_steps()`` is O(1)."""
-        return EvalSteps(self.max_iters, self.eval_interval, self.eval_last)
+        return EvalSteps(self.max_iters, self.eval_interval, self.eval_last, first=self.time_budget is None)
 
 
 STAGE_KEYS = ("batch_size", "block_size", "learning_rate", "max_iters", "eval_interval",
@@ -108,10 +111,18 @@ def make_config(stage_name: str, vocab_size: int = ModelConfig.vocab_size, run: 
                 **overrides: Any) -> TrainConfig:
     """Merge a stage's preset with overrides (``None`` keeps the preset) and check that the sizes make sense.
 
+    A time budget without ``max_iters`` trains until the budget is spent,
+    however many steps that takes on this machine, and without ``eval_iters``
+    estimates its losses on :data:`~tinyshake.training.stages.BUDGET_EVAL_ITERS` batches per split.
+
     ``vocab_size`` may be left out while the corpus is not loaded yet, so bad
     flags are refused before anything is fetched; :func:`with_vocab` fills it in.
     An empty run name is a name (and an invalid one), not a missing one.
     """
+    if overrides.get("time_budget") is not None:  # a stage's step count would end the budget early, and the
+        # lecture's 200 batches per split, at each tenth of the budget, would take longer than the training
+        for key, budget_default in (("max_iters", stages.UNTIL_BUDGET), ("eval_iters", stages.BUDGET_EVAL_ITERS)):
+            overrides[key] = budget_default if overrides.get(key) is None else overrides[key]
     stage = stages.with_overrides(stages.get(stage_name), **{k: overrides.pop(k, None) for k in STAGE_KEYS})
     overrides.update({k: overrides[k].lower() for k in CHOICE_KEYS if isinstance(overrides.get(k), str)})
     config = TrainConfig(
@@ -264,6 +275,7 @@ class Plan:
     overwrite: bool = False
     notices: tuple[str, ...] = field(default=())
     threads: Optional[cpu_threads.Choice] = None  # the CPU threads and why; None leaves the process's count alone
+    sized: Optional[sizing.Sizing] = None  # the stage --time-budget chose, when --model was not given
 
     @property
     def run(self) -> str:
@@ -324,7 +336,9 @@ def make_plan(stage: Optional[str] = None, run: Optional[str] = None, corpus: Op
     takes the stage's name, or the next free one (``bigram-2``, ...) with a
     notice, so re-running a stage never fails. An explicit ``run`` that exists
     is refused unless ``overwrite``. A resumed run takes its stored settings
-    and, unless told otherwise, its own corpus.
+    and, unless told otherwise, its own corpus. A new run with a time budget
+    and no stage takes the stage that budget is best spent on here
+    (:mod:`tinyshake.training.sizing`).
     """
     if resume and overwrite:
         raise UsageError("--resume continues a run and --overwrite replaces it; choose one")
@@ -334,6 +348,12 @@ def make_plan(stage: Optional[str] = None, run: Optional[str] = None, corpus: Op
         validate_name(corpus)
     notices: list[str] = []
     record: Optional[checkpoint.RunRecord] = None
+    threads = cpu_threads.decide(threads_requested)
+    sized = None
+    if stage is None and not resume and settings.get("time_budget") is not None:
+        sized = _sized(settings["time_budget"], settings.get("device"), threads)
+        stage = sized.stage
+        notices.append(sized.describe())
     if resume:
         name = run if run is not None else stage if stage is not None else stages.DEFAULT_STAGE
         if not checkpoint.exists(name):
@@ -357,10 +377,17 @@ def make_plan(stage: Optional[str] = None, run: Optional[str] = None, corpus: Op
     runlock.refuse_held(config.run)
     choice = resolve(config.device)
     dtype = resolve_dtype(choice.device, config.dtype, notices)
-    threads = cpu_threads.decide(threads_requested)
     if threads.busy:
         notices.append(threads.notice())
-    return Plan(config, corpus, choice, dtype, record, overwrite, tuple(notices), threads)
+    return Plan(config, corpus, choice, dtype, record, overwrite, tuple(notices), threads, sized)
+
+
+def _sized(budget: float, device: Optional[str], threads: cpu_threads.Choice) -> sizing.Sizing:
+    """The stage for ``budget`` seconds on this machine: by its measured speed on a CPU; on a GPU, the longest
+    budget's."""
+    _finite_positive("time_budget", budget)
+    on_cpu = resolve(device if device is not None else "auto").device.type == "cpu"
+    return sizing.choose(budget, tuning.decide(threads.threads).modern_step if on_cpu else None)
 
 
 def _taken(run: str) -> bool:

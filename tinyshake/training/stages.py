@@ -77,7 +77,10 @@ STAGES: dict[str, Stage] = {
     ]
 }
 DEFAULT_STAGE = "mini"
+
 LECTURE_EVAL_ITERS = 200  # random batches per split in the lecture's loss estimates
+BUDGET_EVAL_ITERS = 20  # batches per split in each estimate of a --time-budget run, unless --eval-iters says
+UNTIL_BUDGET = 10**12  # max_iters of a run with --time-budget and no --max-iters: the budget alone ends it
 
 
 def lecture_estimate(eval_iters: int | None) -> bool:
@@ -112,6 +115,18 @@ def with_overrides(stage: Stage, **overrides: Any) -> Stage:
     model.update({k: v for k, v in overrides.items() if k in model_keys and v is not None})
     rest = {k: v for k, v in overrides.items() if k not in model_keys and v is not None}
     return replace(stage, model=model, **rest)
+
+def _modern_sized(name: str, adds: str, muon_lr: float, **overrides: Any) -> Stage:
+    """The modern recipe at another shape and rates: what ``train --time-budget`` picks for a budget
+    (:mod:`tinyshake.training.sizing`), from ``tests/bench_frontier.py``'s measurements."""
+    modern = STAGES["modern"]
+    return replace(with_overrides(modern, **overrides), name=name, adds=adds, hyper={**modern.hyper, "muon_lr": muon_lr})
+
+
+STAGES.update((s.name, s) for s in [
+    _modern_sized("modern-small", "the modern recipe sized for budgets up to a minute on a 2-core CPU: 2 layers, "
+                                  "twice the steps", learning_rate=3e-3, muon_lr=0.03, n_layer=2),
+])
 
 # Stages sized for a GPU: on a CPU, train and ladder warn before them with an estimate.
 GPU_SIZED = ("gpt", "gpt-video")

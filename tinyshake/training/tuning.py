@@ -8,7 +8,11 @@ Two choices depend on the CPU more than on anything else:
 - the context length up to which the lecture's batched matmuls beat the fused
   ``scaled_dot_product_attention`` kernel (128 on the first AMD EPYC).
 
-Both are timed forward and backward, at the shapes of the ``mini`` and
+A third figure is this machine's speed: the time of one forward and backward
+of the ``modern`` preset's model, which ``train --time-budget`` sizes its model
+by (:mod:`tinyshake.training.sizing`).
+
+Both routes are timed forward and backward, at the shapes of the ``mini`` and
 ``modern`` presets, in well under two seconds: the two candidates take turns,
 and the margin is the median of the ratios of each turn, so a burst of load from
 another program slows one pair and moves the median little. The
@@ -33,12 +37,13 @@ import torch
 from torch.nn import functional as F
 
 from tinyshake.models import onednn, speed
+from tinyshake.models.model import ModelConfig
 from tinyshake.store import atomic, paths
-from tinyshake.training import machine
+from tinyshake.training import machine, stages
 from tinyshake.errors import TinyshakeError
 from tinyshake.training.threads import SLACK, allowed_cpus, others_during
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: with the modern step's time
 TRIALS = 5  # interleaved trials per comparison, after one warm-up call of each candidate
 MIN_TRIALS = 3  # fewer than this, the median is no better than one noisy trial
 TRIAL_BUDGET = 0.06  # seconds per comparison after which it stops at MIN_TRIALS: on a busy machine ~1.5 s in all
@@ -63,6 +68,7 @@ class Routes:
     measured: str = ""  # when (UTC)
     source: str = "measured now"  # or "cached", or why a route was forced
     crowded: float = 0.0  # cores' worth that other programs took from the measurement's threads while it ran
+    modern_step: float = 0.0  # seconds of one forward and backward of the modern preset (0: not measured)
 
     @property
     def trusted(self) -> bool:
@@ -161,6 +167,38 @@ def measure_attention(generator: torch.Generator) -> dict[int, float]:
             for context in ATTENTION_CONTEXTS}
 
 
+def measure_modern_step(seed: int = 0) -> float:
+    """Seconds of one forward and backward of the ``modern`` preset's model on its batch, in the dtype it trains in
+    here: the median of five, after a warm-up. The model is drawn from a random stream of its own."""
+    stage = stages.get("modern")
+    config = ModelConfig(vocab_size=65, block_size=stage.block_size, **stage.model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = speed.build(config)
+        idx = torch.randint(0, config.vocab_size, (stage.batch_size, stage.block_size))
+    bf16 = machine.native_bf16()  # modern's dtype "auto" on a CPU
+
+    def step() -> float:
+        start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            _, loss = model(idx, idx)
+        loss.backward()
+        return time.perf_counter() - start
+    step()
+    return statistics.median(step() for _ in range(5))
+
+
+def _timed_on_routes(use_onednn: bool, longest_small: int) -> float:
+    """:func:`measure_modern_step` on the routes just measured, leaving the process's routes as they were."""
+    before = onednn.enabled(), speed.SMALL_ATTENTION
+    apply(Routes(onednn=use_onednn, small_attention=longest_small))
+    try:
+        return measure_modern_step()
+    finally:
+        onednn.use(before[0])
+        speed.SMALL_ATTENTION = before[1]
+
+
 def small_attention(margins: dict[int, float]) -> int:
     """The longest context up to which batched matmuls won at every length measured (0: the fused kernel always)."""
     longest = 0
@@ -185,11 +223,14 @@ def measure(threads: int) -> Routes:
     try:
         others = others_during(cpus, lambda: found.extend(
             [measure_linear(generator) if onednn.available() else {}, measure_attention(generator)])) or 0.0
+        linear, attention = found
+        wins = bool(linear) and statistics.geometric_mean(linear.values()) > 1.0  # oneDNN wins over the presets
+        shortest = small_attention(attention)
+        stepping = others_during(cpus, lambda: found.append(_timed_on_routes(wins, shortest)))
+        others = max(others, stepping or 0.0)
     finally:
         torch.set_num_threads(before)
-    linear, attention = found
-    wins = bool(linear) and statistics.geometric_mean(linear.values()) > 1.0  # oneDNN wins over the presets
-    return Routes(onednn=wins, small_attention=small_attention(attention),
+    return Routes(onednn=wins, small_attention=shortest, modern_step=round(found[2], 5),
                   linear_margin={k: round(v, 3) for k, v in linear.items()},
                   attention_margin={str(k): round(v, 3) for k, v in attention.items()},  # type: ignore[misc]
                   measured=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -216,6 +257,7 @@ def _from_entry(entry: object) -> Optional[Routes]:
         return None
     ok = isinstance(routes.onednn, bool) and isinstance(routes.small_attention, int)
     ok = ok and isinstance(routes.linear_margin, dict) and isinstance(routes.attention_margin, dict)
+    ok = ok and isinstance(routes.modern_step, (int, float)) and routes.modern_step > 0
     return routes if ok else None
 
 
