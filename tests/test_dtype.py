@@ -35,7 +35,7 @@ def test_auto_on_cuda_asks_the_device_and_mps_stays_float32(monkeypatch, bf16, e
 
 
 def test_modern_defaults_to_auto_and_the_lectures_stages_to_float32():
-    modern = ("modern", "modern-small")  # the modern recipe, at either size
+    modern = ("modern", *stages.SIZED)  # the modern recipe, at every size
     assert {make_config(name).dtype for name in modern} == {"auto"}
     assert {name: make_config(name).dtype for name in stages.STAGES if name not in modern} == \
         {name: "float32" for name in stages.STAGES if name not in modern}

@@ -42,8 +42,13 @@ def test_a_faster_machine_takes_the_model_of_a_longer_budget():
         assert sizing.choose(point.seconds * 3, REFERENCE * 3).point == point
 
 
-def test_an_unmeasured_speed_counts_as_the_reference_and_a_gpu_takes_the_longest_budgets_stage():
-    assert sizing.choose(sizing.FRONTIER[0].seconds, 0.0).point == sizing.FRONTIER[0]
+def test_budgets_at_the_ends_of_what_a_float_holds_still_choose():
+    assert sizing.choose(1e308, REFERENCE / 4).point == sizing.FRONTIER[-1]
+    assert sizing.choose(5e-324, REFERENCE * 4).point == sizing.FRONTIER[0]
+    assert "1e+300 s here train like 1.8e+300 s there" in sizing.choose(1e300, REFERENCE / 1.8).describe()
+
+
+def test_a_gpu_takes_the_longest_budgets_stage():
     on_gpu = sizing.choose(sizing.FRONTIER[0].seconds, None)
     assert on_gpu.point == sizing.FRONTIER[-1] and "GPU" in on_gpu.describe()
 
@@ -53,7 +58,8 @@ def test_the_description_says_what_was_chosen_and_why():
     text = sizing.choose(point.seconds, REFERENCE).describe()
     stage = stages.get(point.stage)
     assert f"stage {point.stage} ({stage.model['n_embd']} wide, {stage.model['n_layer']} layers" in text
-    assert f"learned most in {point.seconds:g} s on {sizing.REFERENCE_MACHINE}" in text and "x its speed" not in text
+    assert f"learned most in {point.seconds:g} s (full val {point.val:.2f}) on {sizing.REFERENCE_MACHINE}" in text
+    assert "x its speed" not in text
     faster = sizing.choose(point.seconds / 2, REFERENCE / 2).describe()
     assert f"runs at 2.00x its speed, so {point.seconds / 2:g} s here train like {point.seconds:.0f} s there" in faster
 
@@ -102,7 +108,24 @@ def test_a_budget_without_max_iters_trains_until_the_budget_and_the_header_shows
     assert stored.step > 0 and stored.max_iters == stages.UNTIL_BUDGET and stored.train_seconds >= 0.3
 
 
-def test_the_measured_modern_step_is_cached_with_the_routes():
-    routes = tuning.choose(1)
-    assert routes.modern_step > 0
-    assert tuning.cached(1) is None or tuning.cached(1).modern_step == routes.modern_step
+def test_under_torchrun_a_budget_without_a_stage_is_refused_before_anything_is_measured(monkeypatch):
+    monkeypatch.setattr(tuning, "decide", lambda *a, **k: pytest.fail("measured"))
+    result = CliRunner().invoke(app, ["train", "--time-budget", "60"], env={"RANK": "0", "WORLD_SIZE": "2"})
+    assert result.exit_code == 2 and "under torchrun, give --model with --time-budget" in result.output
+
+
+def test_bad_flags_beside_a_budget_are_refused_before_the_speed_is_measured(monkeypatch):
+    monkeypatch.setattr(tuning, "decide", lambda *a, **k: pytest.fail("measured"))
+    result = CliRunner().invoke(app, ["train", "--time-budget", "60", "--lr", "-1"])
+    assert result.exit_code == 2 and "--lr" in result.output
+
+
+def test_resume_with_a_budget_and_no_stage_goes_on_with_the_sized_run(cached, machine_speed):
+    point = sizing.FRONTIER[0]
+    args = ["train", "--time-budget", "0.5", "--eval-iters", "1", "--sample-chars", "0"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    trained = record.read_record(point.stage).train_seconds
+    again = CliRunner().invoke(app, [*args[:1], "--time-budget", "1", *args[3:], "--resume"])
+    assert again.exit_code == 0, again.output
+    assert record.read_record(point.stage).train_seconds > trained and not record.exists(f"{point.stage}-2")

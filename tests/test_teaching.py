@@ -18,9 +18,14 @@ TINY = ("--max-iters", "20", "--eval-interval", "10", "--eval-iters", "2", "--de
 
 
 def test_each_stage_leads_to_the_next_in_the_ladders_order_and_the_last_to_none() -> None:
-    order = list(stages.STAGES)
+    order = [name for name in stages.STAGES if name not in stages.SIZED]
+    assert order[-1] == "modern" and stages.SIZED and set(stages.SIZED) <= set(stages.STAGES)
     assert [stages.next_stage(name) for name in order[:-1]] == [stages.STAGES[name] for name in order[1:]]
     assert stages.next_stage(order[-1]) is None
+
+
+def test_the_stages_sized_for_a_budget_stand_beside_the_ladder_and_suggest_nothing() -> None:
+    assert all(stages.next_stage(name) is None for name in stages.SIZED)
 
 
 def test_train_on_a_terminal_ends_by_naming_the_next_stage_and_what_it_adds(cached, terminal, home) -> None:

@@ -177,7 +177,9 @@ def test_nothing_grows_with_max_iters():
     assert 0 in unbudgeted and unbudgeted.count() == 2**70 // 100 + 1 + 1  # and step 0, as the lecture does
     from tinyshake.training import estimates
 
-    assert estimates.estimate_seconds(config, 1.0) > 2**70
+    # the budget's one step, and ten evaluations of 2 x 20 batches (a third of a step each), not 2**70 steps
+    assert estimates.estimate_seconds(config, 1.0) == pytest.approx(1 + (10 + 1 / 100) * 2 * 20 / 3)
+    assert estimates.estimate_seconds(planning.make_config("mini", max_iters=2**70, eval_interval=100), 1.0) > 2**70
 
 
 def test_a_huge_max_iters_with_a_time_budget_trains_for_the_budget(cached):

@@ -25,7 +25,8 @@ def counted(monkeypatch):
                              attention_margin={"64": 1.2}, measured="now", modern_step=0.12)
     monkeypatch.setattr(tuning, "measure", fake)
     tuning._measured.clear()
-    return calls
+    yield calls
+    tuning._measured.clear()  # the fake routes stay in this test
 
 
 def test_the_cache_is_written_and_reused(counted):

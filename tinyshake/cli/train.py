@@ -131,8 +131,9 @@ def _after_training(console: Console, plan: Plan, data: corpus.Corpus, rich: boo
 @handle_errors
 def train(
     model: Annotated[Optional[str], typer.Option(
-        "--model", "-m", help=f"Stage: {', '.join(stages.STAGES)} (default {stages.DEFAULT_STAGE}); "
-                              "`tinyshake stages` shows what each adds, its settings and the lecture's val.")] = None,
+        "--model", "-m", help=f"Stage: {', '.join(stages.STAGES)} (default {stages.DEFAULT_STAGE}; with --time-budget, "
+                              "the stage that budget is best spent on); `tinyshake stages` shows what each adds, its "
+                              "settings and the lecture's val.")] = None,
     run: Annotated[Optional[str], typer.Option(
         help="Run name (default: the stage's name, or the next free one: bigram-2, ...).")] = None,
     corpus_name: Annotated[Optional[str], typer.Option(
@@ -151,7 +152,7 @@ def train(
     max_iters: Annotated[Optional[int], typer.Option(help="Training steps.")] = None,
     eval_interval: Annotated[Optional[int], typer.Option(help="Steps between evaluations.")] = None,
     eval_iters: Annotated[Optional[int], typer.Option(
-        help="Random batches per split in each evaluation (default 200).")] = None,
+        help="Random batches per split in each evaluation (default 200; 20 with --time-budget).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed (default 1337).")] = None,
     device_name: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or mps (default auto).")] = None,
     dtype: Annotated[Optional[str], typer.Option(
@@ -159,7 +160,8 @@ def train(
              "bfloat16 where the CPU or GPU multiplies it natively, else float32.")] = None,
     compile_model: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="Use torch.compile.")] = None,
     time_budget: Annotated[Optional[float], typer.Option(
-        help="Seconds of training (evaluations excluded); a warmup/warmdown schedule ends exactly then.")] = None,
+        help="Seconds of training (evaluations excluded); a warmup/warmdown schedule ends exactly then. Without "
+             "--model it also picks the stage that learns most in that time on this machine.")] = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue the run from its latest checkpoint, with its own settings.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run of the same name.")] = False,
@@ -207,6 +209,9 @@ def _train(stage: Optional[str], run: Optional[str], corpus_name: Optional[str],
     dist = distributed.Dist.from_env()
     if nproc is not None and dist.enabled:
         raise UsageError("--nproc starts torchrun itself; leave it out when running under torchrun")
+    if dist.enabled and stage is None and settings["time_budget"] is not None:
+        raise UsageError("under torchrun, give --model with --time-budget: each process would size the model on its "
+                         "own (--nproc N sizes it once for all)")
     plan = make_plan(stage, run, corpus_name, resume, overwrite, **settings)
     if plan.complete:
         views.report_complete(plan)

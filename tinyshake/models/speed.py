@@ -129,7 +129,8 @@ class FusedMultiHeadAttention(nn.Module):
         self.qkv = nn.Parameter(torch.stack([torch.stack([getattr(head, kind).weight for kind in KINDS])
                                              for head in lecture.heads]).detach().clone())
         self.proj, self.dropout = lecture.proj, lecture.dropout
-        self.rotate = FastQueryKeyTransform(first.rotate.qk_norm, first.rotate.rope_base)  # no state of its own
+        self.rotate = FastQueryKeyTransform(first.rotate.qk_norm, first.rotate.rope_base, len(first.tril),
+                                            self.head_size, first.tril.device)
         self.p_attn, self.scale = first.dropout.p, first.scale
         self.register_buffer("future", future_mask(len(first.tril), first.tril.device), persistent=False)
         self.cache: Optional[KVCache] = None
@@ -246,11 +247,18 @@ class FastQueryKeyTransform(modern.QueryKeyTransform):
     The lecture's order calls QK-norm and the rotation once for q and once for
     k, and works out the rotation's cos and sin tables each time: at the modern
     preset's size those small ops took about a tenth of a step on a CPU, most of
-    it not arithmetic. :meth:`pair` does each once on k and q side by side, with
-    the tables of the last call kept.
+    it not arithmetic. :meth:`pair` does each once on k and q side by side, and
+    the tables for the block's positions are worked out once, when the model is
+    made (buffers, not state: checkpoints do not see them).
     """
 
-    _tables: Optional[tuple[tuple, torch.Tensor, torch.Tensor]] = None  # the key of the last call, cos, sin
+    def __init__(self, qk_norm: bool, rope_base: Optional[float], positions: int, head_size: int,
+                 device: torch.device) -> None:
+        super().__init__(qk_norm, rope_base)
+        if rope_base is not None:
+            cos, sin = modern.rotary_tables(torch.arange(positions, device=device), head_size // 2, rope_base)
+            self.register_buffer("cos", cos, persistent=False)
+            self.register_buffer("sin", sin, persistent=False)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return rms_norm(x)
@@ -262,19 +270,13 @@ class FastQueryKeyTransform(modern.QueryKeyTransform):
             kq = self.normalize(kq)
         if self.rope_base is None:
             return kq
-        cos, sin = self.tables(start, kq.size(-2), kq.size(-1) // 2, kq.device, kq.dtype)
-        return modern.rotate(kq, cos, sin)
-
-    def tables(self, start: int, length: int, half: int, device: torch.device, dtype: torch.dtype
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The rotation's cos and sin for positions ``start`` to ``start + length - 1``: training asks for the same
-        ones at every step, so the last are kept (a sampling step asks for new ones, as the lecture's code does)."""
-        key = (start, length, half, device, dtype, torch.is_inference_mode_enabled())  # no evaluation's in training
-        if self._tables is None or self._tables[0] != key:
-            positions = torch.arange(start, start + length, device=device)
-            cos, sin = modern.rotary_tables(positions, half, self.rope_base)
-            self._tables = (key, cos.to(dtype), sin.to(dtype))
-        return self._tables[1], self._tables[2]
+        end = start + kq.size(-2)
+        if end <= self.cos.size(0):
+            cos, sin = self.cos[start:end], self.sin[start:end]
+        else:  # a sampling cache that slid past the block: these positions' angles, worked out as the lecture does
+            positions = torch.arange(start, end, device=kq.device)
+            cos, sin = modern.rotary_tables(positions, kq.size(-1) // 2, self.rope_base)
+        return modern.rotate(kq, cos.to(kq.dtype), sin.to(kq.dtype))
 
 
 class _ReLUSquared(torch.autograd.Function):
@@ -307,8 +309,7 @@ class FastReLUSquared(modern.ReLUSquared):
 
 
 # Modules whose faster version has the same state and differs only in its forward: their class is swapped.
-SAME_STATE = {nn.Linear: OneDNNLinear, nn.RMSNorm: FastRMSNorm, modern.ReLUSquared: FastReLUSquared,
-              modern.QueryKeyTransform: FastQueryKeyTransform}
+SAME_STATE = {nn.Linear: OneDNNLinear, nn.RMSNorm: FastRMSNorm, modern.ReLUSquared: FastReLUSquared}
 
 
 # --------------------------------------------------------------------------- applying the layer

@@ -70,18 +70,30 @@ def steps_per_evaluation(config: TrainConfig) -> float:
     return 2 * config.eval_iters / 3
 
 
-def evaluation_steps(config: TrainConfig) -> float:
+def evaluation_steps(config: TrainConfig, seconds_per_step: float) -> float:
     """A whole run's evaluations in training steps.
 
-    Counted, never enumerated: ``max_iters`` may be astronomically large.
+    Counted, never enumerated: ``max_iters`` may be astronomically large. A
+    time budget's run evaluates at each tenth of it and at its end, besides
+    the stage's own evaluation steps that it reaches.
     """
-    evaluations = config.eval_steps().count() + (0 if config.eval_last else 1)  # stages without one get a final one
+    if config.time_budget is None:
+        evaluations = config.eval_steps().count() + (0 if config.eval_last else 1)  # stages without one get a final one
+    else:
+        evaluations = stages.BUDGET_EVALUATIONS + training_steps(config, seconds_per_step) / config.eval_interval
     return evaluations * steps_per_evaluation(config)
+
+
+def training_steps(config: TrainConfig, seconds_per_step: float) -> float:
+    """The steps a run trains: ``max_iters``, or as many as its time budget allows."""
+    if config.time_budget is None:
+        return config.max_iters
+    return min(config.max_iters, config.time_budget / seconds_per_step)
 
 
 def estimate_seconds(config: TrainConfig, seconds_per_step: float) -> float:
     """Rough wall time of a whole run from a measured step time, evaluations included."""
-    return (config.max_iters + evaluation_steps(config)) * seconds_per_step
+    return (training_steps(config, seconds_per_step) + evaluation_steps(config, seconds_per_step)) * seconds_per_step
 
 
 def slow_run(plan: Plan) -> Optional[SlowRun]:
@@ -93,7 +105,7 @@ def slow_run(plan: Plan) -> Optional[SlowRun]:
     if config.stage not in stages.GPU_SIZED or plan.device.device.type != "cpu":
         return None
     per_step = flops_per_token(config.model) * config.batch_size * config.block_size / CPU_FLOPS_GUESS
-    return SlowRun(estimate_seconds(config, per_step), evaluation_steps(config) * per_step)
+    return SlowRun(estimate_seconds(config, per_step), evaluation_steps(config, per_step) * per_step)
 
 
 def refuse_endless_evaluation(plan: Plan, yes: bool) -> None:

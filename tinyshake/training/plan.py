@@ -330,7 +330,9 @@ def make_plan(stage: Optional[str] = None, run: Optional[str] = None, corpus: Op
 
     The CPU threads come from the free cores unless ``threads_requested``
     (``--threads``) says; training takes the CPU routes measured for that count
-    (:mod:`tinyshake.training.tuning`) once it starts, so a refused plan measures nothing.
+    (:mod:`tinyshake.training.tuning`) once it starts, so a refused plan measures nothing;
+    only a plan that a time budget sizes measures this machine's speed (once, then
+    cached), after its flags are checked.
 
     A new run merges the stage's preset with ``settings``; without ``run`` it
     takes the stage's name, or the next free one (``bigram-2``, ...) with a
@@ -350,10 +352,13 @@ def make_plan(stage: Optional[str] = None, run: Optional[str] = None, corpus: Op
     record: Optional[checkpoint.RunRecord] = None
     threads = cpu_threads.decide(threads_requested)
     sized = None
-    if stage is None and not resume and settings.get("time_budget") is not None:
+    if stage is None and settings.get("time_budget") is not None and not (resume and run is not None):
+        if not resume:  # bad flags are refused before the machine's speed is measured
+            make_config(sizing.FRONTIER[0].stage, run=run, **settings)
         sized = _sized(settings["time_budget"], settings.get("device"), threads)
-        stage = sized.stage
-        notices.append(sized.describe())
+        stage = sized.stage  # a resumed run of that name, or a new one of that stage
+        if not resume:
+            notices.append(sized.describe())
     if resume:
         name = run if run is not None else stage if stage is not None else stages.DEFAULT_STAGE
         if not checkpoint.exists(name):

@@ -26,13 +26,12 @@ import torch.nn as nn
 
 from tinyshake import checkpoint
 from tinyshake.models import modern, optim
-from tinyshake.training import distributed
+from tinyshake.training import distributed, stages
 from tinyshake.errors import UsageError
 from tinyshake.training.events import Evaluated, Interrupted, Saved
 from tinyshake.training.plan import EvalSteps, TrainConfig
 from tinyshake.store.record import Evaluation, RunRecord
 
-BUDGET_EVALUATIONS = 10  # a time budget's run evaluates at each tenth of it (besides step 0 and its end)
 NONFINITE_CHECK_EVERY = 32  # steps between loss checks on an accelerator (each check waits for the device)
 
 
@@ -63,7 +62,7 @@ class Clocks:
         """Whole tenths of the budget trained so far (0 without a budget), short of its end."""
         if not self.budget:
             return 0
-        return min(int(self.trained / self.budget * BUDGET_EVALUATIONS), BUDGET_EVALUATIONS - 1)
+        return min(int(self.trained / self.budget * stages.BUDGET_EVALUATIONS), stages.BUDGET_EVALUATIONS - 1)
 
     def budget_mark(self) -> bool:
         """Under a budget, training time has passed another tenth of it: an evaluation is due, once per tenth.

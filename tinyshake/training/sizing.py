@@ -5,7 +5,9 @@ than a large one that takes few; in minutes, the other way round. Which shape
 wins at which budget was measured, not guessed: ``tests/bench_frontier.py``
 trained candidate shapes (the ``modern`` recipe at other widths, depths,
 contexts, batches and rates) for 10 s, 20 s, 60 s and 300 s on one machine, and
-:data:`FRONTIER` keeps the winner at each budget as a named stage.
+:data:`FRONTIER` keeps the winner at each budget as a named stage (where two
+shapes were within noise of each other, the one that also won a neighbouring
+budget, so that fewer stages do).
 
 Another machine does more or less in a second. Its speed is the time of one
 ``modern`` step (:func:`tinyshake.training.tuning.measure_modern_step`, measured
@@ -38,7 +40,7 @@ FRONTIER = (
     Point(10.0, "modern-small", 1.8504),
     Point(20.0, "modern-small", 1.7256),
     Point(60.0, "modern-small", 1.5965),
-    Point(300.0, "modern", 1.5101),  # 192 wide reached the same; 6 layers of 192, 1.5195; 2 layers of 128, 1.5388
+    Point(300.0, "modern-long", 1.4980),  # modern 1.5101, 192 wide 1.5101, 6 layers of 192 1.5195
 )
 REFERENCE_MACHINE = "an AMD EPYC (family 25, model 17) on 2 threads"
 REFERENCE_STEP = 0.094  # seconds of a modern forward and backward there, as train measures it (tuning's modern_step)
@@ -67,22 +69,23 @@ class Sizing:
                     "CPU it was measured on; --model chooses another")
         pace = "" if math.isclose(self.speed, 1.0, rel_tol=0.05) else \
             f"; this machine runs at {self.speed:.2f}x its speed, so {self.budget:g} s here train like " \
-            f"{self.budget * self.speed:.0f} s there"
-        return (f"{head}, the shape that learned most in {self.point.seconds:g} s on {REFERENCE_MACHINE}{pace}; "
-                "--model chooses another")
+            f"{self.budget * self.speed:.3g} s there"
+        return (f"{head}, the shape that learned most in {self.point.seconds:g} s (full val {self.point.val:.2f}) on "
+                f"{REFERENCE_MACHINE}{pace}; --model chooses another")
 
 
 def choose(budget: float, modern_step: Optional[float]) -> Sizing:
     """The frontier's stage for ``budget`` seconds here, where one modern step takes ``modern_step`` seconds
-    (0 when unmeasured: taken as the reference's speed; None on a GPU: the longest budget's stage).
+    (None on a GPU: the longest budget's stage).
 
     The budget is converted to the reference machine's seconds and matched to
     the nearest measured budget on a log scale (10 s and 20 s are as far apart as
-    30 s and 60 s), and beyond the ends to the end.
+    30 s and 60 s), and beyond the ends to the end. The comparison is of
+    logarithms, so no budget a user can type overflows it.
     """
     if modern_step is None:
         return Sizing(budget, None, FRONTIER[-1])
-    speed = REFERENCE_STEP / modern_step if modern_step > 0 else 1.0
-    there = budget * speed
-    point = min(FRONTIER, key=lambda p: abs(math.log(p.seconds / there)))
+    speed = REFERENCE_STEP / modern_step
+    there = math.log(budget) + math.log(speed)  # the budget on the reference machine's clock, as a logarithm
+    point = min(FRONTIER, key=lambda p: abs(math.log(p.seconds) - there))
     return Sizing(budget, speed, point)

@@ -80,6 +80,7 @@ DEFAULT_STAGE = "mini"
 
 LECTURE_EVAL_ITERS = 200  # random batches per split in the lecture's loss estimates
 BUDGET_EVAL_ITERS = 20  # batches per split in each estimate of a --time-budget run, unless --eval-iters says
+BUDGET_EVALUATIONS = 10  # a time budget's run evaluates at each tenth of it (the last tenth at its end)
 UNTIL_BUDGET = 10**12  # max_iters of a run with --time-budget and no --max-iters: the budget alone ends it
 
 
@@ -102,8 +103,11 @@ def get(name: str) -> Stage:
 
 
 def next_stage(name: str) -> Stage | None:
-    """The stage after ``name`` in the ladder's order, which ``train`` suggests next; None after the last."""
-    order = list(STAGES)
+    """The stage after ``name`` in the ladder's order, which ``train`` suggests next; None after the last, and
+    beside the ladder (the sized stages)."""
+    order = [stage for stage in STAGES if stage not in SIZED]
+    if name not in order:
+        return None
     following = order.index(name) + 1
     return STAGES[order[following]] if following < len(order) else None
 
@@ -116,16 +120,18 @@ def with_overrides(stage: Stage, **overrides: Any) -> Stage:
     rest = {k: v for k, v in overrides.items() if k not in model_keys and v is not None}
     return replace(stage, model=model, **rest)
 
-def _modern_sized(name: str, adds: str, muon_lr: float, **overrides: Any) -> Stage:
-    """The modern recipe at another shape and rates: what ``train --time-budget`` picks for a budget
+def _modern_sized(name: str, adds: str, **overrides: Any) -> Stage:
+    """The modern recipe at another shape: what ``train --time-budget`` picks for a budget
     (:mod:`tinyshake.training.sizing`), from ``tests/bench_frontier.py``'s measurements."""
-    modern = STAGES["modern"]
-    return replace(with_overrides(modern, **overrides), name=name, adds=adds, hyper={**modern.hyper, "muon_lr": muon_lr})
+    return replace(with_overrides(STAGES["modern"], **overrides), name=name, adds=adds)
 
 
+SIZED = ("modern-small", "modern-long")  # beside the ladder: the modern recipe sized for a time budget
 STAGES.update((s.name, s) for s in [
-    _modern_sized("modern-small", "the modern recipe sized for budgets up to a minute on a 2-core CPU: 2 layers, "
-                                  "twice the steps", learning_rate=3e-3, muon_lr=0.03, n_layer=2),
+    _modern_sized("modern-small", "the modern recipe with 2 layers: about twice the steps a second, the most learned "
+                                  "in up to about two minutes on a 2-core CPU", n_layer=2),
+    _modern_sized("modern-long", "the modern recipe on a context of 128 and batches of 16: the most learned in "
+                                 "about five minutes on a 2-core CPU", block_size=128, batch_size=16),
 ])
 
 # Stages sized for a GPU: on a CPU, train and ladder warn before them with an estimate.
