@@ -29,6 +29,27 @@ class Stage:
 
 _SMALL = dict(batch_size=32, block_size=8, learning_rate=1e-3, max_iters=5000, eval_interval=500)
 
+
+def _variant(base: Stage, name: str, adds: str, **changes: Any) -> Stage:
+    """A stage that differs from ``base`` only in what ``changes`` names (a whole ``model`` dict, ``hyper``, ...)."""
+    return replace(base, name=name, adds=adds, **changes)
+
+
+def _without(model: Mapping[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in model.items() if k != key}
+
+
+_GPT = Stage("gpt", "scaled up, with dropout and N(0, 0.02) init",
+             dict(n_embd=384, n_head=6, n_layer=6, ffwd="wide", proj=True, residual=True, layernorm=True,
+                  dropout=0.2, init_std=0.02),
+             batch_size=64, block_size=256, learning_rate=3e-4, max_iters=5000, eval_interval=500,
+             eval_last=True, published_val=1.48)
+_MINI = Stage("mini", "the gpt stage, small enough for a laptop CPU",
+             dict(n_embd=64, n_head=4, n_layer=4, ffwd="wide", proj=True, residual=True, layernorm=True,
+                  dropout=0.0, init_std=0.02),
+             batch_size=16, block_size=32, learning_rate=1e-3, max_iters=5000, eval_interval=100,
+             eval_last=True, published_val=1.82)
+
 STAGES: dict[str, Stage] = {
     s.name: s
     for s in [
@@ -48,26 +69,13 @@ STAGES: dict[str, Stage] = {
         Stage("layernorm", "pre-norm LayerNorm in each block, plus a final LayerNorm",
               dict(n_embd=32, n_head=4, n_layer=3, ffwd="wide", proj=True, residual=True, layernorm=True),
               **_SMALL, eval_last=True, published_val=2.06),
-        Stage("gpt", "scaled up, with dropout and N(0, 0.02) init",
-              dict(n_embd=384, n_head=6, n_layer=6, ffwd="wide", proj=True, residual=True, layernorm=True,
-                   dropout=0.2, init_std=0.02),
-              batch_size=64, block_size=256, learning_rate=3e-4, max_iters=5000, eval_interval=500,
-              eval_last=True, published_val=1.48),
-        Stage("gpt-video", "the gpt stage as the video ran it: scores scaled by n_embd**-0.5, PyTorch's default init",
-              dict(n_embd=384, n_head=6, n_layer=6, ffwd="wide", proj=True, residual=True, layernorm=True,
-                   dropout=0.2, attn_scale="n_embd"),
-              batch_size=64, block_size=256, learning_rate=3e-4, max_iters=5000, eval_interval=500,
-              eval_last=True, published_val=1.49, published_train=1.08),
-        Stage("mini", "the gpt stage, small enough for a laptop CPU",
-              dict(n_embd=64, n_head=4, n_layer=4, ffwd="wide", proj=True, residual=True, layernorm=True,
-                   dropout=0.0, init_std=0.02),
-              batch_size=16, block_size=32, learning_rate=1e-3, max_iters=5000, eval_interval=100,
-              eval_last=True, published_val=1.82),
-        Stage("mini-bpe", "the mini stage on the sequel's tokens: a BPE of 512 learned from the train split",
-              dict(n_embd=64, n_head=4, n_layer=4, ffwd="wide", proj=True, residual=True, layernorm=True,
-                   dropout=0.0, init_std=0.02),
-              batch_size=16, block_size=32, learning_rate=1e-3, max_iters=5000, eval_interval=100,
-              eval_last=True, hyper=dict(tokenizer="bpe", bpe_vocab=512)),
+        _GPT,
+        _variant(_GPT, "gpt-video", "the gpt stage as the video ran it: scores scaled by n_embd**-0.5, PyTorch's "
+                                    "default init", model=dict(_without(_GPT.model, "init_std"), attn_scale="n_embd"),
+                 published_val=1.49, published_train=1.08),
+        _MINI,
+        _variant(_MINI, "mini-bpe", "the mini stage on the sequel's tokens: a BPE of 512 learned from the train split",
+                 published_val=None, hyper=dict(tokenizer="bpe", bpe_vocab=512)),
         Stage("modern", "beyond the lecture: rotary positions, RMSNorm, QK-norm, ReLU², zero-init projections, "
                         "Muon + AdamW, warmup and a linear warmdown",
               dict(n_embd=128, n_head=4, n_layer=4, ffwd="wide", proj=True, residual=True, layernorm=True,
@@ -123,7 +131,7 @@ def with_overrides(stage: Stage, **overrides: Any) -> Stage:
 def _modern_sized(name: str, adds: str, **overrides: Any) -> Stage:
     """The modern recipe at another shape: what ``train --time-budget`` picks for a budget
     (:mod:`tinyshake.training.sizing`), from ``tests/bench_frontier.py``'s measurements."""
-    return replace(with_overrides(STAGES["modern"], **overrides), name=name, adds=adds)
+    return _variant(with_overrides(STAGES["modern"], **overrides), name, adds)
 
 
 SIZED = ("modern-small", "modern-long")  # beside the ladder: the modern recipe sized for a time budget
