@@ -119,10 +119,12 @@ def make_config(stage_name: str, vocab_size: int = ModelConfig.vocab_size, run: 
     flags are refused before anything is fetched; :func:`with_vocab` fills it in.
     An empty run name is a name (and an invalid one), not a missing one.
     """
-    if overrides.get("time_budget") is not None:  # a stage's step count would end the budget early, and the
-        # lecture's 200 batches per split, at each tenth of the budget, would take longer than the training
-        for key, budget_default in (("max_iters", stages.UNTIL_BUDGET), ("eval_iters", stages.BUDGET_EVAL_ITERS)):
-            overrides[key] = budget_default if overrides.get(key) is None else overrides[key]
+    if overrides.get("time_budget") is not None:
+        # a stage's step count would end the budget early, and the lecture's 200 batches per split at each tenth
+        # of the budget would take longer than the training
+        for key, default in (("max_iters", stages.UNTIL_BUDGET), ("eval_iters", stages.BUDGET_EVAL_ITERS)):
+            if overrides.get(key) is None:
+                overrides[key] = default
     stage = stages.with_overrides(stages.get(stage_name), **{k: overrides.pop(k, None) for k in STAGE_KEYS})
     overrides.update({k: overrides[k].lower() for k in CHOICE_KEYS if isinstance(overrides.get(k), str)})
     config = TrainConfig(
