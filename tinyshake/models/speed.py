@@ -144,8 +144,12 @@ class FusedMultiHeadAttention(nn.Module):
         qkv = onednn.linear(x, self.qkv.view(-1, C)).view(B, T, H * 3, hs).transpose(1, 2).contiguous()
         heads = qkv.view(B, H, 3, T, hs)
         cache = self.cache
-        k, q = self.rotate.pair(heads[:, :, :2], cache.pos if cache is not None else 0).unbind(2)  # (B, H, T, hs)
-        v = heads[:, :, 2]
+        if self.rotate.active:  # the modern head's transforms, on keys and queries side by side
+            kq, v = heads.split((2, 1), dim=2)
+            k, q = self.rotate.pair(kq, cache.pos if cache is not None else 0).unbind(2)  # (B, H, T, hs)
+            v = v.squeeze(2)
+        else:  # one unbind: its backward is one stack, where slices would each add a zeroed copy
+            k, q, v = heads.unbind(2)  # (B, H, T, hs) each
         causal = True
         if cache is not None:
             causal = cache.pos == 0  # a prefill is causal; a new token sees everything cached before it
@@ -259,6 +263,11 @@ class FastQueryKeyTransform(modern.QueryKeyTransform):
             cos, sin = modern.rotary_tables(torch.arange(positions, device=device), head_size // 2, rope_base)
             self.register_buffer("cos", cos, persistent=False)
             self.register_buffer("sin", sin, persistent=False)
+
+    @property
+    def active(self) -> bool:
+        """Whether it changes keys and queries at all (in no lecture stage)."""
+        return self.qk_norm or self.rope_base is not None
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return rms_norm(x)
