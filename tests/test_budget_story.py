@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
+from tinyshake import corpus
 from tinyshake.cli import app
+from tinyshake.training import plan as planning
+from tinyshake.training import stages
+from tinyshake.training import train as core
 from tinyshake.training.run_state import Clocks
 
 
@@ -44,3 +48,16 @@ def test_runs_call_a_budget_run_complete(cached):
     assert " in 0.05 s " in row and "/100000" not in row
     shown = CliRunner().invoke(app, ["runs", "show", "timed"]).stdout
     assert "complete, ended by its time budget (0.05 s of training)" in shown
+
+
+def test_a_budget_run_stopped_early_shows_its_seconds_of_the_budget_not_a_step_count_it_never_asked_for(cached):
+    """Without --max-iters a budget run's step count is a bound no run reaches: ``runs`` shows the seconds instead."""
+    plan = planning.make_plan("head", run="early", device="cpu", time_budget=30.0, eval_iters=1)
+    assert plan.config.max_iters == stages.UNTIL_BUDGET
+    events = list(core.train(plan, corpus.load(plan.corpus), should_stop=lambda: True))  # one step, then stop
+    assert isinstance(events[-1], core.Interrupted)
+    listed = CliRunner().invoke(app, ["runs"]).stdout
+    row = next(line for line in listed.splitlines() if line.startswith("early "))
+    assert " 1 in 0/30 s " in row and str(stages.UNTIL_BUDGET) not in listed
+    shown = CliRunner().invoke(app, ["runs", "show", "early"]).stdout
+    assert "1 in 0/30 s" in shown and str(stages.UNTIL_BUDGET) not in shown

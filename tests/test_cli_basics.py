@@ -299,3 +299,15 @@ def test_a_value_not_among_the_choices_is_one_plain_line(home):
     result = installed(home, "eval", "--weights", "worst")  # a choice in another case is the choice (#21)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.splitlines() == ["Error: Invalid value for '--weights': 'worst' is not one of 'best', 'last'."]
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_every_help_fits_a_terminal_without_splitting_a_hyphenated_word(home, terminal, columns):
+    """Click wraps help text at hyphens too: a stage name such as mini-bpe must not come out as 'mini-' and 'bpe'."""
+    for command in [[], *([c] for c in COMMANDS)]:
+        term = terminal(home, *command, "--help", columns=columns)
+        assert term.wait() == 0, term.output
+        lines = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", term.output).replace("\r", "").splitlines()
+        assert max(len(line) for line in lines) <= columns, (command, term.output)
+        split = [line for line in lines if re.search(r"[A-Za-z0-9]-$", line)]
+        assert split == [], (command, split)

@@ -46,6 +46,8 @@ def test_budgets_at_the_ends_of_what_a_float_holds_still_choose():
     assert sizing.choose(1e308, REFERENCE / 4).point == sizing.FRONTIER[-1]
     assert sizing.choose(5e-324, REFERENCE * 4).point == sizing.FRONTIER[0]
     assert "1e+300 s here train like 1.8e+300 s there" in sizing.choose(1e300, REFERENCE / 1.8).describe()
+    beyond = sizing.choose(1.7e308, REFERENCE / 1.2).describe()  # here x speed is past a float's range
+    assert "this machine runs at 1.20x its speed;" in beyond and "inf" not in beyond
 
 
 def test_a_gpu_takes_the_longest_budgets_stage():

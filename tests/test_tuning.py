@@ -53,6 +53,35 @@ def test_a_damaged_cache_is_measured_again(counted, damage):
     assert json.loads(tuning.cache_file().read_text())["version"] == tuning.CACHE_VERSION
 
 
+GOOD_ENTRY = {"onednn": False, "small_attention": 64, "linear_margin": {"mini": 0.8},
+              "attention_margin": {"64": 1.2}, "measured": "then", "crowded": 0.0, "modern_step": 0.1}
+
+
+@pytest.mark.parametrize("field, value", [
+    ("modern_step", "Infinity"), ("modern_step", "NaN"), ("modern_step", "5e-324"), ("modern_step", "1e9"),
+    ("modern_step", "true"), ("linear_margin", '{"mini": "x"}'), ("attention_margin", '{"8": null}'),
+    ("small_attention", "true"), ("crowded", '"busy"'), (None, '"fast"'), (None, "[1, 2]")])
+def test_an_entry_with_a_field_no_measurement_writes_is_measured_again_and_info_still_answers(counted, field, value):
+    """A hand-edited or damaged entry: json reads Infinity and NaN, and an entry may be any value at all."""
+    entry = "{" + ", ".join(f'"{k}": {value if k == field else json.dumps(v)}' for k, v in GOOD_ENTRY.items()) + "}"
+    key = tuning.machine_key(threads.plan().threads)
+    tuning.cache_file().parent.mkdir(parents=True)
+    tuning.cache_file().write_text(f'{{"version": {tuning.CACHE_VERSION}, "entries": {{{json.dumps(key)}: '
+                                   f'{entry if field else value}}}}}')
+    shown = CliRunner().invoke(app, ["info"])
+    assert shown.exit_code == 0 and "not measured yet" in shown.output, shown.output
+    assert tuning.cached(threads.plan().threads) is None
+    assert tuning.choose(threads.plan().threads).modern_step == 0.12 and len(counted) == 1
+
+
+def test_an_entry_as_measure_writes_it_is_used():
+    """The check above refuses only damage: the good entry it damages is taken as it is."""
+    tuning.cache_file().parent.mkdir(parents=True)
+    tuning.cache_file().write_text(json.dumps({"version": tuning.CACHE_VERSION,
+                                               "entries": {tuning.machine_key(1): GOOD_ENTRY}}))
+    assert tuning.cached(1) is not None and tuning.cached(1).modern_step == 0.1
+
+
 def test_a_measurement_crowded_by_other_programs_is_used_but_not_cached(monkeypatch):
     """A ratio timed while another program held the measurement's cores is this run's, not the machine's for good."""
     calls = []

@@ -72,18 +72,30 @@ def trained_on(run: record.RunRecord) -> str:
     return f"{device}, {run.dtype or run.hyper.get('dtype')}{threads}"
 
 
+def _budget(run: record.RunRecord) -> Optional[float]:
+    """The run's time budget in seconds of training, or None."""
+    budget = run.hyper.get("time_budget")
+    return float(budget) if isinstance(budget, (int, float)) and not isinstance(budget, bool) else None
+
+
 def budget_ended(run: record.RunRecord) -> Optional[float]:
     """The time budget that ended ``run`` (it trained all of it before its last step), or None."""
-    budget = run.hyper.get("time_budget")
-    if not isinstance(budget, (int, float)) or isinstance(budget, bool) or run.train_seconds < budget:
+    budget = _budget(run)
+    if budget is None or run.train_seconds < budget:
         return None
-    return float(budget) if run.max_iters is None or run.step < run.max_iters else None
+    return budget if run.max_iters is None or run.step < run.max_iters else None
 
 
 def _steps(run: record.RunRecord) -> str:
-    """Steps done of the planned ones, or, for a run its time budget ended, the steps it reached in it."""
+    """Steps done of the planned ones; for a run its time budget ended, the steps it reached in it; for one that
+    trains until its budget ends (no step count was asked for), the steps so far and the seconds of it used."""
     budget = budget_ended(run)
-    return f"{run.step} in {budget:g} s" if budget is not None else f"{run.step}/{_or_unknown(run.max_iters)}"
+    if budget is not None:
+        return f"{run.step} in {budget:g} s"
+    budget = _budget(run)
+    if budget is not None and (run.max_iters is None or run.max_iters >= stages.UNTIL_BUDGET):
+        return f"{run.step} in {run.train_seconds:.0f}/{budget:g} s"
+    return f"{run.step}/{_or_unknown(run.max_iters)}"
 
 
 def _or_unknown(value: object) -> str:
@@ -147,9 +159,16 @@ def _settings(run: record.RunRecord) -> list[tuple[str, str]]:
         ("tokenizer", f"{run.tokenizer}{per_token}"),
         ("corpus", str(run.corpus_name)), ("trained on", trained_on(run)), ("updated", when(run.updated)),
         ("model", ", ".join(f"{k} {words(v)}" for k, v in model.items())),
-        ("training", ", ".join(f"{k} {words(v)}" for k, v in run.hyper.items()
+        ("training", ", ".join(f"{k} {_setting(k, v)}" for k, v in run.hyper.items()
                                if k not in ("stage", "run", "device", "dtype"))),
     ]
+
+
+def _setting(key: str, value: object) -> str:
+    """A training setting as a reader says it; a budget run's step bound, which no run reaches, as what it means."""
+    if key == "max_iters" and isinstance(value, int) and value >= stages.UNTIL_BUDGET:
+        return "none (until the time budget)"
+    return words(value)
 
 
 @app.command("show")

@@ -131,9 +131,9 @@ def _after_training(console: Console, plan: Plan, data: corpus.Corpus, rich: boo
 @handle_errors
 def train(
     model: Annotated[Optional[str], typer.Option(
-        "--model", "-m", help=f"Stage: {', '.join(stages.STAGES)} (default {stages.DEFAULT_STAGE}; with --time-budget, "
-                              "the stage that budget is best spent on); `tinyshake stages` shows what each adds, its "
-                              "settings and the lecture's val.")] = None,
+        "--model", "-m", help=f"Stage to train: `tinyshake stages` shows what each adds, its settings and the "
+                              f"lecture's val (default {stages.DEFAULT_STAGE}, or the stage that a --time-budget "
+                              "is best spent on).")] = None,
     run: Annotated[Optional[str], typer.Option(
         help="Run name (default: the stage's name, or the next free one: bigram-2, ...).")] = None,
     corpus_name: Annotated[Optional[str], typer.Option(
@@ -225,7 +225,7 @@ def _train(stage: Optional[str], run: Optional[str], corpus_name: Optional[str],
     ensure_corpus(plan.corpus, make_console(stderr=True))  # fetch progress must not mix with the log on stdout
     if nproc is not None and nproc > 1:  # everything is checked and fetched: now the workers do the rest
         sized = ["--model", plan.config.stage] if plan.sized is not None else []  # every worker trains one shape
-        if plan.sized is not None and not quiet:
+        if plan.sized is not None:  # a notice, as every plan's notices are, --quiet or not
             print(f"note: {plan.sized.describe()}", file=sys.stderr, flush=True)
         code = distributed.launch(nproc, sys.argv[1:] + sized)
         if code == distributed.INTERRUPTED:

@@ -67,9 +67,10 @@ class Sizing:
         if self.speed is None:
             return (f"{head}, the frontier's choice for its longest budget, since a GPU is many times faster than the "
                     "CPU it was measured on; --model chooses another")
+        there = self.budget * self.speed  # beyond a float's range for a budget of 1e308 s: then the speed alone
         pace = "" if math.isclose(self.speed, 1.0, rel_tol=0.05) else \
-            f"; this machine runs at {self.speed:.2f}x its speed, so {self.budget:g} s here train like " \
-            f"{self.budget * self.speed:.3g} s there"
+            f"; this machine runs at {self.speed:.2f}x its speed" + \
+            (f", so {self.budget:g} s here train like {there:.3g} s there" if math.isfinite(there) else "")
         return (f"{head}, the shape that learned most in {self.point.seconds:g} s (full val {self.point.val:.2f}) on "
                 f"{REFERENCE_MACHINE}{pace}; --model chooses another")
 

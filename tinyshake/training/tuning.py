@@ -26,6 +26,7 @@ The measurement draws from its own random generator, so runs are unchanged.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -55,6 +56,7 @@ LINEAR_SHAPES = {
 ATTENTION_CONTEXTS = (8, 32, 64, 128, 256)  # the presets' block sizes, and one between
 ATTENTION_TOKENS = 512  # batch x context at each length: the mini preset's batch
 ATTENTION_HEADS, ATTENTION_HEAD_SIZE = 4, 32
+STEP_RANGE = (1e-4, 1e3)  # seconds: a cached modern step outside this was not measured by any machine
 
 
 @dataclass(frozen=True)
@@ -251,14 +253,36 @@ def _read_cache() -> dict[str, dict]:
 
 
 def _from_entry(entry: object) -> Optional[Routes]:
+    """The routes an entry of the cache holds, or None where any field is not what :func:`measure` writes.
+
+    The file is the user's to edit or damage: anything else is measured again,
+    never trusted into a division or a format string.
+    """
+    if not isinstance(entry, dict):
+        return None
     try:
-        routes = Routes(**dict(entry, source="cached"))  # type: ignore[arg-type]
+        routes = Routes(**dict(entry, source="cached"))
     except TypeError:
         return None
-    ok = isinstance(routes.onednn, bool) and isinstance(routes.small_attention, int)
-    ok = ok and isinstance(routes.linear_margin, dict) and isinstance(routes.attention_margin, dict)
-    ok = ok and isinstance(routes.modern_step, (int, float)) and routes.modern_step > 0
+    margins = (routes.linear_margin, routes.attention_margin)
+    ok = isinstance(routes.onednn, bool) and _count(routes.small_attention) and isinstance(routes.measured, str)
+    ok = ok and all(isinstance(m, dict) and all(_ratio(v) for v in m.values()) for m in margins)
+    ok = ok and _number(routes.crowded) and routes.crowded >= 0
+    ok = ok and _number(routes.modern_step) and STEP_RANGE[0] <= routes.modern_step <= STEP_RANGE[1]
     return routes if ok else None
+
+
+def _number(value: object) -> bool:
+    """A finite int or float, as json gives them (not a bool, not Infinity or NaN)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _ratio(value: object) -> bool:
+    return _number(value) and value > 0  # type: ignore[operator]
 
 
 def _write_cache(entries: dict[str, dict]) -> None:
