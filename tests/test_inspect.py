@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import safetensors.torch
 import torch
+from rich.style import Style
 from typer.testing import CliRunner, Result
 
 from conftest import on_disk, subprocess_env
@@ -408,6 +409,20 @@ def test_token_pieces_alternate_colours_on_a_terminal_and_use_separators_without
     monkeypatch.setenv("NO_COLOR", "1")  # colour is the only boundary on a terminal: without it, separators
     assert _render.token_pieces(["To", " be", ","], fancy=True).plain == "To| be|,"
     assert _render.token_pieces(["To", " be", ","], fancy=False).plain == "To| be|,"
+
+
+def test_a_heatmap_on_a_terminal_with_no_color_draws_shades_not_blank_cells(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Background colour is all a coloured cell has: without colour, the cells are the plain shades."""
+    grid = [[1.0, 0.0], [0.25, 0.75]]
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    coloured = _render.heatmap(grid, ["a", "b"], ["a", "b"], fancy=True)
+    assert coloured.plain.splitlines()[1:] == ["a     ", "b     "] and any(isinstance(s.style, Style) and s.style.bgcolor for s in coloured.spans)
+    monkeypatch.setenv("NO_COLOR", "1")
+    plain = _render.heatmap(grid, ["a", "b"], ["a", "b"], fancy=True)
+    assert plain.plain.splitlines()[1:] == [f"a {_render.shade(1.0) * 2}{_render.shade(0.0) * 2}",
+                                           f"b {_render.shade(0.25) * 2}{_render.shade(0.75) * 2}"]
+    assert not any(isinstance(s.style, Style) and s.style.bgcolor for s in plain.spans)
+    assert _render.SHADES in _render.legend(fancy=True).plain
 
 
 def test_inspect_tokens_needs_no_torch(home: Path) -> None:

@@ -51,8 +51,8 @@ def blend(weight: float) -> Style:
 
 
 def legend(fancy: bool) -> Text:
-    """What the cells mean: a strip of colours, or the plain shade ramp."""
-    if not fancy:
+    """What the cells mean: a strip of colours, or the plain shade ramp (also on a terminal with ``NO_COLOR``)."""
+    if not fancy or no_color():
         return Text(f"shades from 0 to 1 (square-root scale): {SHADES!r}")
     strip = [(" ", Style(bgcolor=blend(i / 10).bgcolor)) for i in range(11)]
     return Text.assemble("0 ", *strip, " 1 (square-root scale)")
@@ -66,8 +66,10 @@ def heatmap(matrix: Sequence[Sequence[float]], rows: Sequence[str], columns: Seq
     grid is as wide as one label plus ``cell`` per column. Tokens of several
     characters (a BPE's) do not fit a column: rows then carry their position
     and token, and the columns a ruler of positions (their last digit). Row i,
-    column j is ``matrix[i][j]``.
+    column j is ``matrix[i][j]``. Cells are coloured on a colour terminal, and
+    shades of characters otherwise: with ``NO_COLOR`` a coloured cell would be blank.
     """
+    coloured = fancy and not no_color()
     row_labels, top = [visible(label) for label in rows], [visible(c).ljust(cell) for c in columns]
     if any(len(label) != 1 for label in (*rows, *columns)):
         row_labels = [f"{i:>2} {label}" for i, label in enumerate(row_labels)]
@@ -78,7 +80,7 @@ def heatmap(matrix: Sequence[Sequence[float]], rows: Sequence[str], columns: Seq
     for label, row in zip(row_labels, matrix):
         line = Text(label.ljust(width) + " ", style="dim" if fancy else "")
         for weight in row:
-            if fancy:
+            if coloured:
                 line.append(" " * cell, style=Style(bgcolor=blend(weight).bgcolor))
             else:
                 line.append(shade(weight) * cell)

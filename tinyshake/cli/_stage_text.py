@@ -26,7 +26,7 @@ def published(stage: stages.Stage) -> str:
 
 ROUGH = "*"  # marks a val estimated on other than the lecture's batches: see ROUGH_NOTE
 ROUGH_NOTE = (f"{ROUGH} estimated on other than the lecture's {stages.LECTURE_EVAL_ITERS} batches per split "
-              "(--eval-iters, ladder --quick): noisier, not comparable with the lecture's val")
+              "(--eval-iters, --time-budget, ladder --quick): noisier, not comparable with the lecture's val")
 
 
 def estimate(val: float, eval_iters: Optional[int]) -> str:

@@ -19,6 +19,7 @@ from rich.padding import Padding
 from rich.progress import (
     BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
 )
+from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
@@ -190,6 +191,7 @@ class RichView:
         self.world_size = 1  # processes training data-parallel: tokens per step scale with it
         self.live_on = False
         self.begun = False  # nothing to leave on screen if training never started (a load error)
+        self.preparing = Spinner("dots", Text("Preparing the run…", style="dim"))
         self.live = Live(console=console, refresh_per_second=8, transient=True, get_renderable=self._render)
         for row, val_bpc in earlier:
             self._add(row, val_bpc)
@@ -219,6 +221,8 @@ class RichView:
         return [Text(heading, style="dim"), grid]
 
     def _render(self) -> RenderableType:
+        if not self.begun:  # the header comes with the start of training: until then, a spinner and no empty table
+            return self.preparing
         chart = self.chart if self.console.size.height >= CHART_MIN_TERMINAL else None
         room = max(1, self.console.size.height - 9 - (CHART_ROWS + 4 if chart else 0))  # title, header, borders,
         # "…" row, progress bar, prompt; the chart's rows, axis, scale and legend
