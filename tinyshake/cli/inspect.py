@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from tinyshake.inspection import AttentionMaps
 
 app = typer.Typer(
-    help="Look inside a trained run: its tokens, attention on your prompt, the distribution of the next token, the embeddings.",
+    help="Look inside a trained run: its tokens, attention on your prompt, the distribution of the next token, "
+         "the embeddings.",
     no_args_is_help=True,
     rich_markup_mode=None,  # click's help: hanging indents, and flags without a metavar, at any width
 )

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from tinyshake.store import paths, record
+from tinyshake.store import paths, record, values
 from tinyshake.training import stages
 from tinyshake.cli._fit import Col, fitted_table
 from tinyshake.cli._output import footnote, handle_errors, make_console
@@ -75,7 +75,7 @@ def trained_on(run: record.RunRecord) -> str:
 def _budget(run: record.RunRecord) -> Optional[float]:
     """The run's time budget in seconds of training, or None."""
     budget = run.hyper.get("time_budget")
-    return float(budget) if isinstance(budget, (int, float)) and not isinstance(budget, bool) else None
+    return float(budget) if values.number(budget) else None
 
 
 def budget_ended(run: record.RunRecord) -> Optional[float]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import os
 import re
 import shutil
@@ -29,6 +28,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping, Optional, TypeVar, Union
 
 from tinyshake.store import names, paths, runlock
+from tinyshake.store.values import count as _count, number as _number
 from tinyshake.store.atomic import write_bytes
 from tinyshake.errors import TinyshakeError, UsageError
 from tinyshake.units import bits_per_char
@@ -317,14 +317,6 @@ def _least_weights(model: Mapping[str, Scalar]) -> int:
     if model.get("arch") == "bigram":
         return vocab * vocab
     return vocab * width + layers * 3 * width * width
-
-
-def _count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _is_hex(value: Any) -> bool:

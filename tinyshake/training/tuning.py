@@ -26,7 +26,6 @@ The measurement draws from its own random generator, so runs are unchanged.
 from __future__ import annotations
 
 import json
-import math
 import statistics
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -39,7 +38,7 @@ from torch.nn import functional as F
 
 from tinyshake.models import onednn, speed
 from tinyshake.models.model import ModelConfig
-from tinyshake.store import atomic, paths
+from tinyshake.store import atomic, paths, values
 from tinyshake.training import machine, stages
 from tinyshake.errors import TinyshakeError
 from tinyshake.training.threads import SLACK, allowed_cpus, others_during
@@ -265,24 +264,15 @@ def _from_entry(entry: object) -> Optional[Routes]:
     except TypeError:
         return None
     margins = (routes.linear_margin, routes.attention_margin)
-    ok = isinstance(routes.onednn, bool) and _count(routes.small_attention) and isinstance(routes.measured, str)
+    ok = isinstance(routes.onednn, bool) and values.count(routes.small_attention) and isinstance(routes.measured, str)
     ok = ok and all(isinstance(m, dict) and all(_ratio(v) for v in m.values()) for m in margins)
-    ok = ok and _number(routes.crowded) and routes.crowded >= 0
-    ok = ok and _number(routes.modern_step) and STEP_RANGE[0] <= routes.modern_step <= STEP_RANGE[1]
+    ok = ok and values.number(routes.crowded) and routes.crowded >= 0
+    ok = ok and values.number(routes.modern_step) and STEP_RANGE[0] <= routes.modern_step <= STEP_RANGE[1]
     return routes if ok else None
 
 
-def _number(value: object) -> bool:
-    """A finite int or float, as json gives them (not a bool, not Infinity or NaN)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
 def _ratio(value: object) -> bool:
-    return _number(value) and value > 0  # type: ignore[operator]
+    return values.number(value) and value > 0  # type: ignore[operator]
 
 
 def _write_cache(entries: dict[str, dict]) -> None:
